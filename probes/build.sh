@@ -1,0 +1,21 @@
+#!/bin/sh
+# Build the C helper with this environment's own toolchain and libc.
+#   sh build.sh OUTDIR [dynamic] [static] [musl]     (default: all three)
+# dynamic: cc against the system glibc; static: cc -static (glibc's libc.a);
+# musl: musl-gcc -static. Plain POSIX sh: it runs in the oldest userland of the matrix.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: build.sh OUTDIR [dynamic] [static] [musl]}
+shift
+[ $# -gt 0 ] || set -- dynamic static musl
+mkdir -p "$out"
+CFLAGS="-O2 -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-omit-frame-pointer"
+for build in "$@"; do
+    case $build in
+    dynamic) ${CC:-cc} $CFLAGS -o "$out/vdsoprobe-dynamic" "$here/vdsoprobe.c" ;;
+    static) ${CC:-cc} $CFLAGS -static -o "$out/vdsoprobe-static" "$here/vdsoprobe.c" ;;
+    musl) ${MUSL_CC:-musl-gcc} $CFLAGS -static -o "$out/vdsoprobe-musl" "$here/vdsoprobe.c" ;;
+    *) echo "build.sh: unknown build '$build' (dynamic, static, musl)" >&2; exit 2 ;;
+    esac
+    echo "built $out/vdsoprobe-$build"
+done

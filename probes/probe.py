@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""The in-environment half of vdsomatrix: collect facts, run the C helper, print one JSON document.
+
+Standard library only, and Python 3.9 compatible (bullseye's python3): this file runs inside
+every userland of the matrix, however old. It never fails as a whole: every fact it cannot read
+becomes a line in "errors" and the rest of the document is still printed.
+
+    python3 probe.py --helper PATH/vdsoprobe-dynamic --name ENV --backend BACKEND
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import platform
+import shlex
+import struct
+import subprocess
+import sys
+import zlib
+
+SCHEMA = "vdsomatrix/1"
+AT_NULL, AT_BASE, AT_SYSINFO_EHDR, AT_HWCAP2 = 0, 7, 33, 26
+AUXV_NAMES = {3: "AT_PHDR", 6: "AT_PAGESZ", 7: "AT_BASE", 16: "AT_HWCAP", 17: "AT_CLKTCK",
+              25: "AT_RANDOM", 26: "AT_HWCAP2", 33: "AT_SYSINFO_EHDR", 51: "AT_MINSIGSTKSZ"}
+MAX_ARTEFACT = 64 << 20  # no libc or probe binary is anywhere near this
+
+
+# ----------------------------------------------------------------------------- parsers --------
+
+def parse_auxv(data, word=8):
+    """Auxiliary vector entries as {type: value} up to AT_NULL.
+
+    A trailing partial entry is ignored and reported; a missing AT_NULL terminator is reported.
+    """
+    problems = []
+    entries = {}
+    pair = 2 * word
+    usable = len(data) - len(data) % pair
+    if usable != len(data):
+        problems.append("auxv: %d trailing bytes ignored (truncated entry)" % (len(data) - usable))
+    fmt = "<QQ" if word == 8 else "<II"
+    terminated = False
+    for off in range(0, usable, pair):
+        a_type, a_val = struct.unpack_from(fmt, data, off)
+        if a_type == AT_NULL:
+            terminated = True
+            break
+        entries.setdefault(a_type, a_val)
+    if not terminated:
+        problems.append("auxv: no AT_NULL terminator in %d bytes" % len(data))
+    return entries, problems
+
+
+def parse_maps(text):
+    """/proc/<pid>/maps lines as dicts; lines that do not parse are returned as problems."""
+    mappings = []
+    problems = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split(None, 5)
+        try:
+            if len(fields) < 5:
+                raise ValueError("too few fields")
+            start_s, end_s = fields[0].split("-", 1)
+            start, end = int(start_s, 16), int(end_s, 16)
+            perms = fields[1]
+            if end < start or len(perms) != 4:
+                raise ValueError("bad range or permissions")
+            mappings.append({
+                "start": start, "end": end, "perms": perms,
+                "offset": int(fields[2], 16), "dev": fields[3], "inode": int(fields[4]),
+                "path": fields[5].strip() if len(fields) > 5 else "",
+            })
+        except ValueError as exc:
+            problems.append("maps line %d unreadable (%s): %r" % (lineno, exc, line[:120]))
+    return mappings, problems
+
+
+def vsyscall_mode(mappings):
+    """The vsyscall mode as /proc/self/maps shows it.
+
+    r-x: the page is readable and calls are emulated ("emulate"; the old "native" mode, removed
+    in Linux 4.4, looked the same); --x: execute-only emulation ("xonly", upstream's default since
+    5.3); no [vsyscall] line: "none".
+    """
+    for m in mappings:
+        if m["path"] == "[vsyscall]":
+            if m["perms"].startswith("r"):
+                return "emulate"
+            if m["perms"][2] == "x":
+                return "xonly"
+            return "unknown (%s)" % m["perms"]
+    return "none"
+
+
+def parse_os_release(text):
+    info = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = [value]
+        info[key] = words[0] if words else ""
+    return info
+
+
+def dpkg_version(package, status_path="/var/lib/dpkg/status"):
+    """The installed version of a Debian package, from dpkg's database, or None."""
+    try:
+        with open(status_path, encoding="utf-8", errors="replace") as fh:
+            blocks = fh.read().split("\n\n")
+    except OSError:
+        return None
+    for block in blocks:
+        fields = {}
+        for line in block.splitlines():
+            if line[:1] not in (" ", "\t") and ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if fields.get("Package") == package and "installed" in fields.get("Status", ""):
+            return fields.get("Version")
+    return None
+
+
+# ----------------------------------------------------------------------------- collectors -----
+
+def read_text(path, errors, limit=1 << 20):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit).decode("utf-8", "replace")
+    except OSError as exc:
+        errors.append("cannot read %s: %s" % (path, exc.strerror or exc))
+        return None
+
+
+def read_memory(start, size):
+    with open("/proc/self/mem", "rb", buffering=0) as mem:
+        mem.seek(start)
+        return mem.read(size)
+
+
+def cpu_info(errors):
+    text = read_text("/proc/cpuinfo", errors) or ""
+    info = {"model": None, "vendor": None, "flags": []}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and info["model"] is None:
+            info["model"] = value.strip()
+        elif key == "vendor_id" and info["vendor"] is None:
+            info["vendor"] = value.strip()
+        elif key == "flags" and not info["flags"]:
+            wanted = {"constant_tsc", "nonstop_tsc", "tsc_known_freq", "rdtscp", "hypervisor",
+                      "tsc", "vsyscall"}
+            info["flags"] = sorted(set(value.split()) & wanted)
+    info["count"] = os.cpu_count()
+    return info
+
+
+def clocksource(errors):
+    base = "/sys/devices/system/clocksource/clocksource0/"
+    current = read_text(base + "current_clocksource", errors)
+    available = read_text(base + "available_clocksource", errors)
+    return (current or "").strip() or None, (available or "").split()
+
+
+def artefact(path, role, errors):
+    """A file shipped back compressed for the host's analysis (pyelftools and capstone there).
+
+    The probe stays stdlib-only and small, so it reads no ELF itself: the host analyses the
+    bytes, and the analysis can be redone from the result file without re-probing.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_ARTEFACT + 1)
+    except OSError as exc:
+        errors.append("cannot read %s for analysis: %s" % (path, exc.strerror or exc))
+        return {"path": path, "role": role, "error": str(exc)}
+    if len(data) > MAX_ARTEFACT:
+        return {"path": path, "role": role, "error": "larger than %d bytes" % MAX_ARTEFACT}
+    return {
+        "path": path, "role": role, "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "zlib_base64": base64.b64encode(zlib.compress(data, 9)).decode("ascii"),
+    }
+
+
+def run_helper(helper, errors, timeout):
+    try:
+        proc = subprocess.run([helper], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        errors.append("helper %s did not finish within %d s" % (helper, timeout))
+        return None
+    except OSError as exc:
+        errors.append("cannot run helper %s: %s" % (helper, exc.strerror or exc))
+        return None
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        how = ("killed by signal %d" % -proc.returncode if proc.returncode < 0
+               else "exited %d" % proc.returncode)
+        errors.append("helper %s %s: %s" % (helper, how, " | ".join(tail)))
+        return None
+    try:
+        return json.loads(proc.stdout.decode("utf-8", "replace"))
+    except ValueError as exc:
+        errors.append("helper %s printed no valid JSON: %s" % (helper, exc))
+        return None
+
+
+def collect(helper, name, backend, helper_timeout):
+    errors = []
+    doc = {"schema": SCHEMA, "errors": errors}
+    uname = os.uname()
+
+    auxv_raw = b""
+    try:
+        with open("/proc/self/auxv", "rb") as fh:
+            auxv_raw = fh.read()
+    except OSError as exc:
+        errors.append("cannot read /proc/self/auxv: %s" % (exc.strerror or exc))
+    auxv, problems = parse_auxv(auxv_raw)
+    errors.extend(problems)
+    maps_text = read_text("/proc/self/maps", errors) or ""
+    mappings, problems = parse_maps(maps_text)
+    errors.extend(problems)
+
+    os_release = parse_os_release(read_text("/etc/os-release", []) or
+                                  read_text("/usr/lib/os-release", errors) or "")
+    cmdline = (read_text("/proc/cmdline", errors) or "").strip()
+    current_cs, available_cs = clocksource(errors)
+    doc["environment"] = {
+        "name": name,
+        "backend": backend,
+        "userland": {
+            "id": os_release.get("ID"), "version_id": os_release.get("VERSION_ID"),
+            "codename": os_release.get("VERSION_CODENAME"),
+            "pretty_name": os_release.get("PRETTY_NAME"),
+        },
+        "python": platform.python_version(),
+        "libc": None,
+        "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine,
+                   "cmdline": cmdline, "clocksource": current_cs,
+                   "available_clocksources": available_cs},
+        "cpu": cpu_info(errors),
+        "accel": None,  # filled in by the backend that knows (qemu: kvm or tcg)
+    }
+
+    base = auxv.get(AT_SYSINFO_EHDR)
+    vdso_maps = [m for m in mappings if m["path"] == "[vdso]"]
+    vdso = {"present": bool(base), "base": base, "size": None, "image": None,
+            "source": "AT_SYSINFO_EHDR in /proc/self/auxv",
+            "mapped": bool(vdso_maps), "vvar_mapped": any(m["path"] == "[vvar]" for m in mappings)}
+    if base:
+        region = [m for m in vdso_maps if m["start"] == base]
+        if not region:
+            errors.append("AT_SYSINFO_EHDR=%#x but no [vdso] mapping starts there" % base)
+        else:
+            size = region[0]["end"] - region[0]["start"]
+            vdso["size"] = size
+            try:
+                vdso["image"] = base64.b64encode(read_memory(base, size)).decode("ascii")
+            except OSError as exc:
+                errors.append("cannot copy the vDSO out of memory: %s" % (exc.strerror or exc))
+    doc["vdso"] = vdso
+    doc["vsyscall"] = {"mode": vsyscall_mode(mappings), "readable": None, "callable": None,
+                       "maps": next(("%s %s" % (m["perms"], m["path"]) for m in mappings
+                                     if m["path"] == "[vsyscall]"), None)}
+    doc["auxv"] = {AUXV_NAMES.get(k, str(k)): v for k, v in sorted(auxv.items())
+                   if k in AUXV_NAMES}
+
+    doc["calls"] = []
+    doc["artefacts"] = {}
+    helper_out = run_helper(helper, errors, helper_timeout) if helper else None
+    if helper is None:
+        errors.append("no helper given: latency rows not measured")
+    if helper_out is not None:
+        libc = helper_out.get("libc") or {}
+        if libc.get("name") == "musl" and not libc.get("version"):
+            version = dpkg_version("musl")
+            if version:
+                libc["version"] = version.split("-")[0]
+                libc["version_source"] = "dpkg: musl %s" % version
+        elif libc.get("version"):
+            libc["version_source"] = "gnu_get_libc_version()"
+        doc["environment"]["libc"] = libc
+        doc["calls"] = helper_out.get("calls", [])
+        doc["method"] = helper_out.get("method")
+        doc["method"]["pinned_cpu"] = helper_out.get("pinned_cpu")
+        read = helper_out.get("vsyscall_read") or {}
+        doc["vsyscall"]["readable"] = read.get("readable")
+        doc["vsyscall"]["read_signal"] = read.get("signal")
+        calls = [c for c in doc["calls"] if c.get("path") == "vsyscall"]
+        if calls:
+            doc["vsyscall"]["callable"] = all(c.get("status") == "ok" for c in calls)
+        if libc.get("linkage") == "dynamic" and libc.get("path"):
+            doc["artefacts"]["libc"] = artefact(libc["path"], "shared-object", errors)
+        else:
+            doc["artefacts"]["libc"] = artefact(os.path.realpath(helper), "probe-binary", errors)
+    return doc
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--helper", help="path of the compiled vdsoprobe helper")
+    parser.add_argument("--name", default="unnamed", help="environment name to record")
+    parser.add_argument("--backend", default="host", help="backend name to record")
+    parser.add_argument("--helper-timeout", type=int, default=240)
+    args = parser.parse_args(argv)
+    doc = collect(args.helper, args.name, args.backend, args.helper_timeout)
+    json.dump(doc, sys.stdout, sort_keys=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

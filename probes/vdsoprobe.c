@@ -1,0 +1,788 @@
+/*
+ * vdsoprobe: every way into the kernel, timed and counted, on x86_64 Linux.
+ *
+ * For each call (getppid, clock_gettime on five clocks, gettimeofday, time, getcpu) and each path
+ * (the libc function, the vDSO symbol called directly, the raw `syscall` instruction, the legacy
+ * vsyscall page, `int $0x80`), this program
+ *   - times it in a child process (a crash is a result, not a failure of the probe), and
+ *   - counts the real system calls one call makes with ptrace, as strace does, and the page-fault
+ *     traps it takes with a perf software counter where the kernel allows one.
+ * It prints one JSON object on stdout. The Python half of the probe (probe.py) wraps it with the
+ * facts it collects itself.
+ *
+ * Written for the oldest userland of the matrix: C99 plus GNU inline assembly, glibc >= 2.31 or
+ * musl, built three ways by build.sh (dynamic glibc, static glibc, static musl).
+ */
+#define _GNU_SOURCE
+#include <elf.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <gnu/libc-version.h>
+#endif
+
+#ifndef CLOCK_BOOTTIME
+#define CLOCK_BOOTTIME 7
+#endif
+#ifndef CLOCK_MONOTONIC_COARSE
+#define CLOCK_MONOTONIC_COARSE 6
+#endif
+
+/*
+ * The first 64 bytes of struct perf_event_attr (PERF_ATTR_SIZE_VER0), declared here because
+ * musl-gcc does not see the kernel's headers. The kernel accepts this size from any version.
+ */
+struct perf_attr_v0 {
+	uint32_t type, size;
+	uint64_t config, sample_period, sample_type, read_format;
+	uint64_t flags; /* bit 0 disabled, bit 5 exclude_kernel, bit 6 exclude_hv */
+	uint32_t wakeup_events, bp_type;
+	uint64_t bp_addr;
+};
+#define PERF_TYPE_SOFTWARE_ 1
+#define PERF_COUNT_SW_PAGE_FAULTS_ 2
+#define PERF_IOC_ENABLE 0x2400
+#define PERF_IOC_DISABLE 0x2401
+#define PERF_IOC_RESET 0x2403
+
+#define VSYSCALL_BASE 0xffffffffff600000UL
+#define I386_NR_GETPPID 64 /* the 32-bit system call table's getppid, used through int $0x80 */
+#define MARKER_NR SYS_getpid /* a raw getpid with a magic argument brackets the counted calls */
+#define MARKER_BEGIN 0x76647362L
+#define MARKER_END 0x76647365L
+#define COUNT_CALLS 64 /* calls made between the markers when counting */
+
+static struct {
+	int batches;          /* batches per row (>= 31) */
+	long min_batch_ns;    /* a batch lasts at least this long */
+	int row_deadline_s;   /* a child that has not finished by then is killed: "timeout" */
+} cfg = {31, 1000000L, 20};
+
+/* ---------------------------------------------------------------- the calls --------------- */
+
+typedef long (*call_fn)(void);
+static volatile long sink;
+static clockid_t g_clock; /* the clock the clock_gettime rows read */
+
+static long raw_syscall0(long nr)
+{
+	long ret;
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr) : "rcx", "r11", "memory");
+	return ret;
+}
+
+static long raw_syscall3(long nr, long a, long b, long c)
+{
+	long ret;
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static void marker(long which) { raw_syscall3(MARKER_NR, which, 0, 0); }
+
+/* Found in the vDSO's own dynamic symbol table at start-up (see vdso_lookup). */
+static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
+static int (*vdso_gettimeofday)(struct timeval *, void *);
+static long (*vdso_time)(long *);
+static long (*vdso_getcpu)(unsigned *, unsigned *, void *);
+
+__attribute__((noinline)) static long c_empty(void)
+{
+	__asm__ volatile("" ::: "memory");
+	return 0;
+}
+
+static long c_getppid_libc(void) { return getppid(); }
+static long c_getppid_syscall(void) { return raw_syscall0(SYS_getppid); }
+static long c_getppid_int80(void)
+{
+	long ret;
+	/* A 64-bit process may still use the 32-bit entry; the kernel treats r8-r11 as scratch. */
+	__asm__ volatile("int $0x80"
+			 : "=a"(ret)
+			 : "a"((long)I386_NR_GETPPID)
+			 : "r8", "r9", "r10", "r11", "memory");
+	return ret;
+}
+
+static long c_cgt_libc(void)
+{
+	struct timespec ts;
+	clock_gettime(g_clock, &ts);
+	return ts.tv_nsec;
+}
+static long c_cgt_vdso(void)
+{
+	struct timespec ts;
+	vdso_clock_gettime(g_clock, &ts);
+	return ts.tv_nsec;
+}
+static long c_cgt_syscall(void)
+{
+	struct timespec ts;
+	raw_syscall3(SYS_clock_gettime, g_clock, (long)&ts, 0);
+	return ts.tv_nsec;
+}
+
+static long c_gtod_libc(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return tv.tv_usec;
+}
+static long c_gtod_vdso(void)
+{
+	struct timeval tv;
+	vdso_gettimeofday(&tv, NULL);
+	return tv.tv_usec;
+}
+static long c_gtod_syscall(void)
+{
+	struct timeval tv;
+	raw_syscall3(SYS_gettimeofday, (long)&tv, 0, 0);
+	return tv.tv_usec;
+}
+static long c_gtod_vsyscall(void)
+{
+	struct timeval tv;
+	((int (*)(struct timeval *, void *))VSYSCALL_BASE)(&tv, NULL);
+	return tv.tv_usec;
+}
+
+static long c_time_libc(void) { return (long)time(NULL); }
+static long c_time_vdso(void) { return vdso_time(NULL); }
+static long c_time_syscall(void) { return raw_syscall3(SYS_time, 0, 0, 0); }
+static long c_time_vsyscall(void) { return ((long (*)(long *))(VSYSCALL_BASE + 0x400))(NULL); }
+
+static long c_getcpu_libc(void) { return sched_getcpu(); }
+static long c_getcpu_vdso(void)
+{
+	unsigned cpu = 0, node = 0;
+	vdso_getcpu(&cpu, &node, NULL);
+	return cpu;
+}
+static long c_getcpu_syscall(void)
+{
+	unsigned cpu = 0, node = 0;
+	raw_syscall3(SYS_getcpu, (long)&cpu, (long)&node, 0);
+	return cpu;
+}
+static long c_getcpu_vsyscall(void)
+{
+	unsigned cpu = 0, node = 0;
+	((long (*)(unsigned *, unsigned *, void *))(VSYSCALL_BASE + 0x800))(&cpu, &node, NULL);
+	return cpu;
+}
+
+/* ---------------------------------------------------- the vDSO's own symbol table --------- */
+/*
+ * The approach of the kernel's selftests/vDSO/parse_vdso.c: the vDSO is a complete ELF shared
+ * object mapped at AT_SYSINFO_EHDR; walk its program headers to the dynamic section, take the
+ * symbol, string, hash and version tables from there, and look names up with their version.
+ */
+static struct {
+	uintptr_t load_offset;
+	const Elf64_Sym *symtab;
+	const char *strtab;
+	const Elf64_Versym *versym;
+	const Elf64_Verdef *verdef;
+	unsigned long nsyms;
+	int ok;
+} vdso;
+
+static unsigned long gnu_hash_nsyms(const uint32_t *gh)
+{
+	uint32_t nbuckets = gh[0], symoffset = gh[1], bloom_words = gh[2];
+	const uint32_t *buckets = (const uint32_t *)((const uint64_t *)(gh + 4) + bloom_words);
+	const uint32_t *chain = buckets + nbuckets;
+	uint32_t last = 0, i;
+	for (i = 0; i < nbuckets; i++)
+		if (buckets[i] > last)
+			last = buckets[i];
+	if (last < symoffset)
+		return symoffset;
+	while (!(chain[last - symoffset] & 1))
+		last++;
+	return (unsigned long)last + 1;
+}
+
+static void vdso_init(uintptr_t base)
+{
+	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)base;
+	const Elf64_Phdr *ph;
+	const Elf64_Dyn *dyn = NULL;
+	const uint32_t *hash = NULL, *gnu_hash = NULL;
+	int i, have_load = 0;
+
+	memset(&vdso, 0, sizeof vdso);
+	if (!base || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64)
+		return;
+	ph = (const Elf64_Phdr *)(base + eh->e_phoff);
+	for (i = 0; i < eh->e_phnum; i++) {
+		if (ph[i].p_type == PT_LOAD && !have_load) {
+			have_load = 1;
+			vdso.load_offset = base + ph[i].p_offset - ph[i].p_vaddr;
+		} else if (ph[i].p_type == PT_DYNAMIC) {
+			dyn = (const Elf64_Dyn *)(base + ph[i].p_offset);
+		}
+	}
+	if (!have_load || !dyn)
+		return;
+	for (; dyn->d_tag != DT_NULL; dyn++) {
+		uintptr_t p = vdso.load_offset + dyn->d_un.d_ptr;
+		switch (dyn->d_tag) {
+		case DT_STRTAB: vdso.strtab = (const char *)p; break;
+		case DT_SYMTAB: vdso.symtab = (const Elf64_Sym *)p; break;
+		case DT_HASH: hash = (const uint32_t *)p; break;
+		case DT_GNU_HASH: gnu_hash = (const uint32_t *)p; break;
+		case DT_VERSYM: vdso.versym = (const Elf64_Versym *)p; break;
+		case DT_VERDEF: vdso.verdef = (const Elf64_Verdef *)p; break;
+		}
+	}
+	if (!vdso.strtab || !vdso.symtab || (!hash && !gnu_hash))
+		return;
+	vdso.nsyms = hash ? hash[1] : gnu_hash_nsyms(gnu_hash);
+	if (!vdso.verdef)
+		vdso.versym = NULL;
+	vdso.ok = 1;
+}
+
+static int vdso_version_matches(unsigned long index, const char *version)
+{
+	const Elf64_Verdef *def = vdso.verdef;
+	unsigned ver;
+	if (!vdso.versym)
+		return 1; /* an unversioned vDSO: any version matches */
+	ver = vdso.versym[index] & 0x7fff;
+	for (;;) {
+		if (!(def->vd_flags & VER_FLG_BASE) && (def->vd_ndx & 0x7fff) == ver) {
+			const Elf64_Verdaux *aux = (const Elf64_Verdaux *)((const char *)def + def->vd_aux);
+			return strcmp(version, vdso.strtab + aux->vda_name) == 0;
+		}
+		if (!def->vd_next)
+			return 0;
+		def = (const Elf64_Verdef *)((const char *)def + def->vd_next);
+	}
+}
+
+static void *vdso_lookup(const char *version, const char *name)
+{
+	unsigned long i;
+	if (!vdso.ok)
+		return NULL;
+	for (i = 0; i < vdso.nsyms; i++) {
+		const Elf64_Sym *s = &vdso.symtab[i];
+		int type = ELF64_ST_TYPE(s->st_info), bind = ELF64_ST_BIND(s->st_info);
+		if (type != STT_FUNC || (bind != STB_GLOBAL && bind != STB_WEAK) || s->st_shndx == SHN_UNDEF)
+			continue;
+		if (strcmp(vdso.strtab + s->st_name, name) == 0 && vdso_version_matches(i, version))
+			return (void *)(vdso.load_offset + s->st_value);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------- timing --------------- */
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static double batch_ns(call_fn fn, long n)
+{
+	double t0 = now_ns();
+	long i;
+	for (i = 0; i < n; i++)
+		sink += fn();
+	return now_ns() - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+struct timing {
+	double min, median, p90, overhead;
+	long batch_calls;
+	int batches;
+	long faults; /* page-fault traps over `faults_calls` calls, or -1 */
+	long faults_calls;
+	int faults_errno;
+};
+
+static double loop_overhead_ns = -1; /* per call, measured once in the parent */
+
+/* Per-call nanoseconds over cfg.batches batches of a calibrated size, loop overhead removed. */
+static void time_call(call_fn fn, struct timing *t)
+{
+	double *per_call = calloc(cfg.batches, sizeof *per_call);
+	long n = 1;
+	int i;
+	sink += fn(); /* warm up: lazy binding, first-touch faults */
+	while (batch_ns(fn, n) < cfg.min_batch_ns && n < (1L << 30))
+		n *= 2;
+	for (i = 0; i < cfg.batches; i++) {
+		double v = batch_ns(fn, n) / n - (loop_overhead_ns > 0 ? loop_overhead_ns : 0);
+		per_call[i] = v > 0 ? v : 0;
+	}
+	qsort(per_call, cfg.batches, sizeof *per_call, cmp_double);
+	t->min = per_call[0];
+	t->median = per_call[cfg.batches / 2];
+	t->p90 = per_call[(cfg.batches * 9) / 10];
+	t->batch_calls = n;
+	t->batches = cfg.batches;
+	free(per_call);
+}
+
+/* Page-fault traps per call, from the kernel's software counter (vsyscall emulation traps). */
+static void count_faults(call_fn fn, struct timing *t)
+{
+	struct perf_attr_v0 attr;
+	long count = 0;
+	int fd, i;
+	memset(&attr, 0, sizeof attr);
+	attr.size = sizeof attr;
+	attr.type = PERF_TYPE_SOFTWARE_;
+	attr.config = PERF_COUNT_SW_PAGE_FAULTS_;
+	attr.flags = 1u << 0 | 1u << 5 | 1u << 6;
+	t->faults = -1;
+	fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
+	if (fd < 0) {
+		t->faults_errno = errno;
+		return;
+	}
+	sink += fn(); /* warm up, including the copy-on-write fault on `sink` after fork() */
+	ioctl(fd, PERF_IOC_RESET, 0);
+	ioctl(fd, PERF_IOC_ENABLE, 0);
+	for (i = 0; i < COUNT_CALLS; i++)
+		sink += fn();
+	ioctl(fd, PERF_IOC_DISABLE, 0);
+	if (read(fd, &count, sizeof count) == (ssize_t)sizeof count) {
+		t->faults = count;
+		t->faults_calls = COUNT_CALLS;
+	}
+	close(fd);
+}
+
+/* ----------------------------------------------------- counting system calls -------------- */
+
+/*
+ * The child stops itself, then makes the call COUNT_CALLS times between two marker system calls;
+ * the parent follows it with PTRACE_SYSCALL and counts the syscall-entry stops in between.
+ * Returns the count, or -1 with *why set when the child died first.
+ */
+static long count_syscalls(call_fn fn, const char **why)
+{
+	int status, in_syscall = 0, counting = 0, sig = 0;
+	long count = 0, seen_end = 0;
+	pid_t pid = fork();
+	if (pid < 0) {
+		*why = "fork failed";
+		return -1;
+	}
+	if (pid == 0) {
+		int i;
+		if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0)
+			_exit(3);
+		alarm(cfg.row_deadline_s);
+		raise(SIGSTOP);
+		sink += fn(); /* warm up outside the counted window */
+		marker(MARKER_BEGIN);
+		for (i = 0; i < COUNT_CALLS; i++)
+			sink += fn();
+		marker(MARKER_END);
+		_exit(0);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status)) {
+		*why = "traced child did not stop (is ptrace forbidden here?)";
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
+			*why = "ptrace(PTRACE_TRACEME) refused";
+		return -1;
+	}
+	ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL));
+	for (;;) {
+		if (ptrace(PTRACE_SYSCALL, pid, NULL, (void *)(long)sig) != 0)
+			break;
+		sig = 0;
+		if (waitpid(pid, &status, 0) != pid)
+			break;
+		if (WIFEXITED(status) || WIFSIGNALED(status))
+			break;
+		if (!WIFSTOPPED(status))
+			continue;
+		if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+			in_syscall = !in_syscall;
+			if (in_syscall) {
+				struct user_regs_struct regs;
+				ptrace(PTRACE_GETREGS, pid, NULL, &regs);
+				if ((long)regs.orig_rax == MARKER_NR && (long)regs.rdi == MARKER_BEGIN)
+					counting = 1;
+				else if ((long)regs.orig_rax == MARKER_NR && (long)regs.rdi == MARKER_END) {
+					counting = 0;
+					seen_end = 1;
+				} else if (counting)
+					count++;
+			}
+		} else {
+			sig = WSTOPSIG(status); /* pass real signals (SIGSEGV...) on */
+		}
+	}
+	if (!WIFEXITED(status) && !WIFSIGNALED(status)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	if (!seen_end) {
+		*why = WIFSIGNALED(status) ? "the call killed the traced child" : "trace ended early";
+		return -1;
+	}
+	return count;
+}
+
+/* ------------------------------------------------------------------- output --------------- */
+
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static const char *signal_name(int sig)
+{
+	switch (sig) {
+	case SIGSEGV: return "SIGSEGV";
+	case SIGBUS: return "SIGBUS";
+	case SIGILL: return "SIGILL";
+	case SIGSYS: return "SIGSYS";
+	case SIGFPE: return "SIGFPE";
+	case SIGKILL: return "SIGKILL";
+	case SIGALRM: return "SIGALRM";
+	case SIGTRAP: return "SIGTRAP";
+	case SIGABRT: return "SIGABRT";
+	default: return "signal";
+	}
+}
+
+struct row {
+	const char *call;
+	const char *path;
+	call_fn fn;
+	clockid_t clock;
+	const char *detail;
+	const char *unsupported; /* set when this environment does not offer the path */
+};
+
+static int first_row = 1;
+
+static void emit_row(const struct row *r)
+{
+	struct timing t;
+	int fds[2], status;
+	pid_t pid;
+	ssize_t got = 0;
+
+	printf("%s\n    {\"call\": ", first_row ? "" : ",");
+	first_row = 0;
+	json_string(r->call);
+	printf(", \"path\": ");
+	json_string(r->path);
+	printf(", \"detail\": ");
+	json_string(r->detail);
+	if (r->unsupported) {
+		printf(", \"status\": \"unsupported\", \"reason\": ");
+		json_string(r->unsupported);
+		printf("}");
+		return;
+	}
+	g_clock = r->clock;
+	fflush(stdout);
+
+	/* Timing, in a child: if the call crashes, the child dies and the row says how. */
+	memset(&t, 0, sizeof t);
+	if (pipe(fds) != 0 || (pid = fork()) < 0) {
+		printf(", \"status\": \"error\", \"reason\": \"pipe/fork failed\"}");
+		return;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		alarm(cfg.row_deadline_s);
+		count_faults(r->fn, &t);
+		time_call(r->fn, &t);
+		if (write(fds[1], &t, sizeof t) != (ssize_t)sizeof t)
+			_exit(2);
+		_exit(0);
+	}
+	close(fds[1]);
+	got = read(fds[0], &t, sizeof t);
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		if (sig == SIGALRM)
+			printf(", \"status\": \"timeout\", \"reason\": \"no result within %d s\"}",
+			       cfg.row_deadline_s);
+		else
+			printf(", \"status\": \"crashed\", \"signal\": \"%s\", \"signo\": %d}",
+			       signal_name(sig), sig);
+		return;
+	}
+	if (got != (ssize_t)sizeof t || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		printf(", \"status\": \"error\", \"reason\": \"timing child exited %d\"}",
+		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		return;
+	}
+	printf(", \"status\": \"ok\", \"ns\": {\"min\": %.2f, \"median\": %.2f, \"p90\": %.2f}",
+	       t.min, t.median, t.p90);
+	printf(", \"batches\": %d, \"batch_calls\": %ld", t.batches, t.batch_calls);
+	if (t.faults >= 0)
+		printf(", \"faults_per_call\": %.3f", (double)t.faults / t.faults_calls);
+	else
+		printf(", \"faults_per_call\": null, \"faults_reason\": \"perf_event_open: %s\"",
+		       strerror(t.faults_errno));
+
+	/* Counting, in another child under ptrace. */
+	fflush(stdout);
+	{
+		const char *why = "";
+		long n = count_syscalls(r->fn, &why);
+		if (n >= 0)
+			printf(", \"syscalls_per_call\": %.3f, \"counted_calls\": %d", (double)n / COUNT_CALLS,
+			       COUNT_CALLS);
+		else {
+			printf(", \"syscalls_per_call\": null, \"count_reason\": ");
+			json_string(why);
+		}
+	}
+	printf("}");
+	fflush(stdout);
+}
+
+/* Reading the vsyscall page (not calling it): allowed in emulate mode, a fault in xonly. */
+static void emit_vsyscall_read(void)
+{
+	int status;
+	pid_t pid;
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		alarm(5);
+		sink += *(volatile const unsigned char *)VSYSCALL_BASE;
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	printf("  \"vsyscall_read\": {\"readable\": %s", WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "true" : "false");
+	if (WIFSIGNALED(status))
+		printf(", \"signal\": \"%s\"", signal_name(WTERMSIG(status)));
+	printf("},\n");
+}
+
+/* The path of the libc this process runs on, from its own maps (dynamic builds only). */
+static void emit_libc_path(void)
+{
+	char line[4096];
+	FILE *f = fopen("/proc/self/maps", "r");
+	const char *found = NULL;
+	static char path[4096];
+	if (!f)
+		return;
+	while (!found && fgets(line, sizeof line, f)) {
+		char *p = strchr(line, '/');
+		char *base;
+		if (!p)
+			continue;
+		p[strcspn(p, "\n")] = 0;
+		base = strrchr(p, '/') + 1;
+		if (strncmp(base, "libc.so", 7) == 0 || strncmp(base, "libc-", 5) == 0 ||
+		    strncmp(base, "ld-musl", 7) == 0 || strncmp(base, "libc.musl", 9) == 0) {
+			snprintf(path, sizeof path, "%s", p);
+			found = path;
+		}
+	}
+	fclose(f);
+	if (found) {
+		printf("    \"path\": ");
+		json_string(found);
+		printf(",\n");
+	}
+}
+
+static void pin_to_one_cpu(void)
+{
+	cpu_set_t set;
+	int cpu = sched_getcpu();
+	if (cpu < 0)
+		cpu = 0;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof set, &set) == 0)
+		printf("  \"pinned_cpu\": %d,\n", cpu);
+	else
+		printf("  \"pinned_cpu\": null, \"pin_error\": \"%s\",\n", strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+	const char *no_vdso = NULL;
+	uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+	int i;
+	struct {
+		clockid_t id;
+		const char *name;
+	} clocks[] = {{CLOCK_MONOTONIC, "CLOCK_MONOTONIC"},
+		      {CLOCK_REALTIME, "CLOCK_REALTIME"},
+		      {CLOCK_MONOTONIC_COARSE, "CLOCK_MONOTONIC_COARSE"},
+		      {CLOCK_BOOTTIME, "CLOCK_BOOTTIME"},
+		      {CLOCK_PROCESS_CPUTIME_ID, "CLOCK_PROCESS_CPUTIME_ID"}};
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
+			cfg.batches = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--min-batch-ns") == 0 && i + 1 < argc)
+			cfg.min_batch_ns = atol(argv[++i]);
+		else if (strcmp(argv[i], "--row-deadline") == 0 && i + 1 < argc)
+			cfg.row_deadline_s = atoi(argv[++i]);
+		else {
+			fprintf(stderr, "usage: %s [--batches N>=31] [--min-batch-ns NS] [--row-deadline S]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+	if (cfg.batches < 31 || cfg.min_batch_ns < 1000 || cfg.row_deadline_s < 1) {
+		fprintf(stderr, "vdsoprobe: need --batches >= 31, --min-batch-ns >= 1000, --row-deadline >= 1\n");
+		return 2;
+	}
+
+	vdso_init(base);
+	if (!base)
+		no_vdso = "no vDSO: the kernel passed no AT_SYSINFO_EHDR";
+	else if (!vdso.ok)
+		no_vdso = "vDSO present but its dynamic symbol table could not be read";
+	if (!no_vdso) {
+		vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_lookup("LINUX_2.6", "__vdso_clock_gettime");
+		vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_lookup("LINUX_2.6", "__vdso_gettimeofday");
+		vdso_time = (long (*)(long *))vdso_lookup("LINUX_2.6", "__vdso_time");
+		vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_lookup("LINUX_2.6", "__vdso_getcpu");
+	}
+
+	printf("{\n");
+	pin_to_one_cpu();
+	printf("  \"libc\": {\n");
+	emit_libc_path();
+#ifdef __GLIBC__
+	printf("    \"name\": \"glibc\", \"version\": ");
+	json_string(gnu_get_libc_version());
+	printf(",\n");
+#else
+	/* musl has no version function; probe.py takes the version from the package database. */
+	printf("    \"name\": \"musl\", \"version\": null,\n");
+#endif
+	/* A dynamic executable has an interpreter, whose load address the kernel passes as AT_BASE. */
+	printf("    \"linkage\": \"%s\"\n  },\n", getauxval(AT_BASE) ? "dynamic" : "static");
+	printf("  \"vdso_base\": %lu,\n", (unsigned long)base);
+	emit_vsyscall_read();
+	loop_overhead_ns = 0;
+	{
+		struct timing t;
+		memset(&t, 0, sizeof t);
+		time_call(c_empty, &t);
+		loop_overhead_ns = t.median;
+	}
+	printf("  \"method\": {\"batches\": %d, \"min_batch_ns\": %ld, \"loop_overhead_ns\": %.3f, "
+	       "\"counted_calls\": %d, \"clock\": \"CLOCK_MONOTONIC via libc\"},\n",
+	       cfg.batches, cfg.min_batch_ns, loop_overhead_ns, COUNT_CALLS);
+	printf("  \"calls\": [");
+
+	{
+		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL};
+		emit_row(&r);
+		r.path = "syscall"; r.fn = c_getppid_syscall; r.detail = "raw syscall instruction, no libc";
+		emit_row(&r);
+		r.path = "int80"; r.fn = c_getppid_int80;
+		r.detail = "int $0x80 from 64-bit code (32-bit system call table, nr 64)";
+		emit_row(&r);
+	}
+	for (i = 0; i < (int)(sizeof clocks / sizeof clocks[0]); i++) {
+		static char call[3][64];
+		struct row r;
+		memset(&r, 0, sizeof r);
+		snprintf(call[0], sizeof call[0], "clock_gettime(%s)", clocks[i].name);
+		r.call = call[0];
+		r.clock = clocks[i].id;
+		r.path = "libc"; r.fn = c_cgt_libc; r.detail = "clock_gettime() from libc";
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_cgt_vdso; r.detail = "__vdso_clock_gettime (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime ? NULL : "the vDSO exports no __vdso_clock_gettime");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "syscall"; r.fn = c_cgt_syscall; r.detail = "raw syscall instruction, no libc";
+		emit_row(&r);
+	}
+	{
+		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = "__vdso_gettimeofday (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : "the vDSO exports no __vdso_gettimeofday");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "syscall"; r.fn = c_gtod_syscall; r.detail = "raw syscall instruction, no libc";
+		emit_row(&r);
+		r.path = "vsyscall"; r.fn = c_gtod_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600000";
+		emit_row(&r);
+	}
+	{
+		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_time_vdso; r.detail = "__vdso_time (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : "the vDSO exports no __vdso_time");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "syscall"; r.fn = c_time_syscall; r.detail = "raw syscall instruction, no libc";
+		emit_row(&r);
+		r.path = "vsyscall"; r.fn = c_time_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600400";
+		emit_row(&r);
+	}
+	{
+		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = "__vdso_getcpu (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : "the vDSO exports no __vdso_getcpu");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "syscall"; r.fn = c_getcpu_syscall; r.detail = "raw syscall instruction, no libc";
+		emit_row(&r);
+		r.path = "vsyscall"; r.fn = c_getcpu_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600800";
+		emit_row(&r);
+	}
+	printf("\n  ]\n}\n");
+	return 0;
+}

@@ -1,0 +1,3 @@
+from vdsomatrix.cli import main
+
+raise SystemExit(main())

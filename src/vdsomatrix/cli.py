@@ -1,0 +1,206 @@
+"""The command line: list, probe, run, images, report.
+
+Exit codes: 0 ok; 1 a run that failed (an environment produced no result); 2 bad input (unknown
+environment, malformed matrix, no usable result files). Every error is one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from vdsomatrix import __version__
+from vdsomatrix.backends import get_backend
+from vdsomatrix.errors import BadInput, VdsomatrixError
+from vdsomatrix.matrix import Environment, Matrix, load_matrix
+from vdsomatrix.paths import default_results_dir, project_root
+
+
+def _matrix(args) -> Matrix:
+    return load_matrix(Path(args.matrix) if args.matrix else None)
+
+
+def _where(env: Environment) -> str:
+    if env.backend == "host":
+        return f"this machine, {env.build}"
+    if env.backend == "docker":
+        return f"{env.suite} userland, {env.build}"
+    return f"{env.kernel} kernel {env.cmdline or '(default cmdline)'}, {env.suite} userland"
+
+
+def cmd_list(args) -> int:
+    matrix = _matrix(args)
+    rows = []
+    for env in matrix.environments.values():
+        backend = get_backend(env.backend)
+        gate = backend.can_start()
+        verdict = gate if not gate.ok else backend.availability(env)
+        rows.append([env.name, env.backend, _where(env), "yes" if verdict.ok else "no",
+                     verdict.reason])
+    print(tabulate(rows, headers=["environment", "backend", "what", "runs here", "why not"],
+                   tablefmt="simple"))
+    return 0
+
+
+def _select(matrix: Matrix, names: list[str], backends: list[str]) -> list[Environment]:
+    if names:
+        return [matrix.get(n) for n in names]
+    envs = list(matrix.environments.values())
+    if backends:
+        unknown = set(backends) - {"host", "docker", "qemu"}
+        if unknown:
+            raise BadInput(f"unknown backend(s) {sorted(unknown)}: use host, docker or qemu")
+        envs = [e for e in envs if e.backend in backends]
+    return envs
+
+
+def _run(args, envs: list[Environment]) -> int:
+    from vdsomatrix.runner import run_environments
+
+    out = Path(args.out) if args.out else default_results_dir()
+    records = run_environments(envs, out, jobs=args.jobs, rebuild=args.rebuild,
+                               deadline=args.deadline)
+    produced = [r for r in records if r.path is not None]
+    skipped = [r for r in records if r.status == "unavailable"]
+    failed = [r for r in records if r.path is not None and r.status != "ok"]
+    print(f"{len(produced)} result(s) written to {out}; {len(failed)} environment(s) failed, "
+          f"{len(skipped)} skipped", file=sys.stderr)
+    for r in skipped:
+        print(f"  skipped {r.env.name}: {r.message}", file=sys.stderr)
+    for r in failed:
+        print(f"  {r.status} {r.env.name}: {r.message} (see {r.path})", file=sys.stderr)
+    if args.strict and skipped:
+        return 1
+    return 1 if failed or not produced else 0
+
+
+def cmd_probe(args) -> int:
+    matrix = _matrix(args)
+    env = matrix.get(args.env)
+    args.strict = True
+    return _run(args, [env])
+
+
+def cmd_run(args) -> int:
+    matrix = _matrix(args)
+    return _run(args, _select(matrix, args.env or [], args.backend or []))
+
+
+def cmd_images(args) -> int:
+    from vdsomatrix.runner import Progress, prepare
+
+    matrix = _matrix(args)
+    envs = [e for e in matrix.environments.values() if e.backend == "docker"]
+    if args.suite:
+        unknown = set(args.suite) - set(matrix.suites)
+        if unknown:
+            raise BadInput(f"unknown suite(s) {sorted(unknown)}: see [suites] in {matrix.path}")
+        envs = [e for e in envs if e.suite in args.suite]
+    gate = get_backend("docker").can_start()
+    if not gate.ok:
+        print(f"vdsomatrix: {gate.reason}", file=sys.stderr)
+        return 1
+    # One environment per suite is enough: the image carries all three builds.
+    per_suite = {e.suite: e for e in envs}
+    progress = Progress(len(per_suite))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        records = list(pool.map(lambda e: prepare(e, rebuild=args.rebuild, log=progress.log),
+                                per_suite.values()))
+    progress.close()
+    bad = [r for r in records if r is not None]
+    for r in bad:
+        print(f"vdsomatrix: image for {r.env.suite} not built: {r.message}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_report(args) -> int:
+    from vdsomatrix.report import render_report
+    from vdsomatrix.results import load_results
+
+    sources = [Path(p) for p in args.results] if args.results else [default_results_dir()]
+    loaded = load_results(sources)
+    for problem in loaded.problems:
+        print(f"vdsomatrix: skipped {problem}", file=sys.stderr)
+    if not loaded.documents:
+        raise BadInput(
+            f"no usable result files in {', '.join(map(str, sources))}: run `vdsomatrix run` "
+            "(or `nox`) first"
+        )
+    try:
+        order = list(_matrix(args).environments)
+    except VdsomatrixError:
+        order = None
+    text = render_report(loaded.documents, order=order, load_problems=loaded.problems)
+    out_dir = Path(args.out) if args.out else project_root() / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "REPORT.md"
+    tmp = target.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    print(f"wrote {target} ({len(loaded.documents)} environments)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vdsomatrix",
+        description="vDSO, vsyscall and system-call entry, measured across environments.",
+    )
+    parser.add_argument("--version", action="version", version=f"vdsomatrix {__version__}")
+    parser.add_argument("--matrix", help="matrix file (default: images/matrix.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="environments of the matrix, and which can run here")
+    p.set_defaults(func=cmd_list)
+
+    def run_options(p):
+        p.add_argument("--out", help="folder for result files (default: reports/results)")
+        p.add_argument("--rebuild", action="store_true", help="rebuild images and helpers")
+        p.add_argument("--deadline", type=float, help="seconds before a probe is killed")
+        p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                       help="environments prepared (and guests run) at once (default: CPUs)")
+
+    p = sub.add_parser("probe", help="probe one environment, write OUT/NAME.json")
+    p.add_argument("--env", required=True, help="environment name (see `vdsomatrix list`)")
+    run_options(p)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("run", help="probe several environments (default: all that can run)")
+    p.add_argument("--env", action="append", help="an environment (repeatable)")
+    p.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when an environment is skipped as unavailable")
+    run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("images", help="build (or refresh) the Docker images of the matrix")
+    p.add_argument("--suite", action="append", help="only this suite (repeatable)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild even when up to date")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("report", help="render REPORT.md from result files")
+    p.add_argument("--results", action="append",
+                   help="result file or folder (repeatable; default: reports/results)")
+    p.add_argument("--out", help="folder for REPORT.md (default: reports)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VdsomatrixError as exc:
+        print(f"vdsomatrix: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vdsomatrix: interrupted; finished results are kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,45 @@
+"""Where things are: the checkout (probes/, images/, reports/) and the cache."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from vdsomatrix.errors import BadInput
+
+
+@cache
+def project_root() -> Path:
+    """The vdsomatrix checkout: $VDSOMATRIX_ROOT, else the folder above this package or cwd."""
+    env = os.environ.get("VDSOMATRIX_ROOT")
+    candidates = [Path(env)] if env else []
+    candidates += [*Path(__file__).resolve().parents, Path.cwd(), *Path.cwd().parents]
+    for candidate in candidates:
+        if (candidate / "probes" / "probe.py").is_file() and (candidate / "images").is_dir():
+            return candidate
+    raise BadInput(
+        "cannot find the vdsomatrix checkout (probes/ and images/): run from it or set "
+        "VDSOMATRIX_ROOT"
+    )
+
+
+def probes_dir() -> Path:
+    return project_root() / "probes"
+
+
+def images_dir() -> Path:
+    return project_root() / "images"
+
+
+def default_results_dir() -> Path:
+    return project_root() / "reports" / "results"
+
+
+def cache_dir() -> Path:
+    """$VDSOMATRIX_CACHE, else $XDG_CACHE_HOME/vdsomatrix, else ~/.cache/vdsomatrix."""
+    env = os.environ.get("VDSOMATRIX_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "vdsomatrix"

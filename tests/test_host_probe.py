@@ -1,0 +1,116 @@
+"""The real probe on this machine: facts are checked against the kernel's own interfaces."""
+
+import struct
+
+import pytest
+
+from vdsomatrix.backends.host import HostBackend
+from vdsomatrix.matrix import Environment
+from vdsomatrix.results import check_document
+
+AT_SYSINFO_EHDR = 33
+
+
+def own_auxv_has_vdso() -> bool:
+    raw = open("/proc/self/auxv", "rb").read()
+    for off in range(0, len(raw) - 15, 16):
+        a_type, a_val = struct.unpack_from("<QQ", raw, off)
+        if a_type == 0:
+            break
+        if a_type == AT_SYSINFO_EHDR:
+            return a_val != 0
+    return False
+
+
+def own_vsyscall_perms() -> str | None:
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith("[vsyscall]"):
+            return line.split()[1]
+    return None
+
+
+@pytest.fixture(scope="module", params=["dynamic", "static", "musl"])
+def host_doc(request):
+    backend = HostBackend()
+    env = Environment(name=f"host-{request.param}", backend="host", build=request.param)
+    if not backend.availability(env).ok:
+        pytest.fail(backend.availability(env).reason)
+    backend.prepare(env, log=lambda m: None)
+    outcome = backend.run_probe(env, deadline=240)
+    assert outcome.status == "ok", outcome.errors + outcome.log_tail
+    return outcome.document
+
+
+def row(doc, call, path):
+    (found,) = [r for r in doc["calls"] if r["call"] == call and r["path"] == path]
+    return found
+
+
+def test_document_has_the_contract_shape(host_doc):
+    assert check_document(host_doc) == []
+    assert host_doc["errors"] == []
+
+
+def test_vdso_present_exactly_when_auxv_says_so(host_doc):
+    assert host_doc["vdso"]["present"] is own_auxv_has_vdso()
+    if host_doc["vdso"]["present"]:
+        assert host_doc["vdso"]["size"] >= 4096
+        assert host_doc["vdso"]["image"]
+
+
+def test_vsyscall_mode_matches_maps(host_doc):
+    perms = own_vsyscall_perms()
+    expected = {None: "none", "r-xp": "emulate", "--xp": "xonly"}[perms]
+    assert host_doc["vsyscall"]["mode"] == expected
+    # Reading the page works exactly when maps says it is readable.
+    assert host_doc["vsyscall"]["readable"] is (perms is not None and perms.startswith("r"))
+
+
+def test_vdso_clock_gettime_makes_no_system_call(host_doc):
+    if not host_doc["vdso"]["present"]:
+        pytest.skip("this kernel maps no vDSO")
+    r = row(host_doc, "clock_gettime(CLOCK_MONOTONIC)", "vdso")
+    assert r["status"] == "ok"
+    assert r["syscalls_per_call"] == 0
+
+
+def test_raw_syscall_counts_one_system_call(host_doc):
+    for call in ("getppid", "clock_gettime(CLOCK_MONOTONIC)", "gettimeofday", "time", "getcpu"):
+        r = row(host_doc, call, "syscall")
+        assert r["status"] == "ok", r
+        assert r["syscalls_per_call"] == 1, r
+
+
+def test_process_cputime_falls_back_to_the_kernel(host_doc):
+    # No vDSO implements CLOCK_PROCESS_CPUTIME_ID: the vDSO symbol itself makes the system call.
+    r = row(host_doc, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)", "vdso")
+    if r["status"] == "unsupported":
+        pytest.skip(r["reason"])
+    assert r["syscalls_per_call"] == 1
+
+
+def test_latency_method(host_doc):
+    for r in host_doc["calls"]:
+        if r["status"] == "ok":
+            assert r["batches"] >= 31
+            assert 0 <= r["ns"]["min"] <= r["ns"]["median"] <= r["ns"]["p90"]
+
+
+def test_libc_identity(host_doc):
+    libc = host_doc["environment"]["libc"]
+    build = host_doc["environment"]["name"].split("-")[1]
+    assert libc["linkage"] == ("dynamic" if build == "dynamic" else "static")
+    assert libc["name"] == ("musl" if build == "musl" else "glibc")
+    assert libc["version"]
+    art = host_doc["artefacts"]["libc"]
+    assert art["role"] == ("shared-object" if build == "dynamic" else "probe-binary")
+    assert art["size"] > 0
+
+
+def test_vsyscall_rows_are_results_even_when_they_crash(host_doc):
+    for call in ("gettimeofday", "time", "getcpu"):
+        r = row(host_doc, call, "vsyscall")
+        if host_doc["vsyscall"]["mode"] == "none":
+            assert r["status"] == "crashed" and r["signal"] == "SIGSEGV"
+        else:
+            assert r["status"] == "ok"

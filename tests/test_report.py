@@ -1,0 +1,87 @@
+"""The report is a pure function of result documents, and hostile text stays inert."""
+
+import json
+from pathlib import Path
+
+from vdsomatrix import SCHEMA
+from vdsomatrix.report import mechanism, ratio, render_report
+
+
+def doc(name, backend="docker", accel=None, calls=None, **extra):
+    return {
+        "schema": SCHEMA,
+        "environment": {"name": name, "backend": backend, "accel": accel,
+                        "libc": {"name": "glibc", "version": "2.36", "linkage": "dynamic"},
+                        "kernel": {"release": "6.1.0", "clocksource": "tsc"}},
+        "vdso": {"present": True, "size": 8192},
+        "vsyscall": {"mode": "xonly", "readable": False, "callable": True},
+        "calls": calls or [],
+        "errors": [],
+        **extra,
+    }
+
+
+def ok(call, path, median, spc, faults=0.0):
+    return {"call": call, "path": path, "status": "ok", "syscalls_per_call": spc,
+            "faults_per_call": faults, "ns": {"min": median, "median": median, "p90": median}}
+
+
+def test_mechanism_comes_from_counts_not_speed():
+    assert mechanism(ok("x", "vdso", 1000.0, 0.0)) == "user"
+    assert mechanism(ok("x", "vdso", 1.0, 1.0)) == "syscall"
+    assert mechanism(ok("x", "vsyscall", 1.0, 0.0, faults=1.0)) == "trap"
+    assert mechanism({"status": "ok", "syscalls_per_call": None}) == "?"
+
+
+def test_ratio():
+    assert ratio(ok("c", "syscall", 120.0, 1), ok("c", "vdso", 15.0, 0)).startswith("8.0×")
+    assert ratio(None, ok("c", "vdso", 15.0, 0)) == "—"
+
+
+def test_one_column_per_environment_in_matrix_order():
+    docs = [doc("b"), doc("host", backend="host"), doc("a"), doc("k", backend="qemu", accel="tcg")]
+    text = render_report(docs, order=["host", "b", "a", "k"])
+    env_header = next(line for line in text.splitlines() if line.startswith("| environment"))
+    assert [c.strip() for c in env_header.strip("|").split("|")][1:] == ["host", "b", "a"]
+    assert "| k †" in text  # emulated guests are marked
+    assert "Kernels under QEMU" in text
+
+
+def test_rows_show_crashes_and_unsupported():
+    calls = [
+        {"call": "gettimeofday", "path": "vsyscall", "status": "crashed", "signal": "SIGSEGV"},
+        {"call": "time", "path": "vdso", "status": "unsupported", "reason": "no vDSO"},
+    ]
+    text = render_report([doc("e", calls=calls)])
+    assert "crashed (SIGSEGV)" in text
+    assert "unsupported" in text
+    assert "**no**: SIGSEGV" in text
+
+
+def test_hostile_text_is_inert():
+    evil = "x|<script>alert(1)</script>[link](http://e)`code`\n# heading"
+    d = doc("e", calls=[ok("getppid", "syscall", 80.0, 1)])
+    d["environment"]["libc"]["version"] = evil
+    d["environment"]["kernel"]["release"] = evil
+    d["errors"] = [evil]
+    text = render_report([d])
+    assert "<script>" not in text
+    assert "[link](" not in text
+    assert "\n# heading" not in text
+    for line in text.splitlines():
+        if line.startswith("| libc"):
+            assert line.count(" | ") == 1  # the | inside the value is escaped
+
+
+def test_report_of_a_real_host_result_renders(tmp_path):
+    from vdsomatrix.backends.host import HostBackend
+    from vdsomatrix.matrix import Environment
+
+    backend = HostBackend()
+    env = Environment(name="host", backend="host")
+    backend.prepare(env, log=lambda m: None)
+    outcome = backend.run_probe(env, deadline=240)
+    text = render_report([outcome.document])
+    assert "| vDSO mapped (AT_SYSINFO_EHDR)" in text
+    json.dumps(outcome.document)  # serialisable as stored
+    Path(tmp_path / "R.md").write_text(text)
