@@ -181,7 +181,9 @@ def parse_matrix(raw: dict, path: Path = Path("matrix.toml")) -> Matrix:
                 raise _fail(path, where, "the host backend takes no suite, kernel or cmdline")
         else:
             if suite not in suites:
-                raise _fail(path, where, f"`suite` must name a [suites.<name>] table, got {suite!r}")
+                raise _fail(
+                    path, where, f"`suite` must name a [suites.<name>] table, got {suite!r}"
+                )
         if backend == "qemu":
             if kernel not in suites:
                 raise _fail(

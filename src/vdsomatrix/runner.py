@@ -197,7 +197,7 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
     # 3. Measure: CPU-sharing environments alone, then guests in parallel.
     shared = [e for e in ready if get_backend(e.backend).shares_host_cpu]
     pinned = [e for e in ready if not get_backend(e.backend).shares_host_cpu]
-    note_shared = "measured alone: no other probe or build ran during this measurement"
+    note_shared = "measured alone: no other probe or build of this run ran meanwhile"
     note_pinned = (f"guests ran up to {jobs} at a time, each pinned to its own host CPU; "
                    "no host or container probe ran meanwhile")
 

@@ -59,8 +59,11 @@ class Backend(abc.ABC):
     def availability(self, env: Environment) -> Availability:
         """Fast check (no building): can ``env`` run on this machine right now, as prepared?"""
 
-    def prepare(self, env: Environment, *, rebuild: bool = False, log=print) -> None:
-        """Build or fetch what ``env`` needs (images, kernels). Idempotent and cached."""
+    def prepare(self, env: Environment, *, rebuild: bool = False, log=print) -> None:  # noqa: B027
+        """Build or fetch what ``env`` needs (images, kernels). Idempotent and cached.
+
+        Deliberately not abstract: a backend with nothing to prepare (host) need not say so.
+        """
 
     @abc.abstractmethod
     def run_probe(self, env: Environment, *, deadline: float, log=print) -> ProbeOutcome:

@@ -45,7 +45,9 @@ class HostBackend(Backend):
         compiler = COMPILERS[env.build]
         if not shutil.which(compiler) and not self.helper_path(env.build).exists():
             package = "musl-tools" if env.build == "musl" else "gcc libc6-dev"
-            return Availability(False, f"no {compiler} to build the probe: apt-get install {package}")
+            return Availability(
+                False, f"no {compiler} to build the probe: apt-get install {package}"
+            )
         return Availability(True)
 
     def prepare(self, env, *, rebuild: bool = False, log=print) -> None:
