@@ -1,0 +1,37 @@
+"""Shared fixtures.
+
+``engine``: a Docker SDK client for a running engine. Tests that need one are marked
+``@pytest.mark.engine`` and take this fixture; without an engine they are skipped, except in CI
+(``CI=true``), where a missing engine is a failure: CI machines are set up to have one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require(what: str, reason: str) -> None:
+    """Skip (on a developer's machine) or fail (in CI) a test that needs ``what``."""
+    message = f"{what} unavailable: {reason}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: this machine must provide it)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """A pinged Docker client (docker.from_env), or skip/fail as above."""
+    try:
+        from vdsomatrix.images import docker_client
+
+        client = docker_client(timeout=600)
+    except Exception as exc:  # the SDK missing, no engine, ...
+        require("Docker engine", str(exc))
+    yield client
+    client.close()
