@@ -1,0 +1,49 @@
+"""Binary analysis of a result's raw artefacts: the vDSO image and the libc the probe used.
+
+``analyse_result(doc)`` is a pure function of a result document. It reads the vDSO bytes and the
+libc artefact the probe shipped, and returns what pyelftools and capstone make of them::
+
+    {"vdso": {...} | None, "libc": {...} | None, "errors": ["one line each", ...]}
+
+It never raises: every problem with the (untrusted) input becomes one line in ``errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vdsomatrix.analysis.artefacts import decode_libc, decode_vdso, one_line
+from vdsomatrix.analysis.libc import analyse_libc, vdso_usage
+from vdsomatrix.analysis.vdso import analyse_vdso
+
+__all__ = ["analyse_result"]
+
+
+def analyse_result(doc: Any) -> dict[str, Any]:
+    """Analyse the vDSO image and libc artefact of one result document (never raises)."""
+    out: dict[str, Any] = {"vdso": None, "libc": None, "errors": []}
+    errors: list[str] = out["errors"]
+    try:
+        decoded = decode_vdso(doc)
+        errors.extend(decoded.errors)
+        if decoded.data is not None:
+            out["vdso"], errs = analyse_vdso(decoded.data)
+            errors.extend(errs)
+    except Exception as exc:  # a bug or an input nobody foresaw: still one line, still a result
+        errors.append(f"vdso image: analysis failed ({type(exc).__name__}: {one_line(exc)})")
+    try:
+        decoded = decode_libc(doc)
+        errors.extend(decoded.errors)
+        if decoded.data is not None:
+            out["libc"], errs = analyse_libc(decoded.data, decoded.meta)
+            errors.extend(errs)
+    except Exception as exc:
+        errors.append(f"libc artefact: analysis failed ({type(exc).__name__}: {one_line(exc)})")
+    if out["libc"] is not None:
+        try:
+            env = doc.get("environment") if isinstance(doc, dict) else None
+            env_libc = env.get("libc") if isinstance(env, dict) else None
+            out["libc"]["vdso_usage"] = vdso_usage(out["vdso"], out["libc"], env_libc)
+        except Exception as exc:
+            errors.append(f"vdso usage: failed ({type(exc).__name__}: {one_line(exc)})")
+    return out
