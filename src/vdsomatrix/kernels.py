@@ -1,0 +1,505 @@
+"""Debian kernels for the QEMU backend: fetched by package name, unpacked, cached by version.
+
+A suite's kernel is whatever its ``linux-image-amd64`` metapackage points at (for example
+``linux-image-6.1.0-50-amd64`` in bookworm). Only ``/boot/vmlinuz-*`` and ``/boot/config-*`` are
+unpacked from the package: everything the guest needs (8250 serial console, initramfs, proc, sys,
+devtmpfs, tmpfs, magic SysRq) is built into Debian's kernels, which :func:`missing_builtins`
+checks against the unpacked config, so no modules are ever needed.
+
+How the package is fetched: with apt itself, run with a private configuration (its own
+sources.list, lists, cache and status; the machine's apt.conf.d is still read, so a proxy set up
+for apt works here too, but its update hooks are cleared). We chose the ordinary client over
+reading Release/Packages with python-debian because apt already does every step we would
+otherwise re-implement and could get wrong: it verifies the InRelease signature against the
+machine's debian-archive-keyring, checks the Packages index against the Release hashes and the
+.deb against the Packages hash, retries, honours apt's proxy/auth configuration and drops
+privileges for downloading. python-debian (``deb822``) is still what reads apt-cache's output.
+
+Cache layout (under :func:`vdsomatrix.paths.cache_dir`: ``$VDSOMATRIX_CACHE``, else
+``$XDG_CACHE_HOME/vdsomatrix``, else ``~/.cache/vdsomatrix``)::
+
+    kernels/<package>_<version>/vmlinuz, config, kernel.json    one folder per package version
+    kernels/suites/<suite>.json                                 which version a suite resolved to
+
+A suite's kernel is resolved against the mirror once and then reused offline; ``refresh=True``
+resolves again (and downloads only if the version changed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from debian import deb822
+from debian.debian_support import Version
+
+from vdsomatrix.errors import BadInput, EnvironmentUnavailable
+from vdsomatrix.mirror import debian_mirror
+from vdsomatrix.paths import cache_dir
+
+META_PACKAGE = "linux-image-amd64"
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# A real kernel image package: linux-image-<abi>-amd64, or its -unsigned twin.
+_IMAGE_PACKAGE = re.compile(r"^linux-image-(?P<abi>[0-9][0-9A-Za-z.+~-]*)-amd64(?:-unsigned)?$")
+# Split packaging (7.x): the image package depends on these for the image and its config.
+_PAYLOAD_PACKAGE = re.compile(r"^linux-(?:binary|base)-[0-9][0-9A-Za-z.+~-]*-amd64$")
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9.+~:_-]+$")
+# What a guest with no modules needs from the kernel, as config symbols that must be =y.
+REQUIRED_BUILTINS = (
+    "CONFIG_BLK_DEV_INITRD",
+    "CONFIG_SERIAL_8250",
+    "CONFIG_SERIAL_8250_CONSOLE",
+    "CONFIG_DEVTMPFS",
+    "CONFIG_PROC_FS",
+    "CONFIG_SYSFS",
+    "CONFIG_TMPFS",
+    "CONFIG_BINFMT_ELF",
+    "CONFIG_BINFMT_SCRIPT",
+    "CONFIG_MAGIC_SYSRQ",
+)
+
+
+def kernels_dir() -> Path:
+    return cache_dir() / "kernels"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An unpacked kernel: the package it came from and the files the backend boots."""
+
+    suite: str
+    package: str  # linux-image-6.1.0-50-amd64
+    version: str  # 6.1.176-1 (the Debian package version)
+    release: str  # 6.1.0-50-amd64 (uname -r)
+    version_string: str  # the image's own banner: "6.1.0-50-amd64 (debian-kernel@...) #1 SMP ..."
+    deb_sha256: str  # "<file> <sha256>" of each downloaded .deb, joined by "; "
+    directory: Path
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.directory / "vmlinuz"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "config"
+
+    @property
+    def package_ref(self) -> str:
+        """``package=version``, the way apt names one version of a package."""
+        return f"{self.package}={self.version}"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["directory"] = str(self.directory)
+        return data
+
+
+# --- resolving linux-image-amd64 -------------------------------------------------------------
+
+
+def parse_paragraphs(text: str) -> list[deb822.Packages]:
+    """Packages-file paragraphs (a Packages index or ``apt-cache show`` output)."""
+    return [
+        p
+        for p in deb822.Packages.iter_paragraphs(text.splitlines(), use_apt_pkg=False)
+        if p.get("Package")
+    ]
+
+
+def resolve_kernel_package(
+    paragraphs: Iterable[Mapping[str, str]], meta: str = META_PACKAGE
+) -> tuple[str, str]:
+    """The (package, version) of the kernel image that ``meta`` depends on.
+
+    ``paragraphs`` are Packages stanzas. The newest stanza of ``meta`` is used; from its Depends,
+    the first relation naming a kernel image package (``linux-image-<abi>-amd64`` or its
+    ``-unsigned`` twin) wins; among alternatives, one present in ``paragraphs`` is preferred. The
+    version is the one the metapackage pins with ``(= v)``, else the newest stanza of that package.
+    Raises BadInput when nothing fits (a changed packaging scheme should be loud, not guessed).
+    """
+    paragraphs = list(paragraphs)
+    by_name: dict[str, list[str]] = {}
+    for para in paragraphs:
+        name, version = para.get("Package"), para.get("Version")
+        if name and version:
+            by_name.setdefault(name.strip(), []).append(version.strip())
+    if meta not in by_name:
+        raise BadInput(f"no {meta} in the package index: is the suite right and its index fresh?")
+    newest_meta = max(by_name[meta], key=Version)
+    stanza = next(
+        p
+        for p in paragraphs
+        if p.get("Package", "").strip() == meta and p.get("Version", "").strip() == newest_meta
+    )
+    for group in deb822.PkgRelation.parse_relations(stanza.get("Depends", "")):
+        images = [alt for alt in group if _IMAGE_PACKAGE.match(alt["name"] or "")]
+        if not images:
+            continue
+        chosen = next((alt for alt in images if alt["name"] in by_name), images[0])
+        name = chosen["name"]
+        pinned = chosen.get("version")
+        if pinned and pinned[0] == "=":
+            version = pinned[1]
+        elif name in by_name:
+            version = max(by_name[name], key=Version)
+        else:
+            raise BadInput(f"{meta} {newest_meta} depends on {name} but no version of it is known")
+        if not (_SAFE_TOKEN.match(name) and _SAFE_TOKEN.match(version)):
+            raise BadInput(f"refusing odd kernel package reference {name!r} {version!r}")
+        return name, version
+    raise BadInput(
+        f"{meta} {newest_meta} depends on no linux-image-<abi>-amd64 package "
+        f"(Depends: {stanza.get('Depends', '')!r})"
+    )
+
+
+def payload_packages(
+    paragraphs: Iterable[Mapping[str, str]], package: str, version: str
+) -> list[tuple[str, str]]:
+    """The packages whose files make up kernel ``package`` ``version``, starting with itself.
+
+    Up to Debian 13 the image package holds ``/boot/vmlinuz-<release>`` and its config. Newer
+    kernels (forky, sid: 7.x) make it a small package that depends on exactly pinned
+    ``linux-binary-<abi>-amd64`` (``/usr/lib/modules/<release>/vmlinuz``) and
+    ``linux-base-<abi>-amd64`` (``.../config``); those two are added when the stanza of ``package``
+    names them. ``linux-modules-*`` is never needed (see :data:`REQUIRED_BUILTINS`).
+    """
+    wanted = [(package, version)]
+    stanza = next(
+        (
+            p
+            for p in paragraphs
+            if p.get("Package", "").strip() == package and p.get("Version", "").strip() == version
+        ),
+        None,
+    )
+    if stanza is None:
+        return wanted
+    for group in deb822.PkgRelation.parse_relations(stanza.get("Depends", "")):
+        for alt in group:
+            name, pinned = alt["name"] or "", alt.get("version")
+            if _PAYLOAD_PACKAGE.match(name) and pinned and pinned[0] == "=":
+                if not (_SAFE_TOKEN.match(name) and _SAFE_TOKEN.match(pinned[1])):
+                    raise BadInput(f"refusing odd kernel package reference {name!r}")
+                wanted.append((name, pinned[1]))
+                break
+    return wanted
+
+
+# --- reading the unpacked files --------------------------------------------------------------
+
+
+def bzimage_version(path: Path) -> str:
+    """The version banner a bzImage carries in its setup header (``kernel_version`` field)."""
+    with open(path, "rb") as fh:
+        head = fh.read(0x8000)
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return ""
+    (offset,) = struct.unpack_from("<H", head, 0x20E)
+    start = offset + 0x200
+    if not offset or start >= len(head):
+        return ""
+    end = head.find(b"\0", start, start + 512)
+    raw = head[start : end if end >= 0 else start + 512]
+    return raw.decode("ascii", "replace").strip()
+
+
+def missing_builtins(config_text: str, required: Iterable[str] = REQUIRED_BUILTINS) -> list[str]:
+    """The ``required`` config symbols that are not ``=y`` in a kernel config."""
+    builtin = {
+        line.split("=", 1)[0]
+        for line in config_text.splitlines()
+        if line.startswith("CONFIG_") and line.rstrip().endswith("=y")
+    }
+    return [symbol for symbol in required if symbol not in builtin]
+
+
+# --- apt with a private configuration --------------------------------------------------------
+
+
+def _apt_conf(root: Path) -> str:
+    """apt.conf read with ``-c`` (after the machine's own config): private state, no hooks."""
+    return "\n".join(
+        [
+            # The machine's update hooks would act on the machine's apt state, not ours.
+            "#clear APT::Update::Pre-Invoke;",
+            "#clear APT::Update::Post-Invoke;",
+            "#clear APT::Update::Post-Invoke-Success;",
+            "#clear APT::Default-Release;",
+            # Only the Packages index: no Translations, Contents or DEP-11 metadata.
+            "#clear Acquire::IndexTargets;",
+            "Acquire::IndexTargets::deb::Packages {",
+            '  MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/Packages";',
+            '  ShortDescription "Packages";',
+            '  Description "$(RELEASE)/$(COMPONENT) $(ARCHITECTURE) Packages";',
+            '  flatMetaKey "Packages";',
+            '  flatDescription "$(RELEASE) Packages";',
+            "};",
+            'Acquire::Languages "none";',
+            'APT::Architecture "amd64";',
+            'APT::Architectures { "amd64"; };',
+            f'Dir::Etc::sourcelist "{root}/sources.list";',
+            f'Dir::Etc::sourceparts "{root}/sources.list.d";',
+            f'Dir::Etc::preferences "{root}/preferences";',
+            f'Dir::Etc::preferencesparts "{root}/preferences.d";',
+            f'Dir::State::lists "{root}/lists";',
+            f'Dir::State::status "{root}/status";',
+            f'Dir::Cache "{root}/cache";',
+            'Dir::Cache::pkgcache "";',
+            'Dir::Cache::srcpkgcache "";',
+            "",
+        ]
+    )
+
+
+class _PrivateApt:
+    """apt-get/apt-cache over one suite of one mirror, with all state in a temporary folder."""
+
+    def __init__(self, suite: str, mirror: str, keyring: Path, root: Path):
+        self.root = root
+        for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "status").write_text("")
+        (root / "preferences").write_text("")
+        (root / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
+        (root / "apt.conf").write_text(_apt_conf(root))
+        # apt downloads as the unprivileged _apt user when run as root: let it into our folder.
+        root.chmod(0o755)
+
+    def run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        argv = [tool, "-q", "-c", str(self.root / "apt.conf"), *args]
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+        env.pop("APT_CONFIG", None)
+        try:
+            done = subprocess.run(
+                argv, cwd=cwd or self.root, env=env, capture_output=True, text=True, timeout=900
+            )
+        except FileNotFoundError:
+            raise EnvironmentUnavailable(f"{tool} not found: run this on Debian (apt)") from None
+        except subprocess.TimeoutExpired:
+            raise EnvironmentUnavailable(f"`{tool} {' '.join(args)}` took over 15 min") from None
+        problems = [ln for ln in done.stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))]
+        if done.returncode != 0 or any(p.startswith(("E:", "Err")) for p in problems):
+            detail = problems[-1] if problems else done.stderr.strip()[-300:]
+            raise EnvironmentUnavailable(
+                f"`{tool} {' '.join(args)}` failed ({detail}); check the mirror "
+                "(VDSOMATRIX_MIRROR or /etc/apt sources) and the network"
+            )
+        return done.stdout
+
+
+# --- fetching and caching --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _load(directory: Path) -> Kernel | None:
+    try:
+        data = json.loads((directory / "kernel.json").read_text())
+        kernel = Kernel(**{**data, "directory": directory})
+    except (OSError, ValueError, TypeError):
+        return None
+    return kernel if kernel.vmlinuz.is_file() else None
+
+
+def _check_suite(suite: str) -> None:
+    if not re.match(r"^[a-z][a-z0-9-]{1,30}$", suite):
+        raise BadInput(f"{suite!r} is not a Debian suite name")
+
+
+def cached_kernel(suite: str) -> Kernel | None:
+    """The kernel ``suite`` last resolved to, if it is still unpacked in the cache (no network)."""
+    _check_suite(suite)
+    try:
+        pointer = json.loads((kernels_dir() / "suites" / f"{suite}.json").read_text())
+        folder = kernels_dir() / f"{pointer['package']}_{pointer['version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _load(folder)
+
+
+def fetch_kernel(
+    suite: str,
+    *,
+    refresh: bool = False,
+    mirror: str | None = None,
+    keyring: Path = KEYRING,
+    log=print,
+) -> Kernel:
+    """The unpacked kernel of ``suite`` (its linux-image-amd64), downloading it if needed."""
+    _check_suite(suite)
+    if not refresh:
+        kernel = cached_kernel(suite)
+        if kernel:
+            return kernel
+    if not keyring.is_file():
+        raise EnvironmentUnavailable(
+            f"{keyring} missing: `apt-get install debian-archive-keyring` to verify the mirror"
+        )
+    mirror = mirror or debian_mirror()
+    with _locked(kernels_dir() / f".{suite}.lock"):
+        if not refresh:  # another process may have fetched it while we waited for the lock
+            kernel = cached_kernel(suite)
+            if kernel:
+                return kernel
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="vdsomatrix-apt-") as tmp:
+            apt = _PrivateApt(suite, mirror, keyring, Path(tmp))
+            log(f"kernels: reading the {suite} package index from the mirror")
+            apt.run("apt-get", "update")
+            shown = apt.run("apt-cache", "show", "-o", "APT::Cache::AllVersions=0", META_PACKAGE)
+            package, version = resolve_kernel_package(parse_paragraphs(shown))
+            target = kernels_dir() / f"{package}_{version}"
+            kernel = _load(target)
+            if kernel is None:
+                shown = apt.run("apt-cache", "show", f"{package}={version}")
+                payload = payload_packages(parse_paragraphs(shown), package, version)
+                kernel = _download_and_unpack(apt, suite, payload, target, log)
+        pointer = {"suite": suite, "package": package, "version": version, "resolved": time.time()}
+        _write_atomic(kernels_dir() / "suites" / f"{suite}.json", json.dumps(pointer, indent=1))
+        log(
+            f"kernels: {suite} -> {kernel.package_ref} ({kernel.release}) "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        return kernel
+
+
+# Where the image and its config live: /boot (up to Debian 13) or /usr/lib/modules/<release>.
+_KERNEL_FILES = (
+    (re.compile(r"^(?:\./)?boot/vmlinuz-(?P<release>[^/]+)$"), "vmlinuz"),
+    (re.compile(r"^(?:\./)?boot/config-(?P<release>[^/]+)$"), "config"),
+    (re.compile(r"^(?:\./)?usr/lib/modules/(?P<release>[^/]+)/vmlinuz$"), "vmlinuz"),
+    (re.compile(r"^(?:\./)?usr/lib/modules/(?P<release>[^/]+)/config$"), "config"),
+)
+
+
+def _extract_kernel_files(deb: Path, into: Path) -> dict[str, str]:
+    """Copy the image and config out of ``deb`` into ``into``; {kind: release} of what was found.
+
+    The data archive is streamed from ``dpkg-deb --fsys-tarfile`` and only the two files are
+    written, so the modules (most of a kernel package) never touch the disk.
+    """
+    found: dict[str, str] = {}
+    proc = subprocess.Popen(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                for pattern, kind in _KERNEL_FILES:
+                    match = pattern.match(member.name)
+                    if match and kind not in found:
+                        source = archive.extractfile(member)
+                        with open(into / kind, "wb") as out:
+                            shutil.copyfileobj(source, out)
+                        found[kind] = match["release"]
+    except tarfile.TarError as exc:
+        proc.kill()
+        raise EnvironmentUnavailable(f"{deb.name}: unreadable data archive ({exc})") from None
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        proc.wait()
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip()[-300:]
+        raise EnvironmentUnavailable(f"dpkg-deb could not read {deb.name}: {detail}")
+    return found
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_and_unpack(
+    apt: _PrivateApt, suite: str, payload: list[tuple[str, str]], target: Path, log
+) -> Kernel:
+    package, version = payload[0]
+    downloads = apt.root / "download"
+    downloads.mkdir()
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError, OSError):
+            shutil.chown(downloads, user=pwd.getpwnam("_apt").pw_name)
+    refs = [f"{name}={ver}" for name, ver in payload]
+    log(f"kernels: downloading {' '.join(refs)}")
+    apt.run("apt-get", "download", *refs, cwd=downloads)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        found: dict[str, str] = {}
+        digests = []
+        for deb in sorted(downloads.glob("*.deb")):
+            digests.append(f"{deb.name} {_sha256(deb)}")
+            for kind, release in _extract_kernel_files(deb, staging).items():
+                found.setdefault(kind, release)
+        if set(found) != {"vmlinuz", "config"} or found["vmlinuz"] != found["config"]:
+            raise EnvironmentUnavailable(
+                f"{', '.join(refs)}: expected one vmlinuz and its config, found {found or 'none'}"
+            )
+        missing = missing_builtins((staging / "config").read_text(errors="replace"))
+        if missing:
+            raise EnvironmentUnavailable(
+                f"{package} lacks built-in {', '.join(missing)}: the guest would need modules; "
+                "choose another kernel suite"
+            )
+        kernel = Kernel(
+            suite=suite,
+            package=package,
+            version=version,
+            release=found["vmlinuz"],
+            version_string=bzimage_version(staging / "vmlinuz"),
+            deb_sha256="; ".join(digests),
+            directory=target,
+        )
+        data = kernel.to_json()
+        del data["directory"]
+        (staging / "kernel.json").write_text(json.dumps(data, indent=1) + "\n")
+        staging.chmod(0o755)
+        if target.exists():  # a stale, incomplete folder from an interrupted run
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return kernel
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

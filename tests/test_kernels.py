@@ -1,0 +1,251 @@
+"""vdsomatrix.kernels: resolving linux-image-amd64, reading kernel files, the cache.
+
+The Packages stanzas below are trimmed copies of what the mirror served (bookworm: the classic
+layout with /boot/vmlinuz in the image package; sid/forky 7.x: the image package depends on
+linux-binary-* and linux-base-*). The network is only used by the QEMU integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vdsomatrix import kernels
+from vdsomatrix.errors import BadInput
+
+BOOKWORM = """\
+Package: linux-image-amd64
+Source: linux-signed-amd64 (6.1.176+1)
+Version: 6.1.176-1
+Installed-Size: 13
+Maintainer: Debian Kernel Team <debian-kernel@lists.invalid>
+Architecture: amd64
+Depends: linux-image-6.1.0-50-amd64 (= 6.1.176-1)
+Description: Linux for 64-bit PCs (meta-package)
+Section: kernel
+Priority: optional
+Filename: pool/main/l/linux-signed-amd64/linux-image-amd64_6.1.176-1_amd64.deb
+Size: 1484
+
+Package: linux-image-amd64
+Source: linux-signed-amd64 (6.1.170+1)
+Version: 6.1.170-1
+Architecture: amd64
+Depends: linux-image-6.1.0-44-amd64 (= 6.1.170-1)
+Description: Linux for 64-bit PCs (meta-package)
+
+Package: linux-image-6.1.0-50-amd64
+Source: linux-signed-amd64 (6.1.176+1)
+Version: 6.1.176-1
+Architecture: amd64
+Depends: kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool
+Description: Linux 6.1 for 64-bit PCs (signed)
+"""
+
+SID = """\
+Package: linux-image-amd64
+Source: linux-signed-amd64 (7.2.13+1)
+Version: 7.2.13-1
+Architecture: amd64
+Depends: linux-base-amd64 (= 7.2.13-1), linux-image-7.2.13+deb14-amd64 (= 7.2.13-1)
+Description: Linux for 64-bit PCs (meta-package)
+
+Package: linux-image-7.2.13+deb14-amd64
+Source: linux-signed-amd64 (7.2.13+1)
+Version: 7.2.13-1
+Installed-Size: 15
+Architecture: amd64
+Depends: dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, linux-base-7.2.13+deb14-amd64 (= 7.2.13-1), linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)
+Description: Linux 7.2.13 for 64-bit PCs
+"""  # noqa: E501
+
+
+def test_resolves_the_newest_metapackage_to_its_pinned_image():
+    paragraphs = kernels.parse_paragraphs(BOOKWORM)
+    assert kernels.resolve_kernel_package(paragraphs) == ("linux-image-6.1.0-50-amd64", "6.1.176-1")
+
+
+def test_skips_non_image_dependencies_of_split_packaging():
+    paragraphs = kernels.parse_paragraphs(SID)
+    assert kernels.resolve_kernel_package(paragraphs) == (
+        "linux-image-7.2.13+deb14-amd64",
+        "7.2.13-1",
+    )
+
+
+def test_payload_of_split_packaging_adds_binary_and_base_not_modules():
+    paragraphs = kernels.parse_paragraphs(SID)
+    payload = kernels.payload_packages(paragraphs, "linux-image-7.2.13+deb14-amd64", "7.2.13-1")
+    assert payload == [
+        ("linux-image-7.2.13+deb14-amd64", "7.2.13-1"),
+        ("linux-base-7.2.13+deb14-amd64", "7.2.13-1"),
+        ("linux-binary-7.2.13+deb14-amd64", "7.2.13-1"),
+    ]
+
+
+def test_payload_of_classic_packaging_is_the_image_package_alone():
+    paragraphs = kernels.parse_paragraphs(BOOKWORM)
+    assert kernels.payload_packages(paragraphs, "linux-image-6.1.0-50-amd64", "6.1.176-1") == [
+        ("linux-image-6.1.0-50-amd64", "6.1.176-1")
+    ]
+
+
+def test_alternatives_prefer_a_package_present_in_the_index():
+    text = """\
+Package: linux-image-amd64
+Version: 5.10.223-1
+Depends: linux-image-5.10.0-32-amd64 (= 5.10.223-1) | linux-image-5.10.0-32-amd64-unsigned (= 5.10.223-1)
+
+Package: linux-image-5.10.0-32-amd64-unsigned
+Version: 5.10.223-1
+"""  # noqa: E501
+    assert kernels.resolve_kernel_package(kernels.parse_paragraphs(text)) == (
+        "linux-image-5.10.0-32-amd64-unsigned",
+        "5.10.223-1",
+    )
+
+
+def test_unpinned_dependency_takes_the_newest_known_version():
+    text = """\
+Package: linux-image-amd64
+Version: 1
+Depends: linux-image-6.1.0-9-amd64
+
+Package: linux-image-6.1.0-9-amd64
+Version: 6.1.27-1
+
+Package: linux-image-6.1.0-9-amd64
+Version: 6.1.27-1+b1
+"""
+    assert kernels.resolve_kernel_package(kernels.parse_paragraphs(text)) == (
+        "linux-image-6.1.0-9-amd64",
+        "6.1.27-1+b1",
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no linux-image-amd64"),
+        ("Package: linux-headers-amd64\nVersion: 1\n", "no linux-image-amd64"),
+        ("Package: linux-image-amd64\nVersion: 1\nDepends: kmod\n", "depends on no"),
+        ("Package: linux-image-amd64\nVersion: 1\nDepends: linux-image-6.1-amd64\n", "no version"),
+    ],
+)
+def test_unresolvable_indexes_are_refused_loudly(text, message):
+    with pytest.raises(BadInput, match=message):
+        kernels.resolve_kernel_package(kernels.parse_paragraphs(text))
+
+
+def test_garbage_is_not_a_package_index():
+    paragraphs = kernels.parse_paragraphs("\x00\xff garbage\n\n:::\nPackage\n")
+    with pytest.raises(BadInput):
+        kernels.resolve_kernel_package(paragraphs)
+
+
+def _bzimage(banner: bytes) -> bytes:
+    head = bytearray(0x1000)
+    head[0x202:0x206] = b"HdrS"
+    offset = 0x400
+    struct.pack_into("<H", head, 0x20E, offset)
+    head[offset + 0x200 : offset + 0x200 + len(banner) + 1] = banner + b"\0"
+    return bytes(head)
+
+
+def test_bzimage_version_reads_the_setup_header(tmp_path):
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(_bzimage(b"6.1.0-50-amd64 (debian-kernel@lists.invalid) #1 SMP"))
+    assert kernels.bzimage_version(path).startswith("6.1.0-50-amd64 (debian-kernel@")
+    path.write_bytes(b"MZ" + bytes(0x300))
+    assert kernels.bzimage_version(path) == ""
+    path.write_bytes(b"")
+    assert kernels.bzimage_version(path) == ""
+
+
+def test_missing_builtins():
+    config = "CONFIG_SERIAL_8250=y\nCONFIG_DEVTMPFS=m\n# CONFIG_TMPFS is not set\n"
+    missing = kernels.missing_builtins(
+        config, ("CONFIG_SERIAL_8250", "CONFIG_DEVTMPFS", "CONFIG_TMPFS")
+    )
+    assert missing == ["CONFIG_DEVTMPFS", "CONFIG_TMPFS"]
+
+
+def test_private_apt_config_clears_hooks_and_keeps_state_private(tmp_path):
+    text = kernels._apt_conf(tmp_path)
+    assert "#clear APT::Update::Post-Invoke;" in text
+    assert f'Dir::State::lists "{tmp_path}/lists";' in text
+    assert f'Dir::State::status "{tmp_path}/status";' in text
+    assert "Translation" not in text
+
+
+def test_cached_kernel_follows_the_suite_pointer(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
+    assert kernels.cached_kernel("bookworm") is None
+    folder = tmp_path / "kernels" / "linux-image-6.1.0-50-amd64_6.1.176-1"
+    folder.mkdir(parents=True)
+    (folder / "vmlinuz").write_bytes(b"x")
+    meta = {
+        "suite": "bookworm",
+        "package": "linux-image-6.1.0-50-amd64",
+        "version": "6.1.176-1",
+        "release": "6.1.0-50-amd64",
+        "version_string": "",
+        "deb_sha256": "",
+    }
+    (folder / "kernel.json").write_text(json.dumps(meta))
+    pointer = tmp_path / "kernels" / "suites" / "bookworm.json"
+    pointer.parent.mkdir()
+    pointer.write_text(json.dumps({"package": meta["package"], "version": meta["version"]}))
+    kernel = kernels.cached_kernel("bookworm")
+    assert kernel.package_ref == "linux-image-6.1.0-50-amd64=6.1.176-1"
+    assert kernel.vmlinuz == folder / "vmlinuz"
+    (folder / "vmlinuz").unlink()
+    assert kernels.cached_kernel("bookworm") is None
+    with pytest.raises(BadInput):
+        kernels.cached_kernel("../etc")
+
+
+def _deb(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: fake-kernel\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@t>\n"
+        "Description: test\n"
+    )
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    out = tmp_path / "fake.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(out)],
+                   check=True, capture_output=True)  # fmt: skip
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb (Debian)")
+@pytest.mark.parametrize(
+    "files, release",
+    [
+        ({"boot/vmlinuz-6.1.0-9-amd64": b"K", "boot/config-6.1.0-9-amd64": b"C"}, "6.1.0-9-amd64"),
+        (
+            {
+                "usr/lib/modules/7.2.1+deb14-amd64/vmlinuz": b"K",
+                "usr/lib/modules/7.2.1+deb14-amd64/config": b"C",
+                "usr/lib/modules/7.2.1+deb14-amd64/kernel/x.ko": b"M",
+            },
+            "7.2.1+deb14-amd64",
+        ),
+    ],
+)
+def test_extracts_only_the_image_and_its_config(tmp_path, files, release):
+    deb = _deb(tmp_path, files)
+    into = tmp_path / "out"
+    into.mkdir()
+    found = kernels._extract_kernel_files(deb, into)
+    assert found == {"vmlinuz": release, "config": release}
+    assert sorted(p.name for p in into.iterdir()) == ["config", "vmlinuz"]
+    assert (into / "vmlinuz").read_bytes() == b"K"
