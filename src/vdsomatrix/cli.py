@@ -69,8 +69,11 @@ def _run(args, envs: list[Environment]) -> int:
     failed = [r for r in records if r.path is not None and r.status != "ok"]
     print(f"{len(produced)} result(s) written to {out}; {len(failed)} environment(s) failed, "
           f"{len(skipped)} skipped", file=sys.stderr)
+    by_reason: dict[str, list[str]] = {}
     for r in skipped:
-        print(f"  skipped {r.env.name}: {r.message}", file=sys.stderr)
+        by_reason.setdefault(r.message, []).append(r.env.name)
+    for reason, names in by_reason.items():
+        print(f"  skipped {', '.join(names)}: {reason}", file=sys.stderr)
     for r in failed:
         print(f"  {r.status} {r.env.name}: {r.message} (see {r.path})", file=sys.stderr)
     if args.strict and skipped:

@@ -78,8 +78,8 @@ _SKIP_PARTS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".o", ".md")
 
 NO_ENGINE = (
-    "no Docker engine reachable ({detail}): start one with `sudo .ci/setup-machine` or "
-    "`dockerd &`, or set DOCKER_HOST"
+    "no Docker engine reachable ({detail}): start one with `bash .ci/setup-machine` "
+    "(as root) or `dockerd &`, or set DOCKER_HOST"
 )
 NOT_BUILT = "image not built: run `nox -s images`"
 
@@ -334,7 +334,7 @@ def _debootstrap(suite: Suite, target: Path, log: Log) -> None:
         )
     if shutil.which("debootstrap") is None:
         raise ImageBuildError(
-            "debootstrap is not installed: run `sudo .ci/setup-machine` "
+            "debootstrap is not installed: run `bash .ci/setup-machine` as root "
             "(or apt-get install debootstrap)"
         )
     script = DEBOOTSTRAP_SCRIPTS / suite.script

@@ -51,7 +51,7 @@ from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.paths import cache_dir
 
 QEMU = "qemu-system-x86_64"
-INSTALL_QEMU = f"{QEMU} not found: install qemu-system-x86 (`sudo .ci/setup-machine` does)"
+INSTALL_QEMU = f"{QEMU} not found: install qemu-system-x86 (`bash .ci/setup-machine` as root does)"
 # Bump when the initramfs recipe below changes in a way the hashed parts do not show.
 INITRAMFS_RECIPE = 1
 # bsdtar exclusion patterns (anchored at the archive root, a directory takes its contents along).
@@ -288,7 +288,7 @@ def build_initramfs(client, image: str, dest: Path, *, log=print) -> dict[str, A
     """
     if not shutil.which("bsdtar"):
         raise EnvironmentUnavailable(
-            "bsdtar not found: install libarchive-tools (`sudo .ci/setup-machine` does)"
+            "bsdtar not found: install libarchive-tools (`bash .ci/setup-machine` as root does)"
         )
     started = time.monotonic()
     dest.parent.mkdir(parents=True, exist_ok=True)
