@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import hashlib
 import io
 import json
@@ -212,25 +211,12 @@ def _find_image(client, tag: str):
 # ----------------------------------------------------------------------------- locking -------
 
 
-@contextlib.contextmanager
-def _suite_lock(suite: Suite, log: Log) -> Iterator[None]:
-    """Serialise everything that builds ``suite``'s images, across threads and processes.
-
-    flock() locks belong to the open file description, so two threads that each open the file
-    exclude each other just as two processes do.
-    """
-    locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{suite.name}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"[{suite.name}] waiting for another build of this suite to finish")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _suite_lock(suite: Suite, log: Log):
+    """Serialise everything that builds ``suite``'s images, across threads and processes."""
+    return paths.file_lock(
+        cache_dir() / "locks" / f"{suite.name}.lock",
+        waiting=lambda: log(f"[{suite.name}] waiting for another build of this suite to finish"),
+    )
 
 
 # ----------------------------------------------------------------------------- base image ----

@@ -28,7 +28,6 @@ resolves again (and downloads only if the version changed).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from debian.debian_support import Version
 
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.mirror import debian_mirror
-from vdsomatrix.paths import cache_dir
+from vdsomatrix.paths import cache_dir, file_lock
 
 META_PACKAGE = "linux-image-amd64"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -305,17 +304,6 @@ class _PrivateApt:
 # --- fetching and caching --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _load(directory: Path) -> Kernel | None:
     try:
         data = json.loads((directory / "kernel.json").read_text())
@@ -360,7 +348,7 @@ def fetch_kernel(
             f"{keyring} missing: `apt-get install debian-archive-keyring` to verify the mirror"
         )
     mirror = mirror or debian_mirror()
-    with _locked(kernels_dir() / f".{suite}.lock"):
+    with file_lock(kernels_dir() / f".{suite}.lock"):
         if not refresh:  # another process may have fetched it while we waited for the lock
             kernel = cached_kernel(suite)
             if kernel:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -43,3 +46,24 @@ def cache_dir() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "vdsomatrix"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, waiting: Callable[[], object] | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing), across threads and processes.
+
+    flock() locks belong to the open file description, so two threads that each open the file
+    exclude each other just as two processes do. ``waiting`` is called once if the lock is busy.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

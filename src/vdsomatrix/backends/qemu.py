@@ -48,7 +48,7 @@ from typing import Any
 from vdsomatrix import guest, kernels
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
-from vdsomatrix.paths import cache_dir
+from vdsomatrix.paths import cache_dir, file_lock
 
 QEMU = "qemu-system-x86_64"
 INSTALL_QEMU = f"{QEMU} not found: install qemu-system-x86 (`bash .ci/setup-machine` as root does)"
@@ -218,17 +218,6 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -525,7 +514,7 @@ class QemuBackend(Backend):
             return cached
         key = f"{suite}-{image.id.split(':')[-1][:12]}-{initramfs_recipe_hash()}"
         path = self.initramfs_dir() / f"{key}.cpio"
-        with _file_lock(self.initramfs_dir() / f".{suite}.lock"):
+        with file_lock(self.initramfs_dir() / f".{suite}.lock"):
             if rebuild or not path.is_file():
                 stats = build_initramfs(client, tag, path, log=log)
                 pointer = {"suite": suite, "image": tag, "image_id": image.id, "path": str(path),
