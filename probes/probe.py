@@ -302,10 +302,17 @@ def collect(helper, name, backend, helper_timeout):
         calls = [c for c in doc["calls"] if c.get("path") == "vsyscall"]
         if calls:
             doc["vsyscall"]["callable"] = all(c.get("status") == "ok" for c in calls)
-        if libc.get("linkage") == "dynamic" and libc.get("path"):
+        dynamic = libc.get("linkage") == "dynamic"
+        if dynamic and libc.get("path"):
             doc["artefacts"]["libc"] = artefact(libc["path"], "shared-object", errors)
         else:
             doc["artefacts"]["libc"] = artefact(os.path.realpath(helper), "probe-binary", errors)
+        # Dynamic glibc looks most vDSO symbols up in its loader (ld.so), not in libc.so: ship
+        # the loader too, unless it is the libc itself (musl's ld-musl is its libc.so).
+        ldso = libc.get("ldso_path") if dynamic else None
+        if isinstance(ldso, str) and ldso and not (
+                libc.get("path") and os.path.realpath(ldso) == os.path.realpath(libc["path"])):
+            doc["artefacts"]["ldso"] = artefact(ldso, "dynamic-loader", errors)
     return doc
 
 

@@ -606,32 +606,66 @@ static void emit_vsyscall_read(void)
 	printf("},\n");
 }
 
-/* The path of the libc this process runs on, from its own maps (dynamic builds only). */
+/* Is this file name a libc (glibc's libc.so.6 / libc-2.x.so, musl's)? */
+static int is_libc_name(const char *base)
+{
+	return strncmp(base, "libc.so", 7) == 0 || strncmp(base, "libc-", 5) == 0 ||
+	       strncmp(base, "ld-musl", 7) == 0 || strncmp(base, "libc.musl", 9) == 0;
+}
+
+/* Is this file name a dynamic loader (used only when AT_BASE matches no mapping)? */
+static int is_ldso_name(const char *base)
+{
+	return strncmp(base, "ld-linux", 8) == 0 || strncmp(base, "ld-musl", 7) == 0 ||
+	       strncmp(base, "ld-2.", 5) == 0 || strncmp(base, "ld64.so", 7) == 0;
+}
+
+/*
+ * The paths of the libc and of the program interpreter (the dynamic loader: glibc's ld.so, where
+ * most vDSO symbols are looked up, or musl's ld-musl, which is its libc too), as /proc/self/maps
+ * names the files really mapped. The interpreter is the file mapped at AT_BASE, the load address
+ * the kernel passes to a dynamic executable; a static one has neither and prints neither.
+ */
 static void emit_libc_path(void)
 {
 	char line[4096];
 	FILE *f = fopen("/proc/self/maps", "r");
-	const char *found = NULL;
-	static char path[4096];
+	unsigned long at_base = getauxval(AT_BASE);
+	static char path[4096], ldso[4096], ldso_by_name[4096];
+	int have_path = 0, have_ldso = 0, have_ldso_by_name = 0;
 	if (!f)
 		return;
-	while (!found && fgets(line, sizeof line, f)) {
+	while (!(have_path && have_ldso) && fgets(line, sizeof line, f)) {
 		char *p = strchr(line, '/');
 		char *base;
+		unsigned long start;
 		if (!p)
 			continue;
 		p[strcspn(p, "\n")] = 0;
 		base = strrchr(p, '/') + 1;
-		if (strncmp(base, "libc.so", 7) == 0 || strncmp(base, "libc-", 5) == 0 ||
-		    strncmp(base, "ld-musl", 7) == 0 || strncmp(base, "libc.musl", 9) == 0) {
+		if (!have_path && is_libc_name(base)) {
 			snprintf(path, sizeof path, "%s", p);
-			found = path;
+			have_path = 1;
+		}
+		if (!at_base || have_ldso)
+			continue;
+		if (sscanf(line, "%lx-", &start) == 1 && start == at_base) {
+			snprintf(ldso, sizeof ldso, "%s", p);
+			have_ldso = 1;
+		} else if (!have_ldso_by_name && is_ldso_name(base)) {
+			snprintf(ldso_by_name, sizeof ldso_by_name, "%s", p);
+			have_ldso_by_name = 1;
 		}
 	}
 	fclose(f);
-	if (found) {
+	if (have_path) {
 		printf("    \"path\": ");
-		json_string(found);
+		json_string(path);
+		printf(",\n");
+	}
+	if (have_ldso || have_ldso_by_name) {
+		printf("    \"ldso_path\": ");
+		json_string(have_ldso ? ldso : ldso_by_name);
 		printf(",\n");
 	}
 }

@@ -129,6 +129,66 @@ def stripped_musl() -> Path:
     return out
 
 
+# An IFUNC shaped like glibc 2.41's time() / gettimeofday(): the resolver returns the pointer
+# ld.so left in GLRO(dl_vdso_*) (a field of _rtld_global_ro, reached through the GOT), or, when
+# that is NULL, libc code that makes the system call. HOME names the object it reads.
+IFUNC_LIBRARY = r"""
+struct home { char pad[0x310]; void *vdso_time; void *vdso_gettimeofday; };
+extern struct home HOME;
+
+static long time_syscall(long *t)
+{
+    long r;
+    __asm__ volatile ("syscall" : "=a"(r) : "0"(201L), "D"(t) : "rcx", "r11", "memory");
+    return r;
+}
+
+static long gettimeofday_syscall(void *tv, void *tz)
+{
+    long r;
+    __asm__ volatile ("syscall" : "=a"(r) : "0"(96L), "D"(tv), "S"(tz) : "rcx", "r11", "memory");
+    return r;
+}
+
+static void *time_resolver(void)
+{
+    void *p = HOME.vdso_time;
+    return p ? p : (void *)time_syscall;
+}
+
+static void *gettimeofday_resolver(void)
+{
+    void *p = HOME.vdso_gettimeofday;
+    return p ? p : (void *)gettimeofday_syscall;
+}
+
+long time(long *) __attribute__((ifunc("time_resolver")));
+long gettimeofday(void *, void *) __attribute__((ifunc("gettimeofday_resolver")));
+"""
+
+
+@functools.cache
+def ifunc_library(home: str = "_rtld_global_ro") -> Path:
+    """A shared object whose time/gettimeofday IFUNC resolvers return ``home``'s pointers."""
+    cc = need("gcc")
+    src = _workdir() / f"ifunc-{home}.c"
+    src.write_text(IFUNC_LIBRARY.replace("HOME", home))
+    out = _workdir() / f"libifunc-{home}.so"
+    proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(src)],
+                          capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        pytest.fail(f"gcc -shared failed: {proc.stderr[-2000:]}")
+    return out
+
+
+def host_ldso() -> Path:
+    """The dynamic loader this machine's dynamic programs run under (PT_INTERP, resolved)."""
+    path = Path("/lib64/ld-linux-x86-64.so.2")
+    if not path.exists():
+        pytest.skip(f"{path} does not exist on this machine")
+    return path.resolve()
+
+
 def libc_artefact(path: Path, role: str) -> dict:
     data = path.read_bytes()
     return {"path": str(path), "role": role, "size": len(data),
@@ -138,7 +198,7 @@ def libc_artefact(path: Path, role: str) -> dict:
 
 def make_doc(name: str = "host", vdso: bytes | None = None, libc: Path | None = None,
              role: str = "shared-object", libc_name: str = "glibc",
-             linkage: str = "dynamic") -> dict:
+             linkage: str = "dynamic", ldso: Path | None = None) -> dict:
     """A result document shaped like the probe's, around the given bytes."""
     doc: dict = {
         "schema": "vdsomatrix/1",
@@ -151,6 +211,8 @@ def make_doc(name: str = "host", vdso: bytes | None = None, libc: Path | None = 
     }
     if libc is not None:
         doc["artefacts"]["libc"] = libc_artefact(libc, role)
+    if ldso is not None:
+        doc["artefacts"]["ldso"] = libc_artefact(ldso, "dynamic-loader")
     return doc
 
 

@@ -6,7 +6,9 @@ import base64
 import functools
 import json
 import random
+import re
 import struct
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -15,9 +17,12 @@ import pytest
 from analysis_support import (
     HOST_LIBC,
     analysis_sites,
+    host_ldso,
     host_vdso,
+    ifunc_library,
     libc_artefact,
     make_doc,
+    need,
     objdump_entry_sites,
     objdump_T,
     static_glibc,
@@ -30,7 +35,7 @@ from hypothesis import strategies as st
 from vdsomatrix.analysis import analyse_result
 from vdsomatrix.analysis.artefacts import MAX_LIBC_BYTES
 from vdsomatrix.analysis.elfimage import ElfImage
-from vdsomatrix.analysis.libc import STRIPPED
+from vdsomatrix.analysis.libc import CLASSES, STRIPPED
 
 BUILDS = {
     # name: (path factory, role, libc name, linkage)
@@ -113,11 +118,56 @@ def test_entry_points(build):
     assert any("syscall" in line for line in eps["syscall"]["listing"])
     for name in ("clock_gettime", "gettimeofday", "time"):
         ep = eps[name]
-        assert ep["classification"] == "vdso-then-syscall-fallback", (name, ep["reason"])
         kinds = {e["kind"] for e in ep["evidence"]}
-        assert "syscall" in kinds and kinds & {"indirect-call", "vdso-name"}, (name, kinds)
+        assert ep["classification"] in CLASSES
+        if ep["ifunc"]:
+            # dynamic glibc: the resolver returns the vDSO's function, or the syscall fallback
+            assert ep["classification"] == "vdso-via-ifunc-resolver", (name, ep["reason"])
+            assert "returns-data-pointer" in kinds, (name, kinds)
+        else:
+            assert ep["classification"] == "vdso-then-syscall-fallback", (name, ep["reason"])
+            assert kinds & {"indirect-call", "vdso-name"}, (name, kinds)
+        assert "syscall" in kinds and ep["fallback"] == "syscall", (name, kinds)
         assert all(isinstance(e["address"], int) for e in ep["evidence"])
         assert "static estimate" in ep["reason"]
+
+
+def test_ifunc_resolver_returning_glro_pointer_is_vdso():
+    """glibc 2.41's time()/gettimeofday(): the IFUNC resolver returns GLRO(dl_vdso_time)
+    (read through the GOT from ld.so's _rtld_global_ro) or a fallback that makes the system
+    call. Calls land in the vDSO itself: not "syscall", which the fallback alone suggests."""
+    result = analyse_result(make_doc(libc=ifunc_library("_rtld_global_ro")))
+    assert result["errors"] == []
+    for name, offset in (("time", 0x310), ("gettimeofday", 0x318)):
+        ep = result["libc"]["entry_points"][name]
+        assert ep["ifunc"] is True
+        assert ep["classification"] == "vdso-via-ifunc-resolver", ep["reason"]
+        assert ep["fallback"] == "syscall"
+        returned = [e for e in ep["evidence"] if e["kind"] == "returns-data-pointer"]
+        assert returned and f"_rtld_global_ro+{offset:#x}" in returned[0]["text"]
+        assert any(e["kind"] == "syscall" for e in ep["evidence"])
+        assert f"_rtld_global_ro+{offset:#x}" in ep["reason"]
+
+
+def test_ifunc_resolver_returning_other_data_is_not_called_vdso():
+    """The same resolver reading some other object: a data pointer, but no sign of the vDSO."""
+    result = analyse_result(make_doc(libc=ifunc_library("some_table")))
+    for name in ("time", "gettimeofday"):
+        ep = result["libc"]["entry_points"][name]
+        assert ep["classification"] == "unknown", ep["reason"]
+        assert "not identified" in ep["reason"]
+
+
+def test_glro_offsets_from_got_relocations():
+    """The GOT slot the resolver loads is named from its GLOB_DAT relocation, as objdump -R."""
+    path = ifunc_library("_rtld_global_ro")
+    image = ElfImage(path.read_bytes())
+    got = image.got_names(image.symbols("SHT_DYNSYM", 1000))
+    out = subprocess.run([need("objdump"), "-R", str(path)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    expected = {int(line.split()[0], 16): line.split()[2].split("@")[0]
+                for line in out.splitlines() if "R_X86_64_GLOB_DAT" in line}
+    assert got == expected and "_rtld_global_ro" in got.values()
 
 
 def test_vdso_names_and_usage():
@@ -140,7 +190,64 @@ def test_vdso_names_and_usage():
     assert "__vdso_clock_gettime" in usage["used"]
     assert "__vdso_time" in usage["requested"]  # glibc's static start-up looks it up too
     _p, dynamic = _analyse("host-libc.so.6")
+    # an older result, without the loader: the table says it undercounts
     assert any("ld.so" in n for n in dynamic["vdso_usage"]["notes"])
+    assert dynamic["vdso_usage"]["objects"] == ["libc"]
+
+
+def _names_in_file(path: Path) -> set[str]:
+    """Every NUL-terminated __vdso_* string anywhere in the file: the oracle for ld.so."""
+    return {m.decode() for m in re.findall(rb"(?<![\w.])(__vdso_\w+)\x00", path.read_bytes())}
+
+
+def test_vdso_usage_merges_the_dynamic_loader():
+    libc = _host_libc()
+    ldso = host_ldso()
+    result = analyse_result(make_doc(vdso=host_vdso(), libc=libc, ldso=ldso))
+    assert result["errors"] == []
+    assert json.loads(json.dumps(result)) == result
+    assert result["ldso"]["role"] == "dynamic-loader"
+    assert result["ldso"]["soname"] and result["ldso"]["soname"].startswith("ld-linux")
+    loader_names = set(result["ldso"]["vdso_names"]["symbols"])
+    assert loader_names == _names_in_file(ldso)
+    assert "__vdso_clock_gettime" in loader_names  # setup_vdso_pointers asks for it
+    usage = result["libc"]["vdso_usage"]
+    libc_names = set(result["libc"]["vdso_names"]["symbols"])
+    assert set(usage["requested"]) == libc_names | loader_names
+    assert usage["objects"] == ["libc", "ld.so"]
+    for name in usage["requested"]:
+        expected = [o for o, names in (("libc", libc_names), ("ld.so", loader_names))
+                    if name in names]
+        assert usage["requested_by"][name] == expected, name
+    assert set(usage["used"]) == set(usage["requested"]) & set(usage["offered"])
+    assert len(usage["used"]) > len(set(libc_names) & set(usage["offered"]))
+    assert not any("undercount" in n for n in usage["notes"])
+
+
+@pytest.mark.parametrize("artefact, expected", [
+    ({"path": "/ld.so", "role": "dynamic-loader", "error": "Permission denied"},
+     "could not ship"),
+    ({"path": "/ld.so", "role": "dynamic-loader", "zlib_base64": "%%%"}, "bad base64"),
+    ({"path": "/ld.so", "role": "dynamic-loader",
+      "zlib_base64": base64.b64encode(zlib.compress(b"not an ELF")).decode()}, "not an ELF"),
+    ("a string", "expected an object"),
+])
+def test_bad_ldso_artefact_keeps_the_libc_analysis(artefact, expected):
+    doc = make_doc(vdso=host_vdso(), libc=static_musl(), role="probe-binary", libc_name="musl",
+                   linkage="static")
+    doc["artefacts"]["ldso"] = artefact
+    result = analyse_result(doc)
+    assert result["ldso"] is None and result["libc"] is not None
+    assert len(result["errors"]) == 1 and result["errors"][0].startswith("ldso artefact: ")
+    assert expected in result["errors"][0]
+    assert result["libc"]["vdso_usage"]["objects"] == ["libc"]
+
+
+def test_dynamic_glibc_without_usable_ldso_keeps_the_undercount_note():
+    doc = make_doc(vdso=host_vdso(), libc=_host_libc())
+    doc["artefacts"]["ldso"] = {"path": "/ld.so", "role": "dynamic-loader", "error": "EACCES"}
+    usage = analyse_result(doc)["libc"]["vdso_usage"]
+    assert any("undercount" in n for n in usage["notes"])
 
 
 def test_usage_without_vdso():
@@ -199,7 +306,7 @@ def _check_hostile(data: bytes) -> None:
     doc = _doc_with_artefact({"path": "/p", "role": "probe-binary",
                               "zlib_base64": base64.b64encode(zlib.compress(data, 1)).decode()})
     result = analyse_result(doc)
-    assert set(result) == {"vdso", "libc", "errors"}
+    assert set(result) == {"vdso", "libc", "ldso", "errors"}
     assert all(isinstance(e, str) and e and "\n" not in e for e in result["errors"])
     if result["libc"] is None:
         assert result["errors"]
@@ -250,3 +357,29 @@ def test_overlapping_sections_do_not_multiply_work():
     assert time.monotonic() - started < 10
     assert any("add up to more than the file" in e for e in result["errors"]), result["errors"]
     assert result["libc"]["census"]["complete"] is False
+
+
+def test_mutated_loader_never_raises():
+    """Damaged ld.so bytes: one-line errors at worst, and the libc analysis goes on."""
+    original = host_ldso().read_bytes()
+    rng = random.Random(241)
+    for i in range(40):
+        image = bytearray(original)
+        if i % 4 == 0:
+            image = image[: rng.randrange(len(image))]
+        else:
+            lo = 0 if i % 4 == 1 else len(image) // 2
+            for _ in range(rng.randrange(1, 24)):
+                image[rng.randrange(lo, len(image) if lo else 64)] = rng.randrange(256)
+        doc = make_doc(libc=static_musl(), role="probe-binary", libc_name="musl",
+                       linkage="static")
+        doc["artefacts"]["ldso"] = {"path": "/ld.so", "role": "dynamic-loader",
+                                    "zlib_base64": base64.b64encode(
+                                        zlib.compress(bytes(image), 1)).decode()}
+        result = analyse_result(doc)
+        assert set(result) == {"vdso", "libc", "ldso", "errors"}
+        assert all(isinstance(e, str) and e and "\n" not in e for e in result["errors"])
+        assert result["libc"] is not None
+        if result["ldso"] is None:
+            assert any(e.startswith("ldso artefact: ") for e in result["errors"])
+        assert isinstance(result["libc"]["vdso_usage"]["requested"], list)

@@ -76,7 +76,7 @@ def test_syscall_fallbacks_equal_objdump_d():
 
 def test_no_vdso_is_not_an_error():
     doc = make_doc(vdso=None)
-    assert analyse_result(doc) == {"vdso": None, "libc": None, "errors": []}
+    assert analyse_result(doc) == {"vdso": None, "libc": None, "ldso": None, "errors": []}
     del doc["vdso"]
     assert analyse_result(doc)["errors"] == []
 
@@ -111,7 +111,7 @@ def test_truncated_section_table_is_named():
 
 def _check_hostile(image: bytes) -> None:
     result = analyse_result(make_doc(vdso=image))
-    assert set(result) == {"vdso", "libc", "errors"}
+    assert set(result) == {"vdso", "libc", "ldso", "errors"}
     assert all(isinstance(e, str) and "\n" not in e and e for e in result["errors"])
     if result["vdso"] is None:
         assert result["errors"], "an unreadable image must say why"

@@ -114,3 +114,29 @@ def test_vsyscall_rows_are_results_even_when_they_crash(host_doc):
             assert r["status"] == "crashed" and r["signal"] == "SIGSEGV"
         else:
             assert r["status"] == "ok"
+
+
+def test_dynamic_build_ships_its_loader(host_doc):
+    """The dynamic loader (PT_INTERP, mapped at AT_BASE) is shipped byte for byte; static
+    builds have none."""
+    import base64
+    import hashlib
+    import os
+    import zlib
+
+    build = host_doc["environment"]["name"].split("-")[1]
+    libc = host_doc["environment"]["libc"]
+    art = host_doc["artefacts"].get("ldso")
+    if build != "dynamic":
+        assert art is None and "ldso_path" not in libc
+        return
+    assert libc["ldso_path"] == art["path"]
+    assert os.path.basename(art["path"]).startswith("ld-")
+    assert art["role"] == "dynamic-loader"
+    with open(art["path"], "rb") as fh:
+        on_disk = fh.read()
+    assert art["sha256"] == hashlib.sha256(on_disk).hexdigest()
+    assert art["size"] == len(on_disk)
+    assert zlib.decompress(base64.b64decode(art["zlib_base64"])) == on_disk
+    # the same file the kernel loaded as this machine's interpreter for dynamic programs
+    assert os.path.realpath("/lib64/ld-linux-x86-64.so.2") == os.path.realpath(art["path"])

@@ -135,6 +135,13 @@ def cmd_report(args) -> int:
             f"no usable result files in {', '.join(map(str, sources))}: run `vdsomatrix run` "
             "(or `nox`) first"
         )
+    if args.reanalyse:
+        from vdsomatrix.analysis import analyse_result
+
+        # The stored vDSO and libc bytes are enough: a better analysis needs no re-probing.
+        for doc in loaded.documents:
+            if doc.get("calls") or doc.get("vdso"):
+                doc["analysis"] = analyse_result(doc)
     try:
         order = list(_matrix(args).environments)
     except VdsomatrixError:
@@ -192,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", action="append",
                    help="result file or folder (repeatable; default: reports/results)")
     p.add_argument("--out", help="folder for REPORT.md (default: reports)")
+    p.add_argument("--reanalyse", action="store_true",
+                   help="redo the binary analysis from the bytes stored in each result")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -14,7 +14,8 @@ Shape (fields the host relies on; the probe may add more)::
      "vsyscall": {"mode", "readable", "callable"},
      "calls": [{"call", "path", "status", "ns": {"min", "median", "p90"},
                 "syscalls_per_call", "detail"}],
-     "artefacts": {"libc": {...}}, "analysis": {...}, "run": {...},
+     "artefacts": {"libc": {...}, "ldso": {...}},  # zlib+base64 bytes for the analysis
+     "analysis": {"vdso", "libc", "ldso", "errors"}, "run": {...},
      "errors": [str]}
 """
 

@@ -75,11 +75,20 @@ def decode_vdso(doc: Any) -> Decoded:
 
 def decode_libc(doc: Any) -> Decoded:
     """The libc artefact (shared object, or the static probe binary) and its metadata."""
-    label = "libc artefact"
+    return decode_artefact(doc, "libc", "libc artefact")
+
+
+def decode_ldso(doc: Any) -> Decoded:
+    """The dynamic loader the probe ran under (ld.so), shipped by dynamic builds only."""
+    return decode_artefact(doc, "ldso", "ldso artefact")
+
+
+def decode_artefact(doc: Any, key: str, label: str) -> Decoded:
+    """One file the probe shipped in ``artefacts[key]`` (zlib, base64), checked and capped."""
     arts = doc.get("artefacts") if isinstance(doc, dict) else None
-    art = arts.get("libc") if isinstance(arts, dict) else None
+    art = arts.get(key) if isinstance(arts, dict) else None
     if art is None:
-        return Decoded(reason="the probe shipped no libc artefact")
+        return Decoded(reason=f"the probe shipped no {label}")
     if not isinstance(art, dict):
         return Decoded(errors=[f"{label}: expected an object, got {type(art).__name__}"])
     meta = {

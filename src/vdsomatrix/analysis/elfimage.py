@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ MAX_VERSIONS = 4096
 MAX_VERSION_AUX = 64
 MAX_TAGS = 4096
 MAX_NAME = 1024
+MAX_RELOCATIONS = 1 << 20
+R_X86_64_GLOB_DAT = 6
 PF_X = 1
 SHF_EXECINSTR = SH_FLAGS.SHF_EXECINSTR
 SHF_ALLOC = SH_FLAGS.SHF_ALLOC
@@ -371,6 +374,29 @@ class ElfImage:
             except Exception as exc:
                 self.problems.append(f"{sec.label}: unreadable dynamic tags ({one_line(exc)})")
         return None
+
+    def got_names(self, dynsym: list[Symbol]) -> dict[int, str]:
+        """GOT slot address -> name of the symbol whose address the dynamic linker puts there
+        (``R_X86_64_GLOB_DAT``), for x86-64 ELF64 only; ``{}`` for anything else."""
+        if self.machine != "EM_X86_64" or self.elf.elfclass != 64 or not self.elf.little_endian:
+            return {}
+        names = {s.index: s.name for s in dynsym if s.name}
+        out: dict[int, str] = {}
+        budget = MAX_RELOCATIONS
+        for sec in self.sections_of_type("SHT_RELA"):
+            link = self.section(sec.link)
+            if link is None or link.type != "SHT_DYNSYM" or sec.entsize != 24:
+                continue
+            blob = self.section_bytes(sec)
+            count = min(len(blob) // 24, budget)
+            budget -= count
+            for offset, info, _addend in struct.iter_unpack("<QQq", blob[: count * 24]):
+                if info & 0xFFFFFFFF == R_X86_64_GLOB_DAT and (info >> 32) in names:
+                    out.setdefault(offset, names[info >> 32])
+            if budget <= 0:
+                self.problems.append(f"more than {MAX_RELOCATIONS} relocations; the rest ignored")
+                break
+        return out
 
     def build_id(self) -> str | None:
         notes: list[Any] = []

@@ -7,10 +7,12 @@ the static probe binary, which has its libc linked in):
   holds (counted exactly as ``objdump -d`` shows them, see sweep.py) and in which functions;
 * entry points: whether ``syscall()``, ``clock_gettime``, ``gettimeofday`` and ``time`` reach the
   vDSO (an indirect call through a pointer loaded from data: glibc keeps the vDSO's addresses in
-  ``GLRO(dl_vdso_*)``, musl in a static ``vdso_func``) or a ``syscall`` instruction, with the
+  ``GLRO(dl_vdso_*)``, musl in a static ``vdso_func``; or, for an IFUNC, a resolver that returns
+  such a pointer, so that calls land in the vDSO itself) or a ``syscall`` instruction, with the
   addresses of the evidence. This is a static estimate over a bounded linear walk, not a trace;
 * vDSO names: which ``__vdso_*`` symbols and ``LINUX_*`` versions the libc's read-only data
-  names, i.e. what it will ask the vDSO for.
+  names, i.e. what it will ask the vDSO for. Dynamic glibc asks for most of them in its loader
+  (ld.so, ``setup_vdso_pointers``): ``analyse_ldso`` reads those, and ``vdso_usage`` merges both.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from vdsomatrix.analysis.elfimage import SHF_ALLOC, ElfImage, ElfProblem, Symbol
 from vdsomatrix.analysis.sweep import KINDS, classify, sweep, sweep_starts
 
 LABEL = "libc artefact"
+LDSO_LABEL = "ldso artefact"
 MAX_SYMBOLS = 400_000
 ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
 MAX_WALK = 64  # instructions per function walked for an entry point
@@ -36,7 +39,12 @@ MAX_FOLLOW = 6  # direct callees (or IFUNC candidates) walked per entry point
 STRIPPED = "none (stripped: function attribution is an estimate)"
 VDSO_NAME = re.compile(
     rb"(?<![\w.])(__vdso_\w{1,64}|__kernel_\w{1,64}|LINUX_\d{1,3}(?:\.\d{1,3}){0,3})\x00")
-CLASSES = ("vdso-then-syscall-fallback", "syscall", "unknown")
+CLASSES = ("vdso-then-syscall-fallback", "vdso-via-ifunc-resolver", "syscall", "unknown")
+# Where a glibc keeps the vDSO's function pointers: GLRO(dl_vdso_*) in ld.so's _rtld_global_ro
+# (dynamic), or the _dl_vdso_* variables (static).
+VDSO_POINTER_HOMES = ("_rtld_global_ro", "_rtld_global", "_dl_vdso_")
+CALLER_SAVED = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
+OBJECT_LABELS = {"dynamic-loader": "ld.so"}  # any other role: "libc"
 
 
 def analyse_libc(data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -49,6 +57,29 @@ def analyse_libc(data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any] | No
         out = _analyse(image, meta)
     finally:
         errors = [f"{LABEL}: {p}" for p in image.problems]
+    return out, errors
+
+
+def analyse_ldso(data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The dynamic loader: identity and the ``__vdso_*`` names it asks the vDSO for."""
+    try:
+        image = ElfImage(data)
+    except ElfProblem as exc:
+        return None, [f"{LDSO_LABEL}: {exc}"]
+    try:
+        out = {
+            "path": meta.get("path"),
+            "role": meta.get("role"),
+            "size": len(image.data),
+            "sha256": meta.get("sha256"),
+            "machine": image.machine,
+            "elf_type": image.elf_type,
+            "soname": image.soname(),
+            "build_id": image.build_id(),
+            "vdso_names": scan_vdso_names(image),
+        }
+    finally:
+        errors = [f"{LDSO_LABEL}: {p}" for p in image.problems]
     return out, errors
 
 
@@ -118,7 +149,7 @@ def _analyse(image: ElfImage, meta: dict[str, Any]) -> dict[str, Any]:
         "complete": not result.truncated,
         "sections": [name for name, _a, _d in regions][:64],
     }
-    walker = EntryWalker(image, index, symtab or dynsym)
+    walker = EntryWalker(image, index, symtab or dynsym, image.got_names(dynsym))
     for name in ENTRY_POINTS:
         out["entry_points"][name] = walker.describe(name)
     return out
@@ -243,11 +274,29 @@ def _attribute_names(names: dict[str, Any], refs: list[tuple[int, int]], index: 
 
 
 def vdso_usage(vdso: dict[str, Any] | None, libc: dict[str, Any],
-               env_libc: dict[str, Any] | None) -> dict[str, Any]:
-    """Kernel offers X, this libc asks for Y of them: the intersection, with caveats."""
-    program_only = list(libc.get("vdso_names", {}).get("program_only", []))
-    asked = [n for n in libc.get("vdso_names", {}).get("symbols", []) if n not in program_only]
-    asked_versions = list(libc.get("vdso_names", {}).get("versions", []))
+               env_libc: dict[str, Any] | None,
+               ldso: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Kernel offers X, this libc (with its loader, when analysed) asks for Y: the intersection,
+    with caveats. ``requested_by`` says which object asks for each name (``libc``, ``ld.so``)."""
+    libc_names = libc.get("vdso_names") if isinstance(libc.get("vdso_names"), dict) else {}
+    program_only = list(libc_names.get("program_only", []))
+    requested_by: dict[str, list[str]] = {}
+    versions: set[str] = set()
+    objects = []
+    for obj, names in ((libc, libc_names),
+                       (ldso, ldso.get("vdso_names") if isinstance(ldso, dict) else None)):
+        if not isinstance(names, dict):
+            continue
+        label = OBJECT_LABELS.get(str(obj.get("role")), "libc") if obj is not None else "libc"
+        objects.append(label)
+        for name in names.get("symbols", []):
+            if isinstance(name, str) and name not in program_only:
+                sources = requested_by.setdefault(name, [])
+                if label not in sources:
+                    sources.append(label)
+        versions.update(v for v in names.get("versions", []) if isinstance(v, str))
+    asked = sorted(requested_by)
+    asked_versions = sorted(versions)
     notes = []
     if vdso is None:
         offered: list[str] = []
@@ -272,11 +321,13 @@ def vdso_usage(vdso: dict[str, Any] | None, libc: dict[str, Any],
         notes.append("static build: the probe program's own direct lookups ("
                      + ", ".join(program_only) + ") are not counted as the libc's")
     env_libc = env_libc if isinstance(env_libc, dict) else {}
-    if env_libc.get("name") == "glibc" and libc.get("role") == "shared-object":
+    if (env_libc.get("name") == "glibc" and libc.get("role") == "shared-object"
+            and "ld.so" not in objects):
         notes.append("dynamic glibc looks most vDSO symbols up in ld.so (rtld), which is not "
                      "analysed here: the names found in libc.so alone undercount its use")
     return {"offered": offered, "offered_versions": offered_versions,
             "requested": asked, "requested_versions": asked_versions,
+            "requested_by": requested_by, "objects": objects,
             "used": used if version_ok else [], "missing": missing,
             "program_lookups": program_only, "notes": notes}
 
@@ -309,12 +360,21 @@ def _family(name: str) -> str:
     return "r" + core if core in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp") else name
 
 
+def _set(state: dict[str, tuple[str, str]], reg: str, value: tuple[str, str] | None) -> None:
+    if value is None:
+        state.pop(reg, None)
+    else:
+        state[reg] = value
+
+
 class EntryWalker:
     """Walks entry points with capstone (detail on) and classifies what they reach."""
 
-    def __init__(self, image: ElfImage, index: FunctionIndex, lookup_symbols: list[Symbol]):
+    def __init__(self, image: ElfImage, index: FunctionIndex, lookup_symbols: list[Symbol],
+                 got: dict[int, str] | None = None):
         self.image = image
         self.index = index
+        self.got = got or {}  # GOT slot -> the symbol whose address the dynamic linker puts there
         self.names = FunctionIndex(lookup_symbols) if lookup_symbols else index
         self.md = image.disassembler(detail=True)
         self.att = image.disassembler(detail=True, att=True)
@@ -352,31 +412,138 @@ class EntryWalker:
                 evidence.append({**item, "in": callee_name})
             vdso_seen = vdso_seen or bool(sub.indirect) and not ifunc
             kernel_seen = kernel_seen or bool(sub.kernel_entries)
-        if vdso_seen and kernel_seen:
+        returns = self.resolver_returns(top) if ifunc else []
+        identified = [r for r in returns if r["origin"].startswith(VDSO_POINTER_HOMES)]
+        if returns and (identified or top.vdso_strings):
+            # The resolver hands the dynamic linker the vDSO's own function: every call jumps
+            # straight into the vDSO, with no libc code (and no syscall) on the way.
+            classification = "vdso-via-ifunc-resolver"
+            returns = identified or returns
+        elif returns:
+            classification = "unknown"
+        elif vdso_seen and kernel_seen:
             classification = "vdso-then-syscall-fallback"
         elif kernel_seen and not vdso_seen:
             classification = "syscall"
         else:
             classification = "unknown"
-        reason = self._reason(classification, ifunc, top)
+        for item in returns[:4]:
+            evidence.insert(0, {"address": item["address"], "kind": item["kind"],
+                                "text": item["text"], "in": sym.name})
+        reason = self._reason(classification, ifunc, top, returns, kernel_seen,
+                              None if identified else top.vdso_strings)
         return {
             "symbol": sym.name, "address": sym.value, "size": sym.size, "ifunc": ifunc,
             "classification": classification, "reason": reason,
+            "fallback": "syscall" if kernel_seen and classification != "syscall" else None,
             "evidence": evidence, "walked": len(top.instructions), "truncated": top.truncated,
             "listing": self.listing(sym, top),
         }
 
     @staticmethod
-    def _reason(classification: str, ifunc: bool, top: Walk) -> str:
-        if classification == "vdso-then-syscall-fallback":
+    def _reason(classification: str, ifunc: bool, top: Walk,
+                returns: list[dict[str, Any]] | None = None, fallback: bool = False,
+                looked_up: list[dict[str, Any]] | None = None) -> str:
+        if classification == "vdso-via-ifunc-resolver":
+            origin = returns[0]["origin"] if returns else "data"
+            if looked_up:  # seen in glibc 2.31 and 2.36: dl_vdso_vsym() in the resolver itself
+                name = looked_up[0]["text"].rsplit(" ", 1)[-1]
+                what = (f"looks {name} up in the vDSO and returns the address it finds "
+                        f"(read from {origin})")
+            else:  # seen in glibc 2.41 and 2.43: GLRO(dl_vdso_*), filled in by ld.so at start-up
+                what = (f"returns the pointer at {origin} (GLRO(dl_vdso_*): where ld.so keeps "
+                        "the vDSO's functions)")
+            how = (f"the IFUNC resolver {what}, so calls jump straight into the vDSO"
+                   + ("; without one it returns libc code that enters the kernel"
+                      if fallback else ""))
+        elif classification == "vdso-then-syscall-fallback":
             how = ("IFUNC resolver looks up a vDSO symbol, fallback code enters the kernel"
                    if ifunc else "indirect call through a pointer loaded from data, and a "
                    "kernel-entry instruction on another path")
         elif classification == "syscall":
             how = "enters the kernel directly; no indirect call through data seen"
+        elif returns:
+            how = (f"the IFUNC resolver returns a pointer read from {returns[0]['origin']}, "
+                   "not identified as the vDSO's")
         else:
             how = ("no kernel-entry instruction seen" if top.instructions else "no code")
         return f"static estimate over {len(top.instructions)} instructions: {how}"
+
+    def resolver_returns(self, w: Walk) -> list[dict[str, Any]]:
+        """The ``ret``s of an IFUNC resolver at which ``rax`` may hold a pointer read from data
+        (rather than the address of code in this object), with where it was read from.
+
+        A linear dataflow over the walked instructions: a register holds ``("got", name)``
+        after a load from a GOT slot (the address of ``name``), ``("data", origin)`` after a
+        load from memory, ``("code", address)`` after a ``lea`` of code; ``cmov`` keeps a data
+        pointer (the resolver may return it), ``add``/``sub`` keep it (pointer arithmetic), a
+        call or any other write forgets. Branches are not followed: an estimate, like the walk.
+        """
+        state: dict[str, tuple[str, str]] = {}
+        found: list[dict[str, Any]] = []
+        for insn in w.instructions:
+            if insn.group(capstone.CS_GRP_RET):
+                value = state.get("rax")
+                if value is not None and value[0] == "data" and len(found) < 16:
+                    found.append({"address": insn.address, "kind": "returns-data-pointer",
+                                  "origin": value[1],
+                                  "text": f"resolver returns the pointer read from {value[1]}"})
+                continue
+            if insn.group(capstone.CS_GRP_CALL):
+                for reg in CALLER_SAVED:
+                    state.pop(reg, None)
+                continue
+            ops = insn.operands
+            mnemonic = insn.mnemonic
+            if len(ops) == 2 and ops[0].type == x86.X86_OP_REG:
+                dst = _family(insn.reg_name(ops[0].reg))
+                src = ops[1]
+                if src.type == x86.X86_OP_MEM:
+                    loaded = self._loaded(insn, src.mem, state)
+                else:
+                    loaded = (state.get(_family(insn.reg_name(src.reg)))
+                              if src.type == x86.X86_OP_REG else None)
+                if mnemonic in ("mov", "movq"):
+                    _set(state, dst, loaded)
+                    continue
+                if mnemonic == "lea" and src.type == x86.X86_OP_MEM:
+                    _set(state, dst, self._address_of(insn, src.mem))
+                    continue
+                if mnemonic.startswith("cmov"):
+                    old = state.get(dst)
+                    _set(state, dst, old if old is not None and old[0] == "data"
+                         else loaded if loaded is not None and loaded[0] == "data"
+                         else old or loaded)
+                    continue
+                if mnemonic in ("add", "sub") and state.get(dst, ("",))[0] == "data":
+                    continue
+            try:
+                _read, written = insn.regs_access()
+            except capstone.CsError:
+                written = []
+            for reg in written:
+                state.pop(_family(insn.reg_name(reg)), None)
+        return found
+
+    def _loaded(self, insn: Any, mem: Any, state: dict[str, tuple[str, str]]
+                ) -> tuple[str, str]:
+        """What a load from ``mem`` yields, as a dataflow value (see resolver_returns)."""
+        if mem.base == x86.X86_REG_RIP and not mem.index:
+            slot = insn.address + insn.size + mem.disp
+            if slot in self.got:
+                return ("got", self.got[slot])
+            return ("data", f"{slot:#x}")
+        base = state.get(_family(insn.reg_name(mem.base))) if mem.base else None
+        if base is not None and base[0] == "got" and not mem.index:
+            return ("data", f"{base[1]}+{mem.disp:#x}" if mem.disp else base[1])
+        return ("data", f"memory (load at {insn.address:#x})")
+
+    def _address_of(self, insn: Any, mem: Any) -> tuple[str, str] | None:
+        if mem.base != x86.X86_REG_RIP or mem.index:
+            return None
+        target = insn.address + insn.size + mem.disp
+        sec = self.image.section_at(target)
+        return ("code", f"{target:#x}") if sec is not None and sec.executable else None
 
     def _size_at(self, address: int) -> int:
         sym, exact = self.index.containing(address)

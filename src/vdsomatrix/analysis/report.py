@@ -19,6 +19,11 @@ from vdsomatrix.markdown import cell, code_block
 
 DASH = "—"
 ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
+# The row of calls[] that measures each entry point (path "libc"); the probe does not time
+# libc's syscall() wrapper itself.
+MEASURED_CALL = {"clock_gettime": "clock_gettime(CLOCK_MONOTONIC)",
+                 "gettimeofday": "gettimeofday", "time": "time"}
+VDSO_CLASSES = ("vdso-then-syscall-fallback", "vdso-via-ifunc-resolver")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MD_IN_HTML = re.compile(r"[\\`*_{}\[\]()#+!|~]")
 
@@ -67,10 +72,17 @@ class _Env:
         self.vdso = vdso if isinstance(vdso, dict) else None
         self.libc = libc if isinstance(libc, dict) else None
         self.errors = [e for e in _list(_get(self.analysis, "errors")) if isinstance(e, str)]
+        self.calls = [r for r in _list(self.doc.get("calls")) if isinstance(r, dict)]
         env_libc = _get(self.doc, "environment", "libc")
         self.libc_name = " ".join(
             str(x) for x in (_get(env_libc, "name"), _get(env_libc, "version"),
                              _get(env_libc, "linkage")) if isinstance(x, str) and x)
+
+    def call(self, call: str, path: str) -> dict | None:
+        for row in self.calls:
+            if row.get("call") == call and row.get("path") == path:
+                return row
+        return None
 
     def _reason(self, prefix: str, fallback: str) -> str:
         if self.analysis is None:
@@ -187,7 +199,9 @@ def _usage(envs: list[_Env]) -> list[str]:
     out = ["### vDSO: what the kernel offers, what the libc uses", "",
            "*offers*: the vDSO's `__vdso_*` functions; *asks for*: the `__vdso_*` names in the "
            "libc's read-only data (in a static probe binary, without the names only the probe's "
-           "own code mentions); *used*: both.", ""]
+           "own code mentions) and, for a dynamic build, in its loader's (ld.so, where dynamic "
+           "glibc looks most of them up); each name says which object asks for it when both "
+           "were analysed; *used*: both.", ""]
     rows = []
     missing = []
     notes: list[tuple[str, str]] = []
@@ -201,12 +215,16 @@ def _usage(envs: list[_Env]) -> list[str]:
         asked = [n for n in _list(usage.get("requested")) if isinstance(n, str)]
         used = [n for n in _list(usage.get("used")) if isinstance(n, str)]
         gone = [n for n in _list(usage.get("missing")) if isinstance(n, str)]
+        by = usage.get("requested_by")
+        if isinstance(by, dict) and len(_list(usage.get("objects"))) > 1:
+            asked = [n + (" (" + ", ".join(o for o in _list(by.get(n)) if isinstance(o, str))
+                          + ")" if _list(by.get(n)) else "") for n in asked]
         offered_text = (f"{len(offered)}: " + ", ".join(offered)) if offered else "none"
         if env.vdso is None:
             offered_text = f"{DASH} (no vDSO data)"
         rows.append([
             cell(env.name), cell(env.libc_name), cell(offered_text, 400),
-            cell(", ".join(asked) or "none", 400),
+            cell(", ".join(asked) or "none", 600),
             cell(f"{len(used)} of {len(offered)}" if env.vdso is not None else DASH),
             cell(", ".join(gone), 400),
         ])
@@ -219,33 +237,94 @@ def _usage(envs: list[_Env]) -> list[str]:
     return out
 
 
+def _syscalls(row: dict | None) -> bool | None:
+    """Whether a measured row entered the kernel with a system call (None: not measured)."""
+    if not isinstance(row, dict) or row.get("status") != "ok":
+        return None
+    spc = row.get("syscalls_per_call")
+    if not isinstance(spc, int | float) or isinstance(spc, bool):
+        return None
+    return spc >= 0.5
+
+
+def _measured(env: _Env, name: str) -> tuple[str, bool | None]:
+    """The measured mechanism of an entry point's libc call, as text, and as syscall or not."""
+    call = MEASURED_CALL.get(name)
+    if call is None:
+        return "not measured", None
+    row = env.call(call, "libc")
+    if row is None:
+        return "not measured", None
+    entered = _syscalls(row)
+    if entered is None:
+        status = row.get("status")
+        return ("system calls not counted" if status == "ok"
+                else f"measured: {status if isinstance(status, str) else '?'}"), None
+    return ("syscall" if entered else "no syscall"), entered
+
+
+def _expected(env: _Env, name: str, klass: str) -> bool | None:
+    """Whether the static classification predicts a system call for the measured call here:
+    a vDSO route behaves like the vDSO symbol called directly in the same environment (which
+    itself falls back to the kernel for a clock source it cannot read), or like the fallback
+    when the vDSO lacks the symbol; None when it predicts nothing checkable."""
+    if klass == "syscall":
+        return True
+    if klass not in VDSO_CLASSES or name not in MEASURED_CALL:
+        return None
+    row = env.call(MEASURED_CALL[name], "vdso")
+    if isinstance(row, dict) and row.get("status") == "unsupported":
+        return True
+    return _syscalls(row)
+
+
 def _entry_points(envs: list[_Env]) -> list[str]:
-    out = ["### How the libc's entry points reach the kernel (static estimate)", "",
+    out = ["### How the libc's entry points reach the kernel (static estimate, and measured)", "",
            "From a bounded linear walk of each function's code: *vdso-then-syscall-fallback* "
            "means an indirect call through a pointer loaded from data (where a libc keeps the "
-           "vDSO's address) plus a `syscall` on another path; *syscall* means a `syscall` and no "
-           "such call. A reading of the code, not a trace; the latency tables measure the truth.",
-           ""]
+           "vDSO's address) plus a `syscall` on another path; *vdso-via-ifunc-resolver* means an "
+           "IFUNC whose resolver returns the vDSO's own function (looked up by name, or read from "
+           "glibc's `GLRO(dl_vdso_*)`), so calls jump straight into the vDSO, with libc code that "
+           "makes the system call as the fallback; *syscall* means a `syscall` and no such call. "
+           "A reading of the code, not a trace: after each, *measured* is what the probe counted "
+           "for the same libc call in the same environment (`clock_gettime` on "
+           "`CLOCK_MONOTONIC`; `syscall()` itself is not timed), and *(disagrees)* marks a "
+           "static reading the measurement contradicts (a vDSO route is expected to behave like "
+           "the vDSO symbol called directly there).", ""]
     rows = []
     missing = []
+    disagreements: list[tuple[str, str]] = []
     for env in envs:
         eps = _get(env.libc, "entry_points")
-        if not isinstance(eps, dict):
-            missing.append((env.name, env.libc_reason()))
-            rows.append([cell(env.name)] + [DASH] * len(ENTRY_POINTS))
-            continue
         row = [cell(env.name)]
         for name in ENTRY_POINTS:
+            measured, entered = _measured(env, name)
+            beside = f"measured: {measured}" if entered is not None else measured
+            if not isinstance(eps, dict):
+                row.append(cell(f"{DASH}; {beside}"))
+                continue
             ep = eps.get(name)
             klass = _get(ep, "classification")
             text = klass if isinstance(klass, str) else DASH
-            if _get(ep, "ifunc") is True:
+            if _get(ep, "ifunc") is True and "ifunc" not in text:
                 text += " (IFUNC)"
+            text += f"; {beside}"
+            expected = _expected(env, name, klass) if isinstance(klass, str) else None
+            if expected is not None and entered is not None and expected != entered:
+                text += " (disagrees)"
+                disagreements.append((env.name, f"{name}: static {klass}, measured {measured}"))
             row.append(cell(text))
+        if not isinstance(eps, dict):
+            missing.append((env.name, env.libc_reason()))
         rows.append(row)
     out.append(_table(["environment"] + [f"`{n}`" if n != "syscall" else "`syscall()`"
                                          for n in ENTRY_POINTS], rows))
-    return out + _footnotes(missing)
+    out += _footnotes(missing)
+    if disagreements:
+        out += ["", "Static reading and measurement disagree (the measurement is the truth; "
+                "the analysis misreads this code):"]
+        out += [f"- {cell(name)}: {cell(text, 300)}" for name, text in disagreements]
+    return out
 
 
 def _wrappers(envs: list[_Env]) -> list[str]:
