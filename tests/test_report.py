@@ -88,3 +88,23 @@ def test_report_of_a_real_host_result_renders(tmp_path):
     assert "| vDSO mapped (AT_SYSINFO_EHDR)" in text
     json.dumps(outcome.document)  # serialisable as stored
     Path(tmp_path / "R.md").write_text(text)
+
+
+def test_summary_is_computed_from_the_rows():
+    native = doc("n", calls=[ok("getppid", "syscall", 90.0, 1),
+                             ok("clock_gettime(CLOCK_MONOTONIC)", "vdso", 15.0, 0),
+                             ok("clock_gettime(CLOCK_MONOTONIC)", "syscall", 135.0, 1)])
+    slow_clock = doc("hpet", backend="qemu", accel="tcg", calls=[
+        ok("clock_gettime(CLOCK_MONOTONIC)", "vdso", 650.0, 1),
+        ok("clock_gettime(CLOCK_MONOTONIC)", "syscall", 660.0, 1),
+        ok("clock_gettime(CLOCK_MONOTONIC)", "libc", 655.0, 1),
+        {"call": "time", "path": "vsyscall", "status": "crashed", "signal": "SIGSEGV"}])
+    no_vdso = doc("vdso0", backend="qemu", calls=[ok("getppid", "syscall", 400.0, 1)])
+    no_vdso["vdso"] = {"present": False}
+    text = render_report([native, slow_clock, no_vdso])
+    glance = text.split("## At a glance", 1)[1].split("## Environments", 1)[0]
+    assert "mapped in 2 of 3 environments; absent in: vdso0" in glance
+    assert "kill the caller in 1: hpet" in glance
+    assert "costs 90–90 ns natively" in glance
+    assert "9.0–9.0× faster" in glance and "system call itself in: hpet" in glance
+    assert "enters the kernel on every call in: hpet" in glance
