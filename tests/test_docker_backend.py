@@ -408,9 +408,14 @@ def test_real_timeout_kills_and_removes(engine, bookworm_image):
 
 @pytest.mark.engine
 @pytest.mark.slow
-def test_real_probe_run_in_bookworm(engine, bookworm_image):
+@pytest.mark.parametrize(
+    "name,libc,linkage",
+    [("bookworm", "glibc", "dynamic"), ("bookworm-static", "glibc", "static"),
+     ("bookworm-musl", "musl", "static")],
+)
+def test_real_probe_run_in_bookworm(engine, bookworm_image, name, libc, linkage):
     backend = DockerBackend()
-    env = load_matrix().environments["bookworm"]
+    env = load_matrix().environments[name]
     assert backend.availability(env).ok
     outcome = backend.run_probe(env, deadline=300)
     assert outcome.status == "ok", (outcome.errors, outcome.log_tail)
@@ -418,11 +423,16 @@ def test_real_probe_run_in_bookworm(engine, bookworm_image):
     assert doc["environment"]["backend"] == "docker"
     assert doc["environment"]["image"]["tag"] == bookworm_image
     assert doc["environment"]["userland"]["codename"] == "bookworm"
-    assert doc["environment"]["libc"]["name"] == "glibc"
+    # What the helper found out about itself (AT_BASE, its own libc), not what we built.
+    assert doc["environment"]["libc"]["name"] == libc
+    assert doc["environment"]["libc"]["linkage"] == linkage
+    assert doc["environment"]["libc"]["version"]
     rows = [row for row in doc["calls"] if row.get("status") == "ok"]
     assert rows, doc["calls"]
-    # ptrace works under the confinement: system calls per call were counted.
-    assert any(row.get("syscalls_per_call") is not None for row in rows)
+    # ptrace works under the confinement: every raw system call counts exactly one.
+    for row in rows:
+        if row["path"] == "syscall":
+            assert row["syscalls_per_call"] == 1, row
 
 
 @pytest.mark.engine

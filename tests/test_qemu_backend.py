@@ -425,19 +425,32 @@ def check_vsyscall(doc: dict, mode: str) -> None:
     assert vsyscall["maps"] == MAPS_PERMS[mode]  # what /proc/self/maps showed in the guest
     assert vsyscall["readable"] == (mode == "emulate")
     assert vsyscall["callable"] == (mode != "none")
+    for call in ("gettimeofday", "time", "getcpu"):
+        legacy = row(doc, call, "vsyscall")
+        if mode == "none":  # a legacy static binary calling the page dies
+            assert (legacy["status"], legacy.get("signal")) == ("crashed", "SIGSEGV"), legacy
+        else:
+            assert legacy["status"] == "ok", legacy
+
+
+def row(doc, call, path):
+    (found,) = [r for r in doc["calls"] if r["call"] == call and r["path"] == path]
+    return found
 
 
 @pytest.mark.qemu
 @pytest.mark.slow
 def test_real_boots_default_and_vdso0_emulate(real_qemu):
-    """Two guests at once (each on its own host CPU): default, and vdso=0 vsyscall=emulate."""
-    envs = [env(name="t-k6.1"), env("vdso=0 vsyscall=emulate", name="t-k6.1-vdso0")]
+    """Three guests, two at a time (each on its own host CPU): default, vdso=0 with
+    vsyscall=emulate, and clocksource=hpet."""
+    envs = [env(name="t-k6.1"), env("vdso=0 vsyscall=emulate", name="t-k6.1-vdso0"),
+            env("clocksource=hpet", name="t-k6.1-hpet")]
     with ThreadPoolExecutor(2) as pool:
-        default, variant = pool.map(
+        default, variant, hpet = pool.map(
             lambda e: real_qemu.run_probe(e, deadline=180, log=lambda m: None), envs
         )
     kernel = kernels.cached_kernel("bookworm")
-    for out in (default, variant):
+    for out in (default, variant, hpet):
         assert out.status == "ok", (out.errors, out.log_tail)
         identity = out.document["environment"]
         assert identity["backend"] == "qemu" and identity["accel"] in ("kvm", "tcg")
@@ -455,9 +468,22 @@ def test_real_boots_default_and_vdso0_emulate(real_qemu):
     assert not doc["vdso"]["present"] and not doc["vdso"]["mapped"]
     assert "AT_SYSINFO_EHDR" not in doc["auxv"]
     check_vsyscall(doc, "emulate")
+    # Without a vDSO, libc's clock_gettime has only the system call left: ptrace counts one.
+    assert row(doc, "clock_gettime(CLOCK_MONOTONIC)", "libc")["syscalls_per_call"] == 1
+    assert row(doc, "clock_gettime(CLOCK_MONOTONIC)", "vdso")["status"] == "unsupported"
+
     if len(os.sched_getaffinity(0)) >= 2:
         cpus = {o.document["environment"]["qemu"]["host_cpu"] for o in (default, variant)}
         assert len(cpus) == 2
+
+    # With a clocksource user space cannot read, the vDSO itself makes the system call.
+    doc = hpet.document
+    kernel_facts = doc["environment"]["kernel"]
+    if "hpet" not in kernel_facts["available_clocksources"]:
+        pytest.skip(f"this guest offers no hpet: {kernel_facts['available_clocksources']}")
+    assert kernel_facts["clocksource"] == "hpet"
+    assert row(doc, "clock_gettime(CLOCK_MONOTONIC)", "vdso")["syscalls_per_call"] == 1
+    assert row(doc, "clock_gettime(CLOCK_MONOTONIC_COARSE)", "vdso")["syscalls_per_call"] == 0
 
 
 @pytest.mark.qemu
