@@ -29,30 +29,20 @@ def analyse_result(doc: Any) -> dict[str, Any]:
     """Analyse the vDSO image and libc artefact of one result document (never raises)."""
     out: dict[str, Any] = {"vdso": None, "libc": None, "ldso": None, "errors": []}
     errors: list[str] = out["errors"]
-    try:
-        decoded = decode_vdso(doc)
-        errors.extend(decoded.errors)
-        if decoded.data is not None:
-            out["vdso"], errs = analyse_vdso(decoded.data)
-            errors.extend(errs)
-    except Exception as exc:  # a bug or an input nobody foresaw: still one line, still a result
-        errors.append(f"vdso image: analysis failed ({type(exc).__name__}: {one_line(exc)})")
-    try:
-        decoded = decode_libc(doc)
-        errors.extend(decoded.errors)
-        if decoded.data is not None:
-            out["libc"], errs = analyse_libc(decoded.data, decoded.meta)
-            errors.extend(errs)
-    except Exception as exc:
-        errors.append(f"libc artefact: analysis failed ({type(exc).__name__}: {one_line(exc)})")
-    try:
-        decoded = decode_ldso(doc)
-        errors.extend(decoded.errors)
-        if decoded.data is not None:
-            out["ldso"], errs = analyse_ldso(decoded.data, decoded.meta)
-            errors.extend(errs)
-    except Exception as exc:
-        errors.append(f"ldso artefact: analysis failed ({type(exc).__name__}: {one_line(exc)})")
+    steps = (
+        ("vdso", "vdso image", decode_vdso, lambda d: analyse_vdso(d.data)),
+        ("libc", "libc artefact", decode_libc, lambda d: analyse_libc(d.data, d.meta)),
+        ("ldso", "ldso artefact", decode_ldso, lambda d: analyse_ldso(d.data, d.meta)),
+    )
+    for key, label, decode, analyse in steps:
+        try:
+            decoded = decode(doc)
+            errors.extend(decoded.errors)
+            if decoded.data is not None:
+                out[key], errs = analyse(decoded)
+                errors.extend(errs)
+        except Exception as exc:  # a bug or an input nobody foresaw: still one line, a result
+            errors.append(f"{label}: analysis failed ({type(exc).__name__}: {one_line(exc)})")
     if out["libc"] is not None:
         try:
             env = doc.get("environment") if isinstance(doc, dict) else None

@@ -67,20 +67,24 @@ def analyse_ldso(data: bytes, meta: dict[str, Any]) -> tuple[dict[str, Any] | No
     except ElfProblem as exc:
         return None, [f"{LDSO_LABEL}: {exc}"]
     try:
-        out = {
-            "path": meta.get("path"),
-            "role": meta.get("role"),
-            "size": len(image.data),
-            "sha256": meta.get("sha256"),
-            "machine": image.machine,
-            "elf_type": image.elf_type,
-            "soname": image.soname(),
-            "build_id": image.build_id(),
-            "vdso_names": scan_vdso_names(image),
-        }
+        out = {**_identity(image, meta), "vdso_names": scan_vdso_names(image)}
     finally:
         errors = [f"{LDSO_LABEL}: {p}" for p in image.problems]
     return out, errors
+
+
+def _identity(image: ElfImage, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a shipped object is: where it came from (meta) and what its ELF headers say."""
+    return {
+        "path": meta.get("path"),
+        "role": meta.get("role"),
+        "size": len(image.data),
+        "sha256": meta.get("sha256"),
+        "machine": image.machine,
+        "elf_type": image.elf_type,
+        "soname": image.soname(),
+        "build_id": image.build_id(),
+    }
 
 
 def _analyse(image: ElfImage, meta: dict[str, Any]) -> dict[str, Any]:
@@ -93,14 +97,7 @@ def _analyse(image: ElfImage, meta: dict[str, Any]) -> dict[str, Any]:
     else:
         symbols, source = [], STRIPPED
     out: dict[str, Any] = {
-        "path": meta.get("path"),
-        "role": meta.get("role"),
-        "size": len(image.data),
-        "sha256": meta.get("sha256"),
-        "machine": image.machine,
-        "elf_type": image.elf_type,
-        "soname": image.soname(),
-        "build_id": image.build_id(),
+        **_identity(image, meta),
         "symbols": source,
         "census": None,
         "functions": [],
