@@ -44,6 +44,7 @@ from vdsomatrix import paths
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
 from vdsomatrix.matrix import Suite
 from vdsomatrix.mirror import debian_mirror
+from vdsomatrix.paths import cache_dir, project_root
 
 Log = Callable[[str], Any]
 
@@ -85,19 +86,6 @@ NOT_BUILT = "image not built: run `nox -s images`"
 
 class ImageBuildError(VdsomatrixError):
     """debootstrap, the import or the Dockerfile build failed; the message says where to look."""
-
-
-# ----------------------------------------------------------------------------- places --------
-
-
-def cache_dir() -> Path:
-    """Where debootstrap works and .debs are kept (see vdsomatrix.paths.cache_dir)."""
-    return paths.cache_dir()
-
-
-def project_root() -> Path:
-    """The checkout holding images/Dockerfile and probes/ (see vdsomatrix.paths)."""
-    return paths.project_root()
 
 
 # ----------------------------------------------------------------------------- hashes --------

@@ -7,11 +7,25 @@ bring its JSON document back. It knows nothing about analysis or reports.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vdsomatrix.matrix import Environment  # noqa: F401
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain_tail(output: bytes | str, lines: int, *, replacement: str = "?") -> list[str]:
+    """The last ``lines`` lines of what an environment printed, as inert printable text.
+
+    Invalid UTF-8 becomes U+FFFD and control characters (terminal escapes among them) become
+    ``replacement``: nothing an environment prints can drive the terminal of whoever reads it.
+    """
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    return [_CONTROL.sub(replacement, line) for line in text.splitlines()[-lines:]]
 
 
 @dataclass(frozen=True)

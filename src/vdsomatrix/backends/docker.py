@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix import images
-from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome, plain_tail
 from vdsomatrix.errors import EnvironmentUnavailable, VdsomatrixError
 from vdsomatrix.matrix import Environment, Suite
 
@@ -58,7 +58,6 @@ PING_TIMEOUT = 5.0  # seconds for the availability check
 API_TIMEOUT = 120.0  # seconds for ordinary engine requests (create, start, kill, remove)
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def probe_command(env: Environment, deadline: float | None = None) -> list[str]:
@@ -258,8 +257,7 @@ def run_container(client, kwargs: dict[str, Any], *, timeout: float,
 
 
 def _log_tail(stderr: bytes, lines: int = LOG_TAIL_LINES) -> list[str]:
-    text = stderr[-STDERR_KEEP:].decode("utf-8", errors="replace")
-    return [_CONTROL.sub("?", line) for line in text.splitlines()[-lines:]]
+    return plain_tail(stderr[-STDERR_KEEP:], lines)
 
 
 def _exit_reason(code: int) -> str:

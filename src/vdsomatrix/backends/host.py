@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome, plain_tail
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.paths import cache_dir, probes_dir
 
@@ -31,8 +31,8 @@ def probe_sources_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def tail(text: str, lines: int = 20) -> list[str]:
-    return text.strip().splitlines()[-lines:]
+def tail(output: bytes | str, lines: int = 20) -> list[str]:
+    return plain_tail(output.strip(), lines)
 
 
 class HostBackend(Backend):
@@ -76,10 +76,10 @@ class HostBackend(Backend):
             proc = subprocess.run(cmd, capture_output=True, timeout=deadline)
         except subprocess.TimeoutExpired as exc:
             return ProbeOutcome(None, "timeout", [f"probe did not finish within {deadline:.0f} s"],
-                                tail((exc.stderr or b"").decode("utf-8", "replace")),
+                                tail(exc.stderr or b""),
                                 time.monotonic() - started)
         elapsed = time.monotonic() - started
-        stderr = tail(proc.stderr.decode("utf-8", "replace"))
+        stderr = tail(proc.stderr)
         if proc.returncode != 0:
             return ProbeOutcome(None, "crashed", [f"probe exited {proc.returncode}"], stderr,
                                 elapsed)

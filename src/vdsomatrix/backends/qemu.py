@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix import guest, kernels
-from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome, plain_tail
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.paths import cache_dir, file_lock
 
@@ -98,7 +98,6 @@ KVM_TRY_SECONDS = 10.0
 POWER_OFF_GRACE = 5.0  # seconds a guest gets to power off after its result is complete
 CONSOLE_TAIL = 40
 _PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -191,8 +190,7 @@ def _tail(path: Path, lines: int = CONSOLE_TAIL) -> list[str]:
             data = fh.read()
     except OSError:
         return []
-    text = data.decode("utf-8", "replace").replace("\r", "")
-    return [_CONTROL.sub("", line) for line in text.splitlines()[-lines:]]
+    return plain_tail(data.decode("utf-8", "replace").replace("\r", ""), lines, replacement="")
 
 
 def _read_capped(path: Path, limit: int = guest.MAX_PAYLOAD + 4096) -> bytes:
