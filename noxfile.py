@@ -7,6 +7,8 @@ renders reports/REPORT.md.
     nox -s report            re-render the report from reports/results/ without probing
     nox -s tests             unit tests and the real-engine / real-QEMU integration tests
     nox -s lint              ruff
+    nox -s bench             the probe against an independent reference (benchmarks/)
+    nox -s clean             remove what killed runs left behind (-- --images: old images too)
 """
 
 import sys
@@ -60,6 +62,13 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session
+def clean(session: nox.Session) -> None:
+    """Remove containers and files that killed runs left behind (-- --images: old images too)."""
+    install(session)
+    session.run("vdsomatrix", "clean", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """pytest: unit tests, then the real engine and real QEMU (which fail, not skip, in CI)."""
     install(session, "[test]")
@@ -67,7 +76,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """The probe's system-call cost against perf bench, side by side in one run."""
+    install(session)
+    session.run("python", "benchmarks/syscall_cost.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
-    install(session, "[lint]")
     """ruff over the host side, tests, benchmarks and this file."""
+    install(session, "[lint]")
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")

@@ -7,7 +7,7 @@ Alternates, round after round on the same machine, between
 and prints each round's nanoseconds side by side and their ratio B / A. Alternating rounds keeps
 the comparison fair on a shared, noisy machine: both see the same background load.
 
-    python3 benchmarks/syscall_cost.py [--rounds 5] [--build dynamic|static|musl]
+    nox -s bench -- [--rounds 5] [--build dynamic|static|musl]
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from tabulate import tabulate
 
-from tabulate import tabulate  # noqa: E402
-
-from vdsomatrix.backends.host import HostBackend  # noqa: E402
-from vdsomatrix.matrix import Environment  # noqa: E402
+from vdsomatrix.backends.host import HostBackend
+from vdsomatrix.matrix import BackendName, Build, Environment
 
 
 def perf_getppid_ns() -> float:
@@ -54,9 +51,9 @@ def main() -> int:
         print("perf not found: apt-get install linux-perf", file=sys.stderr)
         return 2
     backend = HostBackend()
-    env = Environment(name="bench", backend="host", build=args.build)
+    env = Environment(name="bench", backend=BackendName.HOST, build=Build(args.build))
     backend.prepare(env, log=lambda m: None)
-    helper = backend.helper_path(args.build)
+    helper = backend.helper_path(env.build)
 
     rows = []
     for i in range(args.rounds):

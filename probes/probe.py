@@ -26,7 +26,7 @@ SCHEMA = "vdsomatrix/1"
 AT_NULL, AT_BASE, AT_SYSINFO_EHDR, AT_HWCAP2 = 0, 7, 33, 26
 AUXV_NAMES = {3: "AT_PHDR", 6: "AT_PAGESZ", 7: "AT_BASE", 16: "AT_HWCAP", 17: "AT_CLKTCK",
               25: "AT_RANDOM", 26: "AT_HWCAP2", 33: "AT_SYSINFO_EHDR", 51: "AT_MINSIGSTKSZ"}
-MAX_ARTEFACT = 64 << 20  # no libc or probe binary is anywhere near this
+MAX_ARTEFACT = 8 << 20  # the host analyses no more (analysis/artefacts.py); a libc is ~2 MB
 
 
 # ----------------------------------------------------------------------------- parsers --------

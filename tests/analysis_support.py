@@ -16,17 +16,11 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 
 import pytest
-
-try:
-    import vdsomatrix  # noqa: F401  (installed, or run from a checkout)
-except ImportError:  # a plain checkout: make src/ importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 AT_SYSINFO_EHDR = 33
 HOST_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
@@ -287,3 +281,74 @@ def analysis_sites(libc_analysis: dict) -> dict[int, str]:
     """Address -> kind of every site the libc analysis found (from its function list)."""
     return {site["address"]: site["kind"]
             for fn in libc_analysis["functions"] for site in fn["sites"]}
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+FLOOD_BASE = 0x400000
+FLOOD_TEXT = 0x1000  # file offset (and offset from FLOOD_BASE) of .text
+
+
+def syscall_flood(size: int, every: int = 0, dynamic: bool = False) -> tuple[bytes, int]:
+    """An x86-64 ELF of at most ``size`` bytes whose .text is nothing but ``0f 05`` (syscall),
+    and the number of syscall instructions in it.
+
+    With ``every``, a sized FUNC symbol starts every ``every`` bytes of code (in .dynsym when
+    ``dynamic``, as a vDSO has them, else .symtab): as many as fit, so that the symbol tables
+    and the code share the size. The first ones are named like the entry points.
+    """
+    shstrtab = b"\0.text\0.symtab\0.strtab\0.shstrtab\0.dynsym\0"
+    overhead = FLOOD_TEXT + len(shstrtab) + 8 + 5 * 64 + 24 + 1  # + null symbol, empty name
+    names = ["syscall", "clock_gettime", "gettimeofday", "time"]
+    if every:
+        count = (size - overhead) // (24 + 8 + every)  # entry, name (up to 7 bytes + NUL), code
+        text_size = count * every
+    else:
+        count, text_size = 0, (size - overhead) & ~1
+    strtab = bytearray(b"\0")
+    symbols = bytearray(24)  # the null symbol
+    for i in range(count):
+        name = names[i] if i < len(names) else f"f{i:x}"
+        offset = len(strtab)
+        strtab += name.encode() + b"\0"
+        # st_name, st_info (GLOBAL FUNC), st_other, st_shndx (.text), st_value, st_size
+        symbols += struct.pack("<IBBHQQ", offset, 0x12, 0, 1,
+                               FLOOD_BASE + FLOOD_TEXT + i * every, every)
+    text = b"\x0f\x05" * (text_size // 2)
+    sym_off = FLOOD_TEXT + len(text)
+    str_off = sym_off + len(symbols)
+    shstr_off = str_off + len(strtab)
+    sh_off = (shstr_off + len(shstrtab) + 7) & ~7
+    elf_header = struct.pack(
+        "<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, bytes(7),
+        2, 62, 1, FLOOD_BASE + FLOOD_TEXT,  # ET_EXEC, EM_X86_64, version, entry
+        64, sh_off, 0, 64, 56, 1, 64, 5, 4)  # phoff, shoff, flags, sizes, counts, shstrndx
+    program_header = struct.pack("<IIQQQQQQ", 1, 5, FLOOD_TEXT, FLOOD_BASE + FLOOD_TEXT,
+                                 FLOOD_BASE + FLOOD_TEXT, len(text), len(text), 0x1000)
+
+    def section(name: int, kind: int, flags: int, addr: int, offset: int, length: int,
+                link: int = 0, info: int = 0, align: int = 1, entsize: int = 0) -> bytes:
+        return struct.pack("<IIQQQQIIQQ", name, kind, flags, addr, offset, length, link, info,
+                           align, entsize)
+
+    table_name, table_type = (shstrtab.index(b".dynsym"), 11) if dynamic else (7, 2)
+    sections = (bytes(64)
+                + section(1, 1, 0x6, FLOOD_BASE + FLOOD_TEXT, FLOOD_TEXT, len(text), align=16)
+                + section(table_name, table_type, 0, 0, sym_off, len(symbols), link=3, info=1,
+                          align=8, entsize=24)
+                + section(15, 3, 0, 0, str_off, len(strtab))
+                + section(23, 3, 0, 0, shstr_off, len(shstrtab)))
+    out = bytearray(elf_header + program_header)
+    out += bytes(FLOOD_TEXT - len(out))
+    out += text + symbols + strtab + shstrtab
+    out += bytes(sh_off - len(out))
+    out += sections
+    assert len(out) <= size, (len(out), size)
+    return bytes(out), len(text) // 2
+
+
+def artefact_of(data: bytes, role: str = "probe-binary") -> dict:
+    """An artefact entry as the probe ships it, around ``data``."""
+    return {"path": "/hostile", "role": role, "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "zlib_base64": base64.b64encode(zlib.compress(data, 1)).decode("ascii")}

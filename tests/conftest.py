@@ -28,7 +28,7 @@ def require(what: str, reason: str) -> None:
 def engine():
     """A pinged Docker client (docker.from_env), or skip/fail as above."""
     try:
-        from vdsomatrix.images import docker_client
+        from vdsomatrix.backends.docker.engine import docker_client
 
         client = docker_client(timeout=600)
     except Exception as exc:  # the SDK missing, no engine, ...

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from vdsomatrix.analysis import analyse_result
 from vdsomatrix.analysis.artefacts import MAX_LIBC_BYTES
 from vdsomatrix.analysis.elfimage import ElfImage
-from vdsomatrix.analysis.libc import CLASSES, STRIPPED
+from vdsomatrix.analysis.entrypoints import CLASSES
+from vdsomatrix.analysis.libc import STRIPPED
 
 BUILDS = {
     # name: (path factory, role, libc name, linkage)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from vdsomatrix import SCHEMA
 from vdsomatrix.cli import main
 
@@ -39,3 +41,55 @@ def test_probe_host_writes_its_result(tmp_path):
     doc = json.loads((tmp_path / "host.json").read_text())
     assert doc["run"]["status"] == "ok"
     assert doc["environment"]["name"] == "host"
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["probe", "host", "--deadline", "nan"], "above 0"),
+    (["probe", "host", "--deadline", "inf"], "above 0"),
+    (["probe", "host", "--deadline", "-1"], "above 0"),
+    (["probe", "host", "--deadline", "soon"], "not a number"),
+    (["images", "--jobs", "0"], "at least 1"),
+    (["run", "--jobs", "two"], "not a whole number"),
+    (["run", "--backend", "vmware"], "invalid choice"),
+    (["report", "--format", "pdf"], "unrecognized arguments"),
+    (["probe"], "name one environment"),
+    (["probe", "host", "--env", "sid"], "name one environment"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, fragment, capsys):
+    code = _exit_code(lambda: main(argv))
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and err.count("\n") == 1, err
+
+
+def _exit_code(call) -> int:
+    try:
+        return call()
+    except SystemExit as exc:  # argparse exits itself
+        return exc.code
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: tmp,  # a folder
+    lambda tmp: tmp / "missing.toml",
+])
+def test_bad_matrix_paths_are_one_line(tmp_path, capsys, make):
+    assert main(["--matrix", str(make(tmp_path)), "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--matrix" in err
+
+
+def test_probe_takes_the_name_as_an_argument(tmp_path):
+    assert main(["probe", "host", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "host.json").is_file()
+
+
+def test_list_says_a_shared_reason_once(monkeypatch, capsys):
+    from vdsomatrix.backends.base import Availability
+    from vdsomatrix.backends.docker import DockerBackend
+
+    monkeypatch.setattr(DockerBackend, "can_start",
+                        lambda self: Availability(False, "no Docker engine reachable (test)"))
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no Docker engine reachable (test)") == 1
+    assert out.count("see [1]") == 15

@@ -10,6 +10,9 @@ measurement still works under it.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 import threading
 import time
 
@@ -17,17 +20,26 @@ import docker.errors
 import pytest
 import requests
 
-from vdsomatrix import images
-from vdsomatrix.backends import docker as dockerbackend
-from vdsomatrix.backends.docker import DockerBackend, _container_kwargs, run_container
+from vdsomatrix import processes
+from vdsomatrix.backends.docker import DockerBackend, container, images, leftovers
+from vdsomatrix.backends.docker.container import container_kwargs, run_container
+from vdsomatrix.backends.docker.engine import LABEL, NO_ENGINE, docker_client
 from vdsomatrix.errors import EnvironmentUnavailable
-from vdsomatrix.matrix import Environment, Suite, load_matrix
+from vdsomatrix.matrix import BackendName, Build, Environment, Suite, load_matrix
 
 BOOKWORM = Suite("bookworm", "bookworm")
-ENV = Environment(name="bookworm-musl", backend="docker", suite="bookworm", build="musl")
-SUITES = {"bookworm": BOOKWORM}
+ENV = Environment(name="bookworm-musl", backend=BackendName.DOCKER, userland=BOOKWORM,
+                  build=Build.MUSL)
 CONTAINER_ID = "c0ffee" * 10 + "abcd"
 GOOD_DOC = {"schema": "vdsomatrix/1", "environment": {"name": "bookworm-musl"}, "calls": []}
+
+
+@pytest.fixture(autouse=True)
+def not_stopping():
+    """processes.stopping is process-wide: no test may leave it set for the next."""
+    processes.stopping.clear()
+    yield
+    processes.stopping.clear()
 
 
 # ------------------------------------------------------------------------------- fakes -------
@@ -65,9 +77,11 @@ class FakeContainer:
     def wait(self, timeout=None):
         self.client.events.append(("wait", timeout))
         if self.client.wait_error is not None:
-            if isinstance(self.client.wait_error, requests.exceptions.ConnectionError):
-                time.sleep(timeout)  # like the engine: no answer before the request times out
             raise self.client.wait_error
+        if self.client.hang:  # like a probe that never ends: only a kill stops it
+            if not self.client.killed.wait(timeout):
+                raise requests.exceptions.ConnectionError("Read timed out.")
+            return {"StatusCode": 137, "Error": None}
         return {"StatusCode": self.client.exit_code, "Error": None}
 
     def reload(self):
@@ -95,36 +109,58 @@ class FakeAPI:
 
     def kill(self, ref):
         self.client.events.append(("kill", ref))
+        self.client.killed.set()
 
     def remove_container(self, ref, force=False, v=False):
         assert force
         self.client.removed.append(ref)
+
+    def containers(self, all=False, filters=None):
+        assert all
+        key, _, value = filters["label"].partition("=")
+        return [c for c in self.client.listed
+                if (c.get("Labels") or {}).get(key) == (value or None)]
+
+    def images(self, filters=None):
+        return self.client.image_list
+
+    def remove_image(self, ref, noprune=False):
+        if ref in self.client.in_use:
+            raise docker.errors.APIError("409", explanation=f"conflict: {ref} is in use")
+        self.client.removed_images.append(ref)
 
 
 class FakeClient:
     """Just enough of docker.DockerClient for the backend."""
 
     def __init__(self, *, tags=(), stdout=b"", stderr=b"", exit_code=0, chunks=None,
-                 wait_error=None, start_error=None, create_error=None, oom=False):
+                 wait_error=None, start_error=None, create_error=None, oom=False, hang=False,
+                 listed=(), image_list=(), in_use=()):
         self.images = FakeImages(tags)
         self.containers = FakeContainers(self)
         self.api = FakeAPI(self)
         self.chunks = chunks if chunks is not None else [(stdout or None, None),
                                                          (None, stderr or None)]
-        self.exit_code, self.wait_error, self.oom = exit_code, wait_error, oom
+        self.exit_code, self.wait_error, self.oom, self.hang = exit_code, wait_error, oom, hang
         self.start_error, self.create_error = start_error, create_error
-        self.created, self.removed, self.events = [], [], []
+        self.listed, self.image_list, self.in_use = list(listed), list(image_list), set(in_use)
+        self.created, self.removed, self.removed_images, self.events = [], [], [], []
+        self.killed = threading.Event()
 
     def ping(self):
         return True
 
 
 def backend_with(client) -> DockerBackend:
-    return DockerBackend(SUITES, client_factory=lambda timeout=None: client)
+    return DockerBackend(client_factory=lambda timeout=None: client)
 
 
 def built(**kwargs) -> FakeClient:
     return FakeClient(tags=[images.probe_image_tag(BOOKWORM)], **kwargs)
+
+
+def kwargs_for(command, name="t", image="img", lifetime=60):
+    return container_kwargs(name, image, command, lifetime=lifetime)
 
 
 # ------------------------------------------------------------------------------- units -------
@@ -132,9 +168,9 @@ def built(**kwargs) -> FakeClient:
 
 def test_no_engine_is_unavailable_with_what_to_do():
     def no_engine(timeout=None):
-        raise EnvironmentUnavailable(images.NO_ENGINE.format(detail="connection refused"))
+        raise EnvironmentUnavailable(NO_ENGINE.format(detail="connection refused"))
 
-    backend = DockerBackend(SUITES, client_factory=no_engine)
+    backend = DockerBackend(client_factory=no_engine)
     for verdict in (backend.can_start(), backend.availability(ENV)):
         assert not verdict.ok
         assert "no Docker engine reachable" in verdict.reason
@@ -147,11 +183,18 @@ def test_no_engine_is_unavailable_with_what_to_do():
 def test_unreachable_docker_host_gives_the_one_line_message(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     with pytest.raises(EnvironmentUnavailable) as info:
-        images.docker_client(timeout=2)
+        docker_client(timeout=2)
     message = str(info.value)
     assert message.startswith("no Docker engine reachable (") and "\n" not in message
     assert "`dockerd &`" in message
-    assert DockerBackend(SUITES).can_start().ok is False
+    assert DockerBackend().can_start().ok is False
+
+
+def test_a_userland_is_required():
+    no_suite = Environment(name="odd", backend=BackendName.DOCKER)
+    backend = backend_with(built())
+    assert "needs a `suite`" in backend.availability(no_suite).reason
+    assert backend.run_probe(no_suite, deadline=10).status == "failed"
 
 
 def test_missing_image_says_how_to_build_it():
@@ -164,34 +207,54 @@ def test_missing_image_says_how_to_build_it():
     assert client.created == []  # nothing started, nothing pulled
 
 
-def test_ok_run_records_backend_and_image_and_uses_the_hardened_settings():
+def test_ok_run_records_the_image_and_uses_the_hardened_settings():
     client = built(stdout=json.dumps(GOOD_DOC).encode(), stderr=b"note: fine\n")
     outcome = backend_with(client).run_probe(ENV, deadline=60)
     assert outcome.status == "ok", outcome.errors
-    env = outcome.document["environment"]
-    assert env["backend"] == "docker"
-    assert env["image"] == {"tag": images.probe_image_tag(BOOKWORM), "id": FakeImage("").id}
+    assert outcome.document["environment"]["name"] == "bookworm-musl"
+    assert outcome.identity == {"image": {"tag": images.probe_image_tag(BOOKWORM),
+                                          "id": FakeImage("").id}}
     assert outcome.log_tail == ["note: fine"]
     (kwargs,) = client.created
     assert kwargs["image"] == FakeImage("").id
-    assert kwargs["command"][:2] == ["python3", "/opt/vdsomatrix/probes/probe.py"]
+    # It kills itself a little after the run's deadline, even with nobody left to kill it.
+    assert kwargs["command"][:3] == ["timeout", "-s", "KILL"]
+    assert 60 < int(kwargs["command"][3].rstrip("s")) <= 60 + 20
+    assert kwargs["command"][4:6] == ["python3", "/opt/vdsomatrix/probes/probe.py"]
     assert "/opt/vdsomatrix/bin/vdsoprobe-musl" in kwargs["command"]
+    assert kwargs["user"] == "65534:65534"
     assert kwargs["network_mode"] == "none" and kwargs["read_only"] is True
     assert kwargs["cap_drop"] == ["ALL"] and "cap_add" not in kwargs
     assert kwargs["security_opt"] == ["no-new-privileges"]
     assert kwargs["auto_remove"] is False and "privileged" not in kwargs
+    labels = kwargs["labels"]
+    assert labels[f"{LABEL}.kind"] == "probe-run"
+    assert labels[leftovers.OWNER_PID] == str(os.getpid())
+    assert labels[leftovers.OWNER_HOST] == socket.gethostname()
+    assert leftovers.owner_is_alive(labels) is True
     assert client.removed == [CONTAINER_ID]
 
 
 def test_timeout_kills_and_removes():
-    client = built(wait_error=requests.exceptions.ConnectionError("Read timed out."))
+    client = built(hang=True)
     started = time.monotonic()
     outcome = backend_with(client).run_probe(ENV, deadline=1.0)
     assert outcome.status == "timeout" and outcome.document is None
     assert "did not finish within 1 s" in outcome.errors[0]
     assert time.monotonic() - started < 5
-    assert any(e[0] == "kill" for e in client.events if isinstance(e, tuple))
+    assert ("kill", CONTAINER_ID) in client.events
     assert len(client.removed) == 1
+
+
+def test_an_interrupt_stops_the_wait_kills_and_removes():
+    client = built(hang=True)
+    threading.Timer(0.3, processes.stopping.set).start()
+    started = time.monotonic()
+    with pytest.raises(processes.Interrupted):
+        run_container(client, kwargs_for(["sleep", "600"]), timeout=600, stdout_cap=1000)
+    assert time.monotonic() - started < 1.5
+    assert ("kill", CONTAINER_ID) in client.events
+    assert client.removed == [CONTAINER_ID]
 
 
 def test_engine_error_during_wait_is_a_failure_not_a_timeout():
@@ -201,14 +264,46 @@ def test_engine_error_during_wait_is_a_failure_not_a_timeout():
     assert len(client.removed) == 1
 
 
+@pytest.mark.parametrize("fault", [
+    # the engine's socket closed mid-run (dockerd killed or restarted)
+    requests.exceptions.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote "
+                                        "end closed connection without response'))"),
+    # the disk under the engine is full
+    docker.errors.APIError("500 Server Error", explanation="write /var/lib/docker/x: no space "
+                           "left on device\ncontainer state unknown"),
+])
+def test_an_engine_that_stops_answering_mid_run_is_a_clear_one_line_failure(fault):
+    client = built(wait_error=fault)
+    started = time.monotonic()
+    outcome = backend_with(client).run_probe(ENV, deadline=60)
+    assert time.monotonic() - started < 5  # not held until the deadline
+    assert outcome.status == "failed" and outcome.document is None
+    (message,) = outcome.errors
+    assert message.startswith("Docker engine error: ") and "\n" not in message
+    if isinstance(fault, requests.exceptions.ConnectionError):
+        assert "the engine stopped answering (" in message and "`docker info`" in message
+    else:
+        assert "no space left on device container state unknown" in message
+    assert len(client.removed) == 1
+
+
+def test_no_space_when_creating_is_a_clear_failure():
+    client = built(create_error=docker.errors.APIError(
+        "500", explanation="mkdir /var/lib/docker/overlay2/x: no space left on device"))
+    outcome = backend_with(client).run_probe(ENV, deadline=60)
+    assert outcome.status == "failed"
+    assert outcome.errors == ["Docker engine error: mkdir /var/lib/docker/overlay2/x: no space "
+                              "left on device"]
+
+
 @pytest.mark.parametrize(
     "stdout, fragment",
     [
-        (b"", "not valid JSON"),
+        (b"", "printed nothing"),
         (b'{"schema": "vdsomatrix/1", "calls": [', "not valid JSON"),
-        (b"\xff\xfe{}", "not UTF-8"),
+        (b"\xff\xfe{}", "not valid JSON"),
         (b"[1, 2]", "not an object"),
-        (b'{"environment": 3}', "`environment` that is not an object"),
+        (b'{"environment": 3}', "`environment` is not an object"),
     ],
 )
 def test_bad_output_is_a_crash_with_a_clear_error(stdout, fragment):
@@ -226,7 +321,7 @@ def test_nonzero_exit_is_a_crash_with_the_stderr_tail_as_plain_text():
     outcome = backend_with(client).run_probe(ENV, deadline=60)
     assert outcome.status == "crashed" and outcome.document is None
     assert "killed by SIGSEGV" in outcome.errors[0]
-    assert len(outcome.log_tail) == dockerbackend.LOG_TAIL_LINES
+    assert len(outcome.log_tail) == container.LOG_TAIL_LINES
     assert outcome.log_tail[-1] == "?[31mred?[0m \ufffd"  # no terminal escapes survive
     assert len(client.removed) == 1
 
@@ -239,11 +334,10 @@ def test_out_of_memory_is_named():
 
 
 def test_stdout_over_the_cap_is_killed_and_reported():
-    client = built(chunks=[(b"x" * 600, None), (b"y" * 600, None)])
-    kwargs = _container_kwargs("t", "img", ["true"])
-    run = run_container(client, kwargs, timeout=30, stdout_cap=1000)
+    client = built(chunks=[(b"x" * 600, None), (b"y" * 600, None)], hang=True)
+    run = run_container(client, kwargs_for(["true"]), timeout=30, stdout_cap=1000)
     assert run.overflow and len(run.stdout) == 600
-    assert any(e[0] == "kill" for e in client.events if isinstance(e, tuple))
+    assert ("kill", CONTAINER_ID) in client.events
     assert len(client.removed) == 1
 
 
@@ -270,15 +364,87 @@ def test_removed_by_name_when_interrupted_inside_create():
 
 
 def test_container_names_are_unique_and_safe():
-    a = _container_kwargs("k6.1 weird/name", "img", ["true"])["name"]
-    b = _container_kwargs("k6.1 weird/name", "img", ["true"])["name"]
+    a = kwargs_for(["true"], name="k6.1 weird/name")["name"]
+    b = kwargs_for(["true"], name="k6.1 weird/name")["name"]
     assert a != b and a.startswith("vdsomatrix-k6.1_weird_name-")
 
 
-def test_default_backend_reads_suites_from_the_matrix():
-    backend = DockerBackend(client_factory=lambda timeout=None: FakeClient())
-    forky = Environment(name="forky", backend="docker", suite="forky")
-    assert backend._suite(forky) == load_matrix().suites["forky"]
+# ------------------------------------------------------------------------- leftovers ---------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _summary(cid: str, labels: dict, created: float | None = None) -> dict:
+    return {"Id": cid, "Names": [f"/vdsomatrix-{cid}"], "Labels": labels,
+            "Created": int(created if created is not None else time.time()),
+            "State": "running"}
+
+
+def test_owner_is_alive_tells_live_dead_reused_and_unknown():
+    mine = leftovers.owner_labels()
+    assert leftovers.owner_is_alive(mine) is True
+    assert leftovers.owner_is_alive({**mine, leftovers.OWNER_PID: str(_dead_pid())}) is False
+    # the same pid, but a different process (a pid reused after the owner died)
+    assert leftovers.owner_is_alive({**mine, leftovers.OWNER_STARTED: "1"}) is False
+    # another machine sharing the engine: cannot be told from here
+    assert leftovers.owner_is_alive({**mine, leftovers.OWNER_HOST: "elsewhere"}) is None
+    assert leftovers.owner_is_alive({**mine, leftovers.OWNER_BOOT: "another-boot"}) is None
+    assert leftovers.owner_is_alive({}) is None
+
+
+def test_clean_removes_only_containers_no_live_run_owns():
+    now = time.time()
+    mine = {**leftovers.PROBE_RUN, **leftovers.owner_labels(),
+            leftovers.EXPIRES: str(int(now) + 300)}
+    elsewhere = {**mine, leftovers.OWNER_HOST: "elsewhere"}
+    listed = [
+        _summary("live", mine),
+        _summary("dead", {**mine, leftovers.OWNER_PID: str(_dead_pid())}),
+        _summary("foreign-running", elsewhere),
+        _summary("foreign-expired", {**elsewhere, leftovers.EXPIRES: str(int(now) - 120)}),
+        _summary("export-young", dict(leftovers.QEMU_EXPORT), created=now - 60),
+        _summary("export-old", dict(leftovers.QEMU_EXPORT), created=now - 7200),
+        _summary("legacy-old", dict(leftovers.PROBE_RUN), created=now - 7200),
+    ]
+    client = FakeClient(listed=listed)
+    messages = []
+    backend_with(client).clean(log=messages.append)
+    assert sorted(client.removed) == ["dead", "export-old", "foreign-expired", "legacy-old"]
+    assert client.removed_images == []  # images only when asked
+    assert any("vdsomatrix-dead" in m and "is gone" in m for m in messages)
+
+
+def _image(iid: str, tags, suite: Suite | None = BOOKWORM, kind="probe", age=0.0) -> dict:
+    labels = {f"{LABEL}.kind": kind}
+    if suite is not None:
+        labels |= {f"{LABEL}.suite": suite.name, f"{LABEL}.script": suite.script}
+    return {"Id": iid, "RepoTags": list(tags) or None, "Labels": labels,
+            "Created": int(time.time() - age)}
+
+
+def test_clean_images_removes_old_tags_and_keeps_current_ones():
+    probe, base = images.probe_image_tag(BOOKWORM), images.base_image_tag(BOOKWORM)
+    old_probe = "vdsomatrix-probe:bookworm-000000000000"
+    old_base = "vdsomatrix-base:bookworm-000000000000"
+    image_list = [
+        _image("sha256:b1", [old_base], kind="base"),
+        _image("sha256:b2", [base], kind="base"),
+        _image("sha256:p1", [probe, "mine/probe:copy"]),
+        _image("sha256:p2", [old_probe]),
+        _image("sha256:p3", ["vdsomatrix-probe:bookworm-111111111111"]),
+        _image("sha256:dangling-old", [], age=7200),
+        _image("sha256:dangling-young", ["<none>:<none>"], age=60),
+    ]
+    client = FakeClient(image_list=image_list, in_use={"vdsomatrix-probe:bookworm-111111111111"})
+    messages = []
+    backend_with(client).clean(images=True, log=messages.append)
+    assert client.removed_images == [old_probe, old_base, "sha256:dangling-old"]
+    assert any("kept vdsomatrix-probe:bookworm-111111111111" in m and "in use" in m
+               for m in messages)
 
 
 # ------------------------------------------------------------------------------- engine ------
@@ -290,7 +456,7 @@ out = {}
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"):
     out[key] = status[key].strip()
-out["uid"] = os.getuid()
+out["uid"], out["gid"] = os.getuid(), os.getgid()
 out["sys_class_net"] = sorted(os.listdir("/sys/class/net"))
 out["proc_net_dev"] = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev")
                              if ":" in l)
@@ -332,6 +498,22 @@ while True:
         break
     stops += 1
 out["syscall_stops"] = stops
+# ...and the probe's own reads: the vDSO image through /proc/self/mem, the vsyscall page (in a
+# child: in xonly mode reading it is a SIGSEGV, which is a result, not a failure).
+maps = [l.split() for l in open("/proc/self/maps")]
+vdso = [l for l in maps if l[-1] == "[vdso]"]
+start, end = (int(x, 16) for x in vdso[0][0].split("-"))
+with open("/proc/self/mem", "rb", buffering=0) as mem:
+    mem.seek(start)
+    out["vdso_magic"] = mem.read(4).hex()
+vsyscall = [l for l in maps if l[-1] == "[vsyscall]"]
+out["vsyscall_perms"] = vsyscall[0][1] if vsyscall else None
+pid = os.fork()
+if pid == 0:
+    ctypes.string_at(0xffffffffff600000, 1)
+    os._exit(0)
+_, st = os.waitpid(pid, 0)
+out["vsyscall_read"] = "ok" if os.WIFEXITED(st) else signal.Signals(os.WTERMSIG(st)).name
 print(json.dumps(out))
 """
 
@@ -345,6 +527,7 @@ def interp(path):
 print(json.dumps({b: interp("/opt/vdsomatrix/bin/vdsoprobe-" + b)
                   for b in ("dynamic", "static", "musl")}))
 """
+CAP_NUMBERS = {"SYS_PTRACE": 19, "SYS_NICE": 23, "SYS_ADMIN": 21, "PERFMON": 38}
 
 
 @pytest.fixture(scope="module")
@@ -354,10 +537,14 @@ def bookworm_image(engine):
 
 
 def run_inside(engine, image, command, timeout=120):
-    kwargs = _container_kwargs("test-hardening", image, command)
-    run = run_container(engine, kwargs, timeout=timeout)
+    kwargs = kwargs_for(command, name="test-hardening", image=image, lifetime=timeout + 10)
+    run = run_container(engine, kwargs, timeout=timeout, stdout_cap=1 << 20)
     assert run.exit_code == 0, (run.errors, run.stderr.decode(errors="replace")[-2000:])
     return json.loads(run.stdout), kwargs
+
+
+def gone(engine, name: str) -> bool:
+    return engine.containers.list(all=True, filters={"name": name}) == []
 
 
 @pytest.mark.engine
@@ -366,8 +553,8 @@ def test_bookworm_image_has_all_three_builds(engine, bookworm_image):
     linked, _ = run_inside(engine, bookworm_image, ["python3", "-c", ELF_CHECK])
     assert linked == {"dynamic": True, "static": False, "musl": False}
     image = engine.images.get(bookworm_image)
-    assert image.labels[f"{images.LABEL}.kind"] == "probe"
-    assert image.labels[f"{images.LABEL}.suite"] == "bookworm"
+    assert image.labels[f"{LABEL}.kind"] == "probe"
+    assert image.labels[f"{LABEL}.suite"] == "bookworm"
 
 
 @pytest.mark.engine
@@ -378,32 +565,89 @@ def test_confinement_is_real_inside_a_probe_container(engine, bookworm_image):
     assert inside["root_write"] == "EROFS"
     assert inside["tmp_exec"] == "EACCES"  # /tmp is noexec
     expected = 0
-    for name in dockerbackend.CAPABILITIES:  # none today
+    for name in container.CAPABILITIES:  # none today
         expected |= 1 << CAP_NUMBERS[name]
     for key in ("CapEff", "CapBnd", "CapPrm"):
         assert int(inside[key], 16) == expected, (key, inside[key])
     assert inside["NoNewPrivs"] == "1"
     assert inside["Seccomp"] == "2"  # the engine's default filter is in force
-    assert inside["uid"] == 0
+    assert (inside["uid"], inside["gid"]) == (65534, 65534)  # nobody, not root
     # ...and still enough for the measurement:
     assert inside["pinned"] is True
     assert "ptrace_error" not in inside and inside["traced_exit"] == 0
     assert inside["syscall_stops"] >= 2
-    # the container is gone afterwards
-    assert engine.containers.list(all=True, filters={"name": kwargs["name"]}) == []
-
-
-CAP_NUMBERS = {"SYS_PTRACE": 19, "SYS_NICE": 23, "SYS_ADMIN": 21, "PERFMON": 38}
+    assert inside["vdso_magic"] == "7f454c46"  # the vDSO's ELF header, read as nobody
+    # The vsyscall page reads as the kernel's mode says (xonly, none: a fault), whoever asks.
+    expected_read = "ok" if inside["vsyscall_perms"] == "r-xp" else "SIGSEGV"
+    assert inside["vsyscall_read"] == expected_read, inside["vsyscall_perms"]
+    assert gone(engine, kwargs["name"])
 
 
 @pytest.mark.engine
 def test_real_timeout_kills_and_removes(engine, bookworm_image):
-    kwargs = _container_kwargs("test-timeout", bookworm_image, ["sleep", "60"])
+    kwargs = kwargs_for(["sleep", "60"], name="test-timeout", image=bookworm_image)
     started = time.monotonic()
-    run = run_container(engine, kwargs, timeout=3)
+    run = run_container(engine, kwargs, timeout=3, stdout_cap=1000)
     assert run.timed_out and run.exit_code is None
     assert time.monotonic() - started < 20
-    assert engine.containers.list(all=True, filters={"name": kwargs["name"]}) == []
+    assert gone(engine, kwargs["name"])
+
+
+@pytest.mark.engine
+def test_real_flood_is_cut_at_the_cap_at_once(engine, bookworm_image):
+    """A kill waits for the container's output to be read: the reader must keep draining."""
+    flood = ("import os, sys\nblock = os.urandom(1 << 20)\n"
+             "while True: sys.stdout.buffer.write(block)")
+    kwargs = kwargs_for(["python3", "-c", flood], name="test-flood", image=bookworm_image)
+    started = time.monotonic()
+    run = run_container(engine, kwargs, timeout=60, stdout_cap=4 << 20)
+    assert run.overflow and len(run.stdout) <= 4 << 20 and not run.timed_out
+    assert run.exit_code == 128 + 9
+    assert time.monotonic() - started < 10
+    assert gone(engine, kwargs["name"])
+
+
+@pytest.mark.engine
+def test_real_interrupt_stops_the_container_at_once(engine, bookworm_image):
+    kwargs = kwargs_for(["sleep", "60"], name="test-interrupt", image=bookworm_image)
+    threading.Timer(1.5, processes.stopping.set).start()
+    started = time.monotonic()
+    with pytest.raises(processes.Interrupted):
+        run_container(engine, kwargs, timeout=60, stdout_cap=1000)
+    assert time.monotonic() - started < 10
+    assert gone(engine, kwargs["name"])
+
+
+@pytest.mark.engine
+def test_a_container_nobody_waits_for_stops_by_itself(engine, bookworm_image):
+    """What a SIGKILLed vdsomatrix leaves behind: a started probe container, never killed."""
+    kwargs = kwargs_for(["sleep", "600"], name="test-orphan", image=bookworm_image, lifetime=2)
+    orphan = engine.containers.create(**kwargs)
+    try:
+        orphan.start()
+        status = orphan.wait(timeout=30)  # far less than the 600 s it asked for
+        assert status["StatusCode"] == 128 + 9
+    finally:
+        orphan.remove(force=True)
+
+
+@pytest.mark.engine
+def test_clean_removes_what_a_dead_run_left_and_keeps_a_live_runs(engine, bookworm_image):
+    dead = kwargs_for(["sleep", "60"], name="test-dead-owner", image=bookworm_image)
+    dead["labels"][leftovers.OWNER_PID] = str(_dead_pid())
+    live = kwargs_for(["sleep", "60"], name="test-live-owner", image=bookworm_image)
+    created = [engine.containers.create(**kw) for kw in (dead, live)]
+    try:
+        for c in created:
+            c.start()
+        messages = []
+        DockerBackend().clean(log=messages.append)
+        assert gone(engine, dead["name"])
+        assert not gone(engine, live["name"])
+        assert any(dead["name"] in m for m in messages)
+    finally:
+        for c in created:
+            c.remove(force=True) if not gone(engine, c.name) else None
 
 
 @pytest.mark.engine
@@ -413,26 +657,38 @@ def test_real_timeout_kills_and_removes(engine, bookworm_image):
     [("bookworm", "glibc", "dynamic"), ("bookworm-static", "glibc", "static"),
      ("bookworm-musl", "musl", "static")],
 )
-def test_real_probe_run_in_bookworm(engine, bookworm_image, name, libc, linkage):
+def test_real_probe_run_in_bookworm(engine, bookworm_image, name, libc, linkage, monkeypatch):
+    created = []
+
+    def spy(*args, **kwargs):
+        created.append(container_kwargs(*args, **kwargs))
+        return created[-1]
+
+    monkeypatch.setattr("vdsomatrix.backends.docker.backend.container_kwargs", spy)
     backend = DockerBackend()
     env = load_matrix().environments[name]
     assert backend.availability(env).ok
     outcome = backend.run_probe(env, deadline=300)
     assert outcome.status == "ok", (outcome.errors, outcome.log_tail)
+    assert created[0]["user"] == "65534:65534"  # it ran as nobody
+    assert outcome.identity["image"]["tag"] == bookworm_image
     doc = outcome.document
-    assert doc["environment"]["backend"] == "docker"
-    assert doc["environment"]["image"]["tag"] == bookworm_image
     assert doc["environment"]["userland"]["codename"] == "bookworm"
     # What the helper found out about itself (AT_BASE, its own libc), not what we built.
     assert doc["environment"]["libc"]["name"] == libc
     assert doc["environment"]["libc"]["linkage"] == linkage
     assert doc["environment"]["libc"]["version"]
+    assert doc["errors"] == []
+    # The reads that might need privileges: the vDSO image, the vsyscall page.
+    assert doc["vdso"]["present"] and doc["vdso"]["image"]
+    assert isinstance(doc["vsyscall"]["readable"], bool)
     rows = [row for row in doc["calls"] if row.get("status") == "ok"]
     assert rows, doc["calls"]
     # ptrace works under the confinement: every raw system call counts exactly one.
-    for row in rows:
-        if row["path"] == "syscall":
-            assert row["syscalls_per_call"] == 1, row
+    raw = [row for row in rows if row["path"] == "syscall"]
+    assert raw
+    for row in raw:
+        assert row["syscalls_per_call"] == 1, row
 
 
 @pytest.mark.engine
@@ -440,9 +696,9 @@ def test_runs_are_independent_in_threads(engine, bookworm_image):
     results = []
 
     def one(i):
-        kwargs = _container_kwargs(f"test-thread-{i}", bookworm_image,
-                                   ["python3", "-c", f"print({i})"])
-        results.append(run_container(engine, kwargs, timeout=60))
+        kwargs = kwargs_for(["python3", "-c", f"print({i})"], name=f"test-thread-{i}",
+                            image=bookworm_image)
+        results.append(run_container(engine, kwargs, timeout=60, stdout_cap=1000))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
     for t in threads:

@@ -19,8 +19,10 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from vdsomatrix import images
-from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix import mirror, paths, processes
+from vdsomatrix.backends.docker import images, rootfs
+from vdsomatrix.backends.docker.engine import LABEL
+from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.matrix import Suite, load_matrix
 from vdsomatrix.paths import project_root
 
@@ -98,7 +100,7 @@ def test_tags_follow_the_suite_and_its_script():
     forky_own = Suite("forky", "forky")
     assert images.base_image_tag(forky_sid) != images.base_image_tag(forky_own)
     assert images.probe_image_tag(forky_sid) != images.probe_image_tag(forky_own)
-    assert images.base_recipe(forky_sid)["include"] == ["gcc", "libc6-dev", "musl-tools",
+    assert rootfs.base_recipe(forky_sid)["include"] == ["gcc", "libc6-dev", "musl-tools",
                                                         "python3"]
 
 
@@ -127,7 +129,7 @@ def test_dockerfile_builds_on_the_base_without_network_features():
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "c"))
-    assert images.cache_dir() == tmp_path / "c"
+    assert paths.cache_dir() == tmp_path / "c"
 
 
 def test_suite_lock_serialises_one_suite_across_threads(cache):
@@ -206,42 +208,203 @@ def test_image_status_without_engine(monkeypatch, tmp_path):
         images.ensure_probe_image(BOOKWORM, log=lambda s: None)
 
 
+ARCHIVE = "http://mirror.invalid/debian"
+
+
+@pytest.fixture
+def fake_debootstrap(tmp_path, monkeypatch, cache):
+    """Everything debootstrap needs, with a stand-in for it: write its body (shell) to use it.
+    The stand-in records its command line in ``argv``."""
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "scripts"
+    bin_dir.mkdir()
+    scripts.mkdir()
+    (scripts / "bookworm").write_text("")
+    keyring = tmp_path / "archive-keyring.gpg"
+    keyring.write_bytes(b"")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("VDSOMATRIX_MIRROR", ARCHIVE)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(rootfs, "DEBOOTSTRAP_SCRIPTS", scripts)
+    monkeypatch.setattr(mirror, "ARCHIVE_KEYRING", keyring)
+    fake = bin_dir / "debootstrap"
+    argv = tmp_path / "argv"
+
+    def install(body: str) -> Path:
+        fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {argv}\n{body}\n')
+        fake.chmod(0o755)
+        return argv
+
+    return install
+
+
 def test_debootstrap_needs_root(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(images.ImageBuildError, match="needs root"):
-        images._debootstrap(BOOKWORM, tmp_path / "rootfs", log=lambda s: None)
+    with pytest.raises(rootfs.ImageBuildError, match="needs root"):
+        rootfs._debootstrap(BOOKWORM, tmp_path / "rootfs", ARCHIVE, log=lambda s: None)
 
 
 def test_unknown_debootstrap_script_says_what_to_write(monkeypatch, tmp_path, cache):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/" + name)
-    monkeypatch.setattr(images, "DEBOOTSTRAP_SCRIPTS", tmp_path / "scripts")
-    with pytest.raises(images.ImageBuildError) as info:
-        images._debootstrap(Suite("forky", "forky"), tmp_path / "rootfs", log=lambda s: None)
+    monkeypatch.setattr(rootfs, "DEBOOTSTRAP_SCRIPTS", tmp_path / "scripts")
+    with pytest.raises(rootfs.ImageBuildError) as info:
+        rootfs._debootstrap(Suite("forky", "forky"), tmp_path / "rootfs", ARCHIVE,
+                            log=lambda s: None)
     assert 'script = "sid"' in str(info.value) and "[suites.forky]" in str(info.value)
 
 
-def test_failed_debootstrap_reports_its_error_line_and_log(monkeypatch, tmp_path, cache):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "debootstrap"
-    fake.write_text("#!/bin/sh\necho 'I: Retrieving InRelease'\n"
-                    "echo 'E: Failed getting release file http://mirror/dists/x/InRelease'\n"
-                    "exit 1\n")
-    fake.chmod(0o755)
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    (scripts / "bookworm").write_text("")
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setenv("VDSOMATRIX_MIRROR", "http://mirror.invalid/debian")
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(images, "DEBOOTSTRAP_SCRIPTS", scripts)
-    with pytest.raises(images.ImageBuildError) as info:
-        images._debootstrap(BOOKWORM, tmp_path / "rootfs", log=lambda s: None)
+def test_debootstrap_verifies_signatures_or_fails(fake_debootstrap, tmp_path):
+    argv = fake_debootstrap("exit 0")
+    rootfs._debootstrap(BOOKWORM, tmp_path / "rootfs", ARCHIVE, log=lambda s: None)
+    words = argv.read_text().split("\n")
+    assert f"--keyring={mirror.ARCHIVE_KEYRING}" in words
+    assert "--force-check-gpg" in words  # no silent fallback to an unverified download
+    assert words[-5:-1] == ["bookworm", str(tmp_path / "rootfs"), ARCHIVE,
+                            str(rootfs.DEBOOTSTRAP_SCRIPTS / "bookworm")]
+
+
+def test_a_missing_archive_keyring_says_what_to_install(fake_debootstrap, tmp_path,
+                                                        monkeypatch):
+    argv = fake_debootstrap("exit 0")
+    monkeypatch.setattr(mirror, "ARCHIVE_KEYRING", tmp_path / "no-such-keyring.gpg")
+    with pytest.raises(rootfs.ImageBuildError) as info:
+        rootfs._debootstrap(BOOKWORM, tmp_path / "rootfs", ARCHIVE, log=lambda s: None)
+    assert "apt-get install debian-archive-keyring" in str(info.value)
+    assert not argv.exists()  # refused before anything was downloaded
+
+
+def test_failed_debootstrap_reports_its_error_line_and_log(fake_debootstrap, tmp_path, cache):
+    fake_debootstrap("echo 'I: Retrieving InRelease'\n"
+                     "echo 'E: Failed getting release file http://mirror/dists/x/InRelease'\n"
+                     "exit 1")
+    with pytest.raises(rootfs.ImageBuildError) as info:
+        rootfs._debootstrap(BOOKWORM, tmp_path / "rootfs", ARCHIVE, log=lambda s: None)
     message = str(info.value)
     assert "exit 1" in message and "E: Failed getting release file" in message
     assert str(cache / "logs" / "debootstrap-bookworm.log") in message
     assert "\n" not in message
+
+
+def test_an_interrupt_stops_debootstrap_and_its_children_within_5_s(fake_debootstrap, cache):
+    # A debootstrap busy downloading: a child of its own, and deaf to SIGTERM.
+    fake_debootstrap(f"trap '' TERM\nsleep 600 &\necho $! > {cache}/child\nwait")
+    threading.Timer(1.0, processes.stopping.set).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(processes.Interrupted):
+            rootfs.build_base(None, BOOKWORM, "vdsomatrix-base:test", log=lambda s: None)
+    finally:
+        processes.stopping.clear()
+    assert time.monotonic() - started < 1.0 + 5
+    child = int((cache / "child").read_text())
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)
+    assert not list((cache / "work").glob("bookworm.*"))  # the work directory is gone
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.slow
+def test_debootstrap_refuses_a_release_signed_by_unknown_keys(monkeypatch, tmp_path, cache):
+    """The real debootstrap against the real mirror, with a keyring of keys Debian no longer
+    signs with: it must stop at the signature check."""
+    removed_keys = Path("/usr/share/keyrings/debian-archive-removed-keys.gpg")
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None or not removed_keys.is_file():
+        pytest.skip("needs root, debootstrap and debian-archive-keyring")
+    monkeypatch.setattr(mirror, "ARCHIVE_KEYRING", removed_keys)
+    with pytest.raises(rootfs.ImageBuildError) as info:
+        rootfs._debootstrap(BOOKWORM, tmp_path / "rootfs", mirror.debian_mirror(),
+                            log=lambda s: None)
+    message = str(info.value)
+    if "Failed getting release file" in message:
+        pytest.skip(f"the mirror is not reachable: {message}")
+    assert "Release signed by unknown key" in message, message
+    assert f"does not verify against {removed_keys}" in message and "\n" not in message
+
+
+# ------------------------------------------------------------------------------ mirror -------
+
+
+@pytest.fixture
+def apt_dir(tmp_path):
+    if shutil.which("apt-get") is None:
+        pytest.skip("apt-get not installed")
+    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
+    return tmp_path / "apt"
+
+
+def test_mirror_reads_one_line_entries_with_options_as_apt_does(apt_dir, monkeypatch):
+    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
+    (apt_dir / "sources.list").write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb-src http://sources-only.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        "http://security.example/debian-security bookworm-security main\n"
+        "deb [ arch=amd64,i386 trusted=no ] http://updates.example/debian bookworm-updates main\n"
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        "http://mirror.example/debian/ bookworm main contrib  # the one\n"
+    )
+    assert mirror.debian_mirror(apt_dir) == "http://mirror.example/debian"
+    sources = mirror.apt_sources(apt_dir)
+    assert ("deb-src", "http://sources-only.example/debian/", "bookworm") in [
+        (s.kind, s.uri, s.suite) for s in sources]
+
+
+def test_mirror_reads_deb822_sources_and_takes_apts_order(apt_dir, monkeypatch):
+    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
+    (apt_dir / "sources.list.d" / "b.sources").write_text(
+        "Types: deb deb-src\nURIs: https://second.example/debian\nSuites: trixie trixie-updates\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    (apt_dir / "sources.list.d" / "a.sources").write_text(
+        "Types: deb\nURIs: https://first.example/debian\nSuites: sid\nComponents: main\n"
+        "Enabled: no\n\n"
+        "Types: deb\nURIs: https://third.example/debian\nSuites: bookworm\nComponents: main\n"
+    )
+    assert mirror.debian_mirror(apt_dir) == "https://third.example/debian"
+
+
+def test_mirror_without_a_usable_source_says_what_to_set(apt_dir, monkeypatch):
+    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
+    (apt_dir / "sources.list").write_text(
+        "deb http://security.example/debian-security bookworm-security main\n"
+        "deb file:/srv/local-repo bookworm main\n")
+    with pytest.raises(BadInput, match="VDSOMATRIX_MIRROR"):
+        mirror.debian_mirror(apt_dir)
+    (apt_dir / "sources.list").write_text("deb [broken http://x.example/debian bookworm main\n")
+    with pytest.raises(BadInput, match="VDSOMATRIX_MIRROR") as info:
+        mirror.debian_mirror(apt_dir)
+    assert "\n" not in str(info.value)
+
+
+def test_mirror_prefers_what_apt_knows_to_be_debians_archive(monkeypatch):
+    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
+    listed = [mirror.AptSource("deb", "http://other.example/repo/", "nodistro", ""),
+              mirror.AptSource("deb", "http://deb.example/debian/", "bookworm", "")]
+
+    def sources(apt_dir, *, release_info=False):
+        if release_info:  # what apt knows from the Release files it fetched
+            return [mirror.AptSource("deb", "http://other.example/repo/", "nodistro", "Other"),
+                    mirror.AptSource("deb", "http://deb.example/debian/", "bookworm", "Debian")]
+        return listed
+
+    monkeypatch.setattr(mirror, "apt_sources", sources)
+    assert mirror.debian_mirror() == "http://deb.example/debian"
+    monkeypatch.setattr(mirror, "apt_sources", lambda apt_dir, release_info=False:
+                        [] if release_info else listed)
+    assert mirror.debian_mirror() == "http://other.example/repo"  # nothing known: the first
+
+
+def test_mirror_override(apt_dir, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_MIRROR", "http://override.example/debian/")
+    assert mirror.debian_mirror(apt_dir) == "http://override.example/debian"
+
+
+def test_archive_keyring_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(mirror, "ARCHIVE_KEYRING", tmp_path / "none.gpg")
+    with pytest.raises(BadInput, match="apt-get install debian-archive-keyring"):
+        mirror.archive_keyring()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
@@ -254,9 +417,9 @@ def test_work_dir_removal_never_enters_a_mount(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     try:
         (mounted / "precious").write_text("must not be deleted while mounted")
-        images._remove_tree(work, log=lambda s: None)
+        rootfs._remove_tree(work, log=lambda s: None)
         assert not work.exists()
-        assert images._mounts_under(tmp_path) == []
+        assert rootfs._mounts_under(tmp_path) == []
     finally:
         subprocess.run(["umount", "-l", str(mounted)], capture_output=True)
 
@@ -271,7 +434,7 @@ def test_prune_empties_caches_and_host_files(tmp_path):
     (root / "var/cache/apt/pkgcache.bin").write_bytes(b"x")
     (root / "etc/resolv.conf").write_text("nameserver 10.0.0.1\n")
     (root / "etc/hostname").write_text("builder-7\n")
-    images._prune(root)
+    rootfs._prune(root)
     assert sorted(p.name for p in (root / "var/cache/apt/archives").iterdir()) == ["lock",
                                                                                  "partial"]
     assert [p.name for p in (root / "var/lib/apt/lists").iterdir()] == ["partial"]
@@ -292,12 +455,12 @@ def test_second_ensure_builds_nothing(engine):
     assert messages and "up to date" in messages[0]
     assert images.image_status(suite, client=engine)[0] is True
     base = engine.images.get(images.base_image_tag(suite))
-    assert base.labels[f"{images.LABEL}.kind"] == "base"
-    assert base.labels[f"{images.LABEL}.hash"] == images.base_hash(suite)
-    assert base.labels[f"{images.LABEL}.version.libc6"].startswith("2.36")
+    assert base.labels[f"{LABEL}.kind"] == "base"
+    assert base.labels[f"{LABEL}.hash"] == images.base_hash(suite)
+    assert base.labels[f"{LABEL}.version.libc6"].startswith("2.36")
     probe = engine.images.get(tag)
-    assert probe.labels[f"{images.LABEL}.hash"].startswith(tag.rsplit("-", 1)[1])
-    assert probe.labels[f"{images.LABEL}.base"] == images.base_image_tag(suite)
+    assert probe.labels[f"{LABEL}.hash"].startswith(tag.rsplit("-", 1)[1])
+    assert probe.labels[f"{LABEL}.base"] == images.base_image_tag(suite)
 
 
 def test_parallel_rebuilds_of_one_suite_build_it_once(cache, monkeypatch):
@@ -316,7 +479,7 @@ def test_parallel_rebuilds_of_one_suite_build_it_once(cache, monkeypatch):
         calls.append(tag)
         return tag
 
-    monkeypatch.setattr(images, "_build_base", fake_base)
+    monkeypatch.setattr(images, "build_base", fake_base)
     monkeypatch.setattr(images, "_build_probe", fake_probe)
     threads = [threading.Thread(target=images.ensure_probe_image, args=(BOOKWORM,),
                                 kwargs={"rebuild": True, "client": client, "log": lambda s: None})
@@ -335,13 +498,13 @@ def test_parallel_rebuilds_of_one_suite_build_it_once(cache, monkeypatch):
 @pytest.mark.slow
 def test_a_broken_probe_fails_the_build_with_the_compiler_error(engine, tree):
     suite = load_matrix().suites["bookworm"]
-    images.ensure_base_image(suite, client=engine)
+    images.ensure_probe_image(suite, client=engine)  # its base, ready
     source = tree / "probes" / "vdsoprobe.c"
     source.write_text(source.read_text() + "\nthis is not C;\n")
     dangling = {"dangling": True}
     before = {image.id for image in engine.images.list(filters=dangling)}
     try:
-        with pytest.raises(images.ImageBuildError) as info:
+        with pytest.raises(rootfs.ImageBuildError) as info:
             images.ensure_probe_image(suite, client=engine, root=tree, log=lambda s: None)
     finally:  # the layers the failed build committed (docker keeps them as build cache)
         for image in engine.images.list(filters=dangling):
@@ -350,5 +513,93 @@ def test_a_broken_probe_fails_the_build_with_the_compiler_error(engine, tree):
     message = str(info.value)
     assert "building the bookworm probe image failed" in message and "\n" not in message
     assert "error" in message.lower()
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(images.probe_image_tag(suite, root=tree))
+
+
+class BuildStream:
+    """What ``client.api.build(decode=True)`` returns: progress chunks, then the end."""
+
+    def __init__(self, chunks):
+        self.chunks, self.closed = chunks, False
+
+    def __iter__(self):
+        try:
+            yield from self.chunks
+        finally:
+            self.closed = True
+
+    def close(self):
+        self.closed = True
+
+
+def test_build_output_is_plain_and_an_interrupt_stops_reading_it(monkeypatch):
+    stream = BuildStream([
+        {"stream": "Step 1/2 : FROM base\n"},
+        {"stream": "\x1b[91mwarning: \x07red\x1b[0m\n"},
+        {"stream": "Step 2/2 : RUN make\n"},
+        {"stream": "never read\n"},
+    ])
+    messages = []
+
+    def log(message):
+        messages.append(message)
+        if "Step 2/2" in message:
+            processes.stopping.set()
+
+    try:
+        with pytest.raises(processes.Interrupted):
+            images._follow_build(stream, BOOKWORM, log)
+    finally:
+        processes.stopping.clear()
+    assert stream.closed  # the connection goes, so the engine cancels the build
+    assert messages == ["[bookworm] Step 1/2 : FROM base", "[bookworm] Step 2/2 : RUN make"]
+
+
+def test_a_failed_build_step_is_one_plain_line():
+    stream = BuildStream([
+        {"stream": "Step 4/11 : RUN cc x.c\n"},
+        {"stream": "\x1b[91mx.c:1:1: error: expected ';'\n\x1b[0m"},
+        {"error": "The command '/bin/sh -c cc x.c' returned a non-zero code: 1",
+         "errorDetail": {"message": "The command '/bin/sh -c cc x.c' returned a non-zero "
+                                    "code: 1"}},
+    ])
+    with pytest.raises(rootfs.ImageBuildError) as info:
+        images._follow_build(stream, BOOKWORM, lambda m: None)
+    message = str(info.value)
+    assert message.startswith("building the bookworm probe image failed: a RUN step exited "
+                              "with status 1")
+    assert "x.c:1:1: error: expected ';'" in message
+    assert "\x1b" not in message and "\n" not in message and "[91m" not in message
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_an_interrupted_build_is_cancelled_in_the_engine(engine, tree):
+    suite = load_matrix().suites["bookworm"]
+    images.ensure_probe_image(suite, client=engine)  # its base, ready
+    (tree / "probes" / "build.sh").write_text(
+        "for i in $(seq 120); do echo tick $i; sleep 1; done\n")
+    dangling = {"dangling": True}
+    before = {image.id for image in engine.images.list(filters=dangling)}
+    threading.Timer(3.0, processes.stopping.set).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(processes.Interrupted):
+            images.ensure_probe_image(suite, client=engine, root=tree, log=lambda s: None)
+        assert time.monotonic() - started < 3.0 + 2
+        for _ in range(20):  # the engine cancels the build once the connection is gone
+            building = [c for c in engine.api.containers(all=True)
+                        if "vdsoprobe" in c.get("Command", "") or "build.sh" in
+                        c.get("Command", "")]
+            if not building:
+                break
+            time.sleep(0.5)
+        assert building == []
+    finally:
+        processes.stopping.clear()
+        for image in engine.images.list(filters=dangling):  # the layers it committed
+            if image.id not in before:
+                engine.images.remove(image.id)
     with pytest.raises(docker.errors.ImageNotFound):
         engine.images.get(images.probe_image_tag(suite, root=tree))

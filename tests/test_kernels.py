@@ -1,4 +1,4 @@
-"""vdsomatrix.kernels: resolving linux-image-amd64, reading kernel files, the cache.
+"""The QEMU backend's kernels: resolving linux-image-amd64, reading kernel files, the cache.
 
 The Packages stanzas below are trimmed copies of what the mirror served (bookworm: the classic
 layout with /boot/vmlinuz in the image package; sid/forky 7.x: the image package depends on
@@ -11,12 +11,16 @@ import json
 import shutil
 import struct
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from vdsomatrix import kernels
+from vdsomatrix.backends.qemu import kernels
 from vdsomatrix.errors import BadInput
+from vdsomatrix.matrix import KernelSpec
 
 BOOKWORM = """\
 Package: linux-image-amd64
@@ -183,31 +187,92 @@ def test_private_apt_config_clears_hooks_and_keeps_state_private(tmp_path):
     assert "Translation" not in text
 
 
-def test_cached_kernel_follows_the_suite_pointer(tmp_path, monkeypatch):
-    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
-    assert kernels.cached_kernel("bookworm") is None
-    folder = tmp_path / "kernels" / "linux-image-6.1.0-50-amd64_6.1.176-1"
+def _unpacked(folder: Path, package: str, version: str, suite: str = "bookworm") -> None:
     folder.mkdir(parents=True)
     (folder / "vmlinuz").write_bytes(b"x")
-    meta = {
-        "suite": "bookworm",
-        "package": "linux-image-6.1.0-50-amd64",
-        "version": "6.1.176-1",
-        "release": "6.1.0-50-amd64",
-        "version_string": "",
-        "deb_sha256": "",
-    }
+    meta = {"suite": suite, "package": package, "version": version, "release": "6.1.0-50-amd64",
+            "version_string": "", "deb_sha256": ""}
     (folder / "kernel.json").write_text(json.dumps(meta))
-    pointer = tmp_path / "kernels" / "suites" / "bookworm.json"
-    pointer.parent.mkdir()
-    pointer.write_text(json.dumps({"package": meta["package"], "version": meta["version"]}))
-    kernel = kernels.cached_kernel("bookworm")
+
+
+def test_cached_kernel_follows_the_pointer_of_its_spec(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
+    spec = KernelSpec("bookworm")
+    assert kernels.cached_kernel(spec) is None
+    folder = tmp_path / "kernels" / "linux-image-6.1.0-50-amd64_6.1.176-1"
+    _unpacked(folder, "linux-image-6.1.0-50-amd64", "6.1.176-1", suite="stable")
+    pointer = tmp_path / "kernels" / "suites" / "bookworm" / "linux-image-amd64.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({"package": "linux-image-6.1.0-50-amd64",
+                                   "version": "6.1.176-1"}))
+    kernel = kernels.cached_kernel(spec)
     assert kernel.package_ref == "linux-image-6.1.0-50-amd64=6.1.176-1"
     assert kernel.vmlinuz == folder / "vmlinuz"
+    assert kernel.suite == "bookworm"  # the folder was unpacked for another suite first
+    assert kernels.cached_kernel(KernelSpec("bookworm", "linux-image-rt-amd64")) is None
     (folder / "vmlinuz").unlink()
-    assert kernels.cached_kernel("bookworm") is None
+    assert kernels.cached_kernel(spec) is None
+
+
+@pytest.mark.parametrize("spec", [KernelSpec("../etc"), KernelSpec("bookworm", "../../x"),
+                                  KernelSpec("bookworm", "a/b"), "bookworm"])
+def test_odd_specs_are_refused(spec):
     with pytest.raises(BadInput):
-        kernels.cached_kernel("../etc")
+        kernels.cached_kernel(spec)
+
+
+class FakeApt:
+    """_PrivateApt without a mirror: every suite's metapackage points at the bookworm kernel."""
+
+    def __init__(self, suite, mirror, keyring, root):
+        self.root = root
+
+    def run(self, tool, *args, cwd=None):
+        return "" if tool == "apt-get" else BOOKWORM
+
+
+def test_two_specs_resolving_to_one_package_unpack_it_once(tmp_path, monkeypatch):
+    """Unpacking is locked per package version, not per suite: two suites whose metapackages
+    point at one kernel (bookworm and stable) would otherwise both write its folder."""
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "_PrivateApt", FakeApt)
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"")
+    unpacked, inside = [], threading.Lock()
+
+    def unpack(apt, suite, payload, target, log):
+        assert inside.acquire(blocking=False), "two unpackings of one folder at once"
+        try:
+            unpacked.append(suite)
+            time.sleep(0.3)
+            _unpacked(target, *payload[0], suite=suite)
+        finally:
+            inside.release()
+        return kernels._load(target)
+
+    monkeypatch.setattr(kernels, "_download_and_unpack", unpack)
+    specs = [KernelSpec("bookworm"), KernelSpec("stable")]
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda spec: kernels.fetch_kernel(
+            spec, mirror="http://mirror.invalid/debian", keyring=keyring, log=lambda m: None),
+            specs))
+    assert len(unpacked) == 1
+    assert {k.directory for k in got} == {tmp_path / "cache" / "kernels" /
+                                          "linux-image-6.1.0-50-amd64_6.1.176-1"}
+    assert [k.suite for k in got] == ["bookworm", "stable"]
+    for spec in specs:  # both pointers written: both boot offline from now on
+        assert kernels.cached_kernel(spec).package_ref == "linux-image-6.1.0-50-amd64=6.1.176-1"
+
+
+def test_a_kernel_being_unpacked_is_not_removed_as_unused(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
+    folder = tmp_path / "kernels" / "linux-image-6.1.0-44-amd64_6.1.170-1"
+    _unpacked(folder, "linux-image-6.1.0-44-amd64", "6.1.170-1")
+    with kernels.file_lock(kernels._artefact_lock(folder)):
+        kernels.remove_unused(log=lambda m: None)
+        assert folder.exists()
+    kernels.remove_unused(log=lambda m: None)
+    assert not folder.exists()
 
 
 def _deb(tmp_path: Path, files: dict[str, bytes]) -> Path:

@@ -52,6 +52,11 @@ BASE = {"suites": {"bookworm": {}}, "environment": [{"name": "host", "backend": 
         ({**BASE, "docker_grid": {"suites": ["bookworm"]}}, "array of tables"),
         ({**BASE, "environment": [{"name": "h", "backend": "host", "suite": "bookworm"}]},
          "takes no suite"),
+        ({**BASE, "docker_grid": [{"suites": [["bookworm"]]}]}, "is not one of"),
+        ({**BASE, "docker_grid": [{"suites": ["bookworm"], "builds": [["static"]]}]},
+         "is not one of"),
+        ({"environment": [{"name": "host\n", "backend": "host"}]}, "name"),
+        ({"environment": [{"name": "h", "backend": ["host"]}]}, "must be a string"),
     ],
 )
 def test_malformed_entries(raw, message):
@@ -66,6 +71,16 @@ def test_cmdline_words_are_normalised():
     assert m.environments["k"].cmdline == "vsyscall=emulate clocksource=hpet"
 
 
+def test_environments_are_resolved_for_the_backends():
+    m = parse_matrix({"suites": {"forky": {"script": "sid"}}, "environment": [
+        {"name": "k", "backend": "qemu", "suite": "forky", "kernel": "forky"}],
+        "docker_grid": [{"suites": ["forky"], "builds": ["musl"]}]})
+    guest, container = m.environments["k"], m.environments["forky-musl"]
+    assert guest.userland.script == "sid" and guest.kernel.suite == "forky"
+    assert container.userland.script == "sid" and container.build == "musl"
+    assert container.backend == "docker" and container.kernel is None
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(BadInput, match="not found"):
         load_matrix(tmp_path / "missing.toml")
@@ -73,3 +88,14 @@ def test_file_errors(tmp_path):
     bad.write_text("[[environment]\nname=")
     with pytest.raises(BadInput, match="not valid TOML"):
         load_matrix(bad)
+
+    with pytest.raises(BadInput, match="is a folder"):
+        load_matrix(tmp_path)
+    unreadable = tmp_path / "secret.toml"
+    unreadable.write_text("")
+    unreadable.chmod(0)
+    import os
+
+    if os.geteuid() != 0:  # root reads anything
+        with pytest.raises(BadInput, match="not readable"):
+            load_matrix(unreadable)

@@ -1,10 +1,11 @@
-"""The QEMU backend: the result frame, the command line, the boot loop, and real boots.
+"""The QEMU backend: the result frame, the guest's /init and command line, the caches, the boot
+loop, and real boots.
 
 Unit tests drive the boot loop with a fake ``qemu-system-x86_64`` (a small Python script that
 writes to the serial files it is given), so every outcome (ok, panic, timeout, QEMU error,
-truncated result, Ctrl-C) is checked without emulation. The tests marked ``qemu`` boot the real
-bookworm kernel under QEMU; they skip on a machine without QEMU or a Docker engine and fail in
-CI (CI=true), where the machine must have both.
+truncated result, flooding, Ctrl-C, an interrupted run, a killed parent) is checked without
+emulation. The tests marked ``qemu`` boot the real bookworm kernel under QEMU; they skip on a
+machine without QEMU or a Docker engine and fail in CI (CI=true), where the machine must have both.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,11 +30,16 @@ from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vdsomatrix import guest, kernels
-from vdsomatrix.backends import qemu as qb
-from vdsomatrix.backends.qemu import QemuBackend, kernel_cmdline, qemu_argv
+from vdsomatrix import contract, processes
+from vdsomatrix.backends.qemu import QemuBackend, accel, guest, initramfs, kernels, workdirs
+from vdsomatrix.backends.qemu import backend as qb
+from vdsomatrix.backends.qemu.backend import qemu_argv
+from vdsomatrix.backends.qemu.guest import kernel_cmdline
+from vdsomatrix.backends.qemu.initramfs import CacheKey, InitramfsCache
 from vdsomatrix.errors import BadInput
-from vdsomatrix.matrix import Environment
+from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
+
+BOOKWORM = Suite("bookworm", "bookworm")
 
 
 def frame(payload: bytes, rc: int = 0, *, digest: str | None = None) -> bytes:
@@ -132,36 +141,122 @@ def test_a_prefix_is_never_mistaken_for_another_payload(payload, data):
         assert got.payload is None
 
 
-# --- the command line -------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.booleans(), st.lists(st.integers(1, 40), max_size=30))
+def test_fed_in_pieces_or_whole_the_verdict_is_the_same(payload, crlf, sizes):
+    wire = frame(payload)
+    if crlf:
+        wire = wire.replace(b"\n", b"\r\n")
+    parser, pos = guest.FrameParser(), 0
+    for size in sizes:
+        parser.feed(wire[pos : pos + size])
+        pos += size
+    parser.feed(wire[pos:])
+    assert parser.frame() == guest.parse_frame(wire)
+    assert parser.frame().status == "complete" and parser.frame().payload == payload
 
 
-def env(cmdline: str = "", name: str = "k6.1", build: str = "dynamic") -> Environment:
-    return Environment(
-        name=name, backend="qemu", suite="bookworm", kernel="bookworm", cmdline=cmdline,
-        build=build,
-    )  # fmt: skip
+def test_the_payload_cap_is_the_contract_cap():
+    assert guest.MAX_PAYLOAD == contract.MAX_OUTPUT
+    assert guest.PORT_LIMIT >= 2 * contract.MAX_OUTPUT
+
+
+def test_an_announced_length_over_the_cap_is_refused_before_any_byte_arrives():
+    parser = guest.FrameParser()
+    parser.feed(f"VDSOMATRIX-BEGIN v1 rc=0 len={guest.MAX_PAYLOAD + 1} sha256={'0' * 64}\n"
+                .encode())
+    assert parser.decided and parser.frame().status == "corrupt"
+    assert "too big" in parser.frame().problem
+
+
+def test_the_port_is_read_up_to_its_limit_and_no_further():
+    parser = guest.FrameParser(limit=1000)
+    parser.feed(b"noise\n" * 100)
+    parser.feed(b"noise\n" * 100)
+    assert parser.decided and parser.received == 1000
+    assert parser.frame().status == "corrupt" and "result port" in parser.frame().problem
+    parser.feed(frame(DOC))
+    assert parser.received == 1000 and parser.frame().status == "corrupt"
+
+
+def test_the_result_port_reads_each_byte_once(tmp_path):
+    """The boot loop polls every 0.2 s: a poll reads only what arrived since the last one, and
+    nothing at all once the verdict is in (a hostile guest cannot make the host re-read or
+    re-hash its output)."""
+    path = tmp_path / "result.log"
+    wire = b"SeaBIOS noise\n" + frame(DOC * 50)
+    port = guest.ResultPort(path)
+    assert port.poll() is False  # no file yet
+    fed = []
+    real_feed = port.parser.feed
+    port.parser.feed = lambda data: (fed.append(len(data)), real_feed(data))
+    with open(path, "wb", buffering=0) as fh:
+        for cut in range(0, len(wire), 700):
+            fh.write(wire[cut : cut + 700])
+            port.poll()
+            assert port.parser.received == fh.tell()
+        assert port.poll() is True
+        before = sum(fed)
+        port.poll()
+        fh.write(b"x" * 5000)  # after the verdict: never read
+        assert port.poll() is True
+    assert sum(fed) == before == len(wire)
+    assert port.frame().payload == DOC * 50
+    port.close()
+
+
+def test_a_corrupt_result_stops_the_reading(tmp_path):
+    path = tmp_path / "result.log"
+    wire = bytearray(frame(DOC))
+    wire[wire.index(b"{") + 3] ^= 0x20
+    path.write_bytes(bytes(wire))
+    port = guest.ResultPort(path)
+    assert port.poll() is False and port.parser.decided
+    with open(path, "ab") as fh:
+        fh.write(b"y" * 10_000)
+    port.poll()
+    assert port.parser.received == len(wire)
+    assert port.frame().status == "corrupt"
+    port.close()
+
+
+# --- the command line and the guest's /init -----------------------------------------------------
+
+
+def env(cmdline: str = "", name: str = "k6.1", build: str = "dynamic",
+        suite: Suite = BOOKWORM) -> Environment:
+    return Environment(name=name, backend=BackendName.QEMU, userland=suite, build=Build(build),
+                       kernel=KernelSpec("bookworm"), cmdline=cmdline)
 
 
 def test_default_cmdline():
-    assert kernel_cmdline(env()) == (
-        "console=ttyS0 panic=-1 vdsomatrix.env=k6.1 vdsomatrix.build=dynamic"
+    assert kernel_cmdline(env(), 180) == (
+        "console=ttyS0 panic=-1 vdsomatrix.env=k6.1 vdsomatrix.build=dynamic vdsomatrix.budget=180"
     )
 
 
 def test_matrix_words_come_between_ours_and_the_guest_parameters():
-    line = kernel_cmdline(env("vdso=0  vsyscall=emulate", name="k6.1-x", build="musl"))
+    line = kernel_cmdline(env("vdso=0  vsyscall=emulate", name="k6.1-x", build="musl"), 5)
     assert line == (
-        "console=ttyS0 panic=-1 vdso=0 vsyscall=emulate vdsomatrix.env=k6.1-x vdsomatrix.build=musl"
+        "console=ttyS0 panic=-1 vdso=0 vsyscall=emulate vdsomatrix.env=k6.1-x "
+        "vdsomatrix.build=musl vdsomatrix.budget=5"
     )
 
 
 @pytest.mark.parametrize(
-    "word", ["console=tty0", "panic=0", "init=/bin/sh", "rdinit=/x", "vdsomatrix.env=evil", "--"]
+    "word", ["console=tty0", "panic=0", "init=/bin/sh", "rdinit=/x", "vdsomatrix.env=evil",
+             "vdsomatrix.budget=9", "--"]
 )
 def test_reserved_words_are_refused(word):
     with pytest.raises(BadInput, match="set by the qemu backend"):
-        kernel_cmdline(env(f"vdso=0 {word}"))
-    assert qb.cmdline_problems(f"vdso=0 {word}") == [word]
+        kernel_cmdline(env(f"vdso=0 {word}"), 10)
+    assert guest.cmdline_problems(f"vdso=0 {word}") == [word]
+
+
+@pytest.mark.parametrize("budget", [0, -1, 1.5, "10"])
+def test_the_budget_must_be_a_positive_whole_number(budget):
+    with pytest.raises(BadInput, match="budget"):
+        kernel_cmdline(env(), budget)
 
 
 def test_qemu_argv_tcg_and_kvm(tmp_path):
@@ -180,19 +275,198 @@ def test_qemu_argv_tcg_and_kvm(tmp_path):
 
 
 def test_mtree_paths_escape_odd_characters():
-    assert qb._mtree_path(Path("/a b/c#d")) == "/a\\040b/c\\043d"
+    assert initramfs._mtree_path(Path("/a b/c#d")) == "/a\\040b/c\\043d"
 
 
 def test_recipe_hash_follows_the_init_script(monkeypatch):
-    before = qb.initramfs_recipe_hash()
+    before = initramfs.initramfs_recipe_hash()
     monkeypatch.setattr(guest, "INIT_SCRIPT", guest.INIT_SCRIPT + "# changed\n")
-    assert qb.initramfs_recipe_hash() != before
+    assert initramfs.initramfs_recipe_hash() != before
 
 
 def test_init_script_reads_what_the_backend_sets():
-    for key in ("vdsomatrix.env=", "vdsomatrix.build=", "/dev/ttyS1", "VDSOMATRIX-BEGIN v1"):
+    for key in ("vdsomatrix.env=", "vdsomatrix.build=", "vdsomatrix.budget=", "/dev/ttyS1",
+                "VDSOMATRIX-BEGIN v1"):
         assert key in guest.INIT_SCRIPT
-    assert "/opt/vdsomatrix/probes/probe.py" in guest.INIT_SCRIPT
+    assert guest.probe_command() in guest.INIT_SCRIPT
+    assert guest.READ_PARAMETERS in guest.INIT_SCRIPT
+
+
+def _sh(script: str) -> list[str]:
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_the_init_runs_the_contract_command_line():
+    """The shell line in /init, with its variables set, is exactly contract.probe_argv."""
+    words = _sh("name=k6.1-x; build=musl; budget=42\n"
+                f"set -- {guest.probe_command()}\nprintf '%s\\n' \"$@\"")
+    assert words == contract.probe_argv(
+        python="python3", probe=contract.PROBE_IN_IMAGE,
+        helper=contract.HELPER_IN_IMAGE.format(build="musl"), name="k6.1-x", backend="qemu",
+        budget=42)
+
+
+@pytest.mark.parametrize("argument", ['a"b', "a\\b", "a`id`", "$HOME"])
+def test_an_argument_the_shell_would_read_is_refused(monkeypatch, argument):
+    real = contract.probe_argv
+    monkeypatch.setattr(contract, "probe_argv", lambda **kw: [*real(**kw), argument])
+    with pytest.raises(ValueError, match="double quotes"):
+        guest.probe_command()
+
+
+def read_parameters(cmdline: str) -> tuple[str, str, str]:
+    script = ('say() { :; }\ncmdline=' + "'" + cmdline + "'\n" + guest.READ_PARAMETERS
+              + 'echo "$name"; echo "$build"; echo "$budget"\n')
+    name, build, budget = _sh(script)
+    return name, build, budget
+
+
+FALLBACK = str(guest.FALLBACK_BUDGET)
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        ("vdsomatrix.env=k6.1 vdsomatrix.build=static vdsomatrix.budget=180",
+         ("k6.1", "static", "180")),
+        ("", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.budget=12x", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.budget=0", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.budget=0077", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.budget=999999", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.budget=", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.env=a;reboot vdsomatrix.build=evil", ("unnamed", "dynamic", FALLBACK)),
+        ("vdsomatrix.env=* vdsomatrix.budget=*", ("unnamed", "dynamic", FALLBACK)),
+    ],
+)
+def test_init_checks_its_parameters(words, expected):
+    assert read_parameters(f"console=ttyS0 {words} quiet") == expected
+
+
+# --- the initramfs cache ------------------------------------------------------------------------
+
+
+def test_cache_keys_belong_to_exactly_one_suite():
+    key = CacheKey("bookworm-x", "0123456789ab", "ba9876543210")
+    assert CacheKey.parse(key.file_name) == key
+    assert CacheKey.parse("bookworm-0879769889e4-c823d374c3b6.cpio") is None  # older naming
+    assert CacheKey.parse("bookworm_0879769889e4_c823d374c3b6.cpio.tmp") is None
+
+
+class FakeDocker:
+    """Just what InitramfsCache asks of a Docker client."""
+
+    def __init__(self, image_id: str = "sha256:" + "ab" * 32):
+        self.images = SimpleNamespace(get=lambda tag: SimpleNamespace(id=image_id))
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
+    builds = []
+
+    def build(client, image, dest, *, log=print):
+        builds.append(image)
+        time.sleep(0.3)
+        dest.write_bytes(b"07070100")
+        return {"bytes": 8, "seconds": 0.3}
+
+    monkeypatch.setattr(initramfs, "build_initramfs", build)
+    made = InitramfsCache(image_for=lambda suite, rebuild, log: f"probe:{suite.name}",
+                          client_factory=FakeDocker)
+    made.builds = builds
+    return made
+
+
+def test_building_a_suite_keeps_the_files_of_a_suite_whose_name_extends_it(cache):
+    """`bookworm-*.cpio` once matched the cache of a suite named bookworm-x, too."""
+    folder = cache.folder()
+    folder.mkdir(parents=True)
+    other = folder / CacheKey("bookworm-x", "1" * 12, "2" * 12).file_name
+    superseded = folder / CacheKey("bookworm", "3" * 12, "4" * 12).file_name
+    other.write_bytes(b"x")
+    superseded.write_bytes(b"x")
+    path = cache.prepare(BOOKWORM, log=lambda m: None)
+    assert path.is_file() and CacheKey.parse(path.name).suite == "bookworm"
+    assert other.is_file() and not superseded.exists()
+    assert json.loads(cache.pointer("bookworm").read_text())["file"] == path.name
+    assert InitramfsCache().cached(BOOKWORM) == path  # a new process finds it by the pointer
+
+
+def test_parallel_rebuilds_of_one_suite_build_once(cache):
+    with ThreadPoolExecutor(3) as pool:
+        paths = list(pool.map(lambda _: cache.prepare(BOOKWORM, rebuild=True,
+                                                      log=lambda m: None), range(3)))
+    assert len(set(paths)) == 1 and cache.builds == ["probe:bookworm"]
+
+
+def test_a_pointer_cannot_name_a_file_of_another_suite_or_folder(cache):
+    folder = cache.folder()
+    folder.mkdir(parents=True)
+    other = CacheKey("trixie", "1" * 12, "2" * 12).file_name
+    (folder / other).write_bytes(b"x")
+    for name in (other, "../../etc/passwd", "/etc/passwd"):
+        cache.pointer("bookworm").write_text(json.dumps({"file": name}))
+        assert cache.cached(BOOKWORM) is None
+
+
+# --- cleaning up ----------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_clean_removes_work_folders_of_dead_runs_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
+    tmp = tmp_path / "tmp"
+    dead, live = f"{_dead_pid()}.1.abcdefgh", f"{workdirs.owner_tag()}.abcdefgh"
+    reused = f"{os.getpid()}.1.abcdefgh"  # our pid, but another process's start time
+    folders = {
+        tmp / f"vdsomatrix-qemu-k6.1-{dead}": False,
+        tmp / f"vdsomatrix-qemu-k6.1-{reused}": False,
+        tmp / f"vdsomatrix-qemu-k6.1-{live}": True,
+        tmp / f"vdsomatrix-qemu-apt-{dead}": False,
+        tmp / f"vdsomatrix-images-{dead}": True,  # another backend's
+        tmp / "vdsomatrix-qemu-k6.1-abc123": True,  # no owner in its name: cannot tell
+        tmp_path / "cache" / "initramfs" / f".building-{dead}": False,
+        tmp_path / "cache" / "kernels" / f".unpacking-{dead}": False,
+    }
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "console.log").write_text("x")
+    QemuBackend().clean(log=lambda m: None)
+    assert {f: f.exists() for f in folders} == folders
+
+
+def test_clean_with_images_removes_what_no_pointer_names(cache, tmp_path):
+    current = cache.prepare(BOOKWORM, log=lambda m: None)
+    folder = cache.folder()
+    orphan = folder / CacheKey("bullseye", "1" * 12, "2" * 12).file_name
+    older = folder / "bookworm-0879769889e4-c823d374c3b6.cpio"
+    orphan.write_bytes(b"x")
+    older.write_bytes(b"x")
+    root = kernels.kernels_dir()
+    for name in ("linux-image-6.1.0-50-amd64_6.1.176-1", "linux-image-6.1.0-44-amd64_6.1.170-1"):
+        (root / name).mkdir(parents=True)
+    pointer = root / "suites" / "bookworm" / "linux-image-amd64.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({"package": "linux-image-6.1.0-50-amd64",
+                                   "version": "6.1.176-1"}))
+    QemuBackend().clean(log=lambda m: None)  # without images: the caches stay
+    assert orphan.exists() and (root / "linux-image-6.1.0-44-amd64_6.1.170-1").exists()
+    QemuBackend().clean(images=True, log=lambda m: None)
+    assert current.exists() and not orphan.exists() and not older.exists()
+    assert (root / "linux-image-6.1.0-50-amd64_6.1.176-1").exists()
+    assert not (root / "linux-image-6.1.0-44-amd64_6.1.170-1").exists()
 
 
 # --- the boot loop with a fake QEMU -----------------------------------------------------------
@@ -206,7 +480,11 @@ FAKE_QEMU = textwrap.dedent(
     mode = os.environ.get("FAKE_QEMU_MODE", "ok")
     pidfile = os.environ.get("FAKE_QEMU_PIDFILE")
     if pidfile:
-        open(pidfile, "w").write(str(os.getpid()))
+        open(pidfile + ".tmp", "w").write(str(os.getpid()))
+        os.rename(pidfile + ".tmp", pidfile)
+    if mode == "error":  # as QEMU does: before the guest prints anything
+        sys.stderr.write("qemu-system-x86_64: -kernel: could not load kernel\\n")
+        sys.exit(1)
     console = open(serials[0], "ab", buffering=0)
     console.write(b"Linux version 6.1.0-fake\\r\\n" + " ".join(argv).encode() + b"\\r\\n")
     def result(data):
@@ -224,6 +502,10 @@ FAKE_QEMU = textwrap.dedent(
         time.sleep(600)
     elif mode == "hang":
         time.sleep(600)
+    elif mode == "flood":
+        for _ in range(64):
+            console.write(b"spam " * 6000 + b"\\r\\n")
+        time.sleep(600)
     elif mode == "panic":
         console.write(b"[    3.1] Kernel panic - not syncing: Attempted to kill init!\\r\\n")
     elif mode == "truncated":
@@ -232,9 +514,6 @@ FAKE_QEMU = textwrap.dedent(
         bad = b"not json"
         result(b"VDSOMATRIX-BEGIN v1 rc=0 len=8 sha256=%s\\n%s\\nVDSOMATRIX-END\\n"
                % (hashlib.sha256(bad).hexdigest().encode(), bad))
-    elif mode == "error":
-        sys.stderr.write("qemu-system-x86_64: -kernel: could not load kernel\\n")
-        sys.exit(1)
     """
 )
 
@@ -247,13 +526,30 @@ def fake_qemu(tmp_path):
     return path
 
 
+@pytest.fixture
+def interrupt():
+    """processes.stopping, cleared again after the test."""
+    yield processes.stopping
+    processes.stopping.clear()
+
+
+def fake_argv(fake_qemu: Path, work: Path) -> list[str]:
+    return qemu_argv(qemu=str(fake_qemu), accel="tcg", vmlinuz=work / "vmlinuz",
+                     initrd=work / "i.cpio", append="console=ttyS0",
+                     console=work / "console.log", result=work / "result.log")  # fmt: skip
+
+
 def boot(fake_qemu: Path, tmp_path: Path, deadline: float = 20.0):
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    argv = qemu_argv(qemu=str(fake_qemu), accel="tcg", vmlinuz=tmp_path / "vmlinuz",
-                     initrd=tmp_path / "i.cpio", append="console=ttyS0",
-                     console=work / "console.log", result=work / "result.log")  # fmt: skip
-    return QemuBackend(qemu=str(fake_qemu))._boot(argv, work, deadline)
+    return QemuBackend(qemu=str(fake_qemu))._boot(fake_argv(fake_qemu, work), work, deadline)
+
+
+def wait_for(path: Path, seconds: float = 10.0) -> None:
+    end = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.05)
 
 
 def test_boot_ok(fake_qemu, tmp_path, monkeypatch):
@@ -300,6 +596,18 @@ def test_deadline_kills_the_guest(fake_qemu, tmp_path, monkeypatch):
     assert not _alive(int(pidfile.read_text()))
 
 
+def test_a_guest_flooding_its_console_is_killed(fake_qemu, tmp_path, monkeypatch):
+    pidfile = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_QEMU_MODE", "flood")
+    monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
+    monkeypatch.setattr(qb, "CONSOLE_LIMIT", 1 << 20)
+    started = time.monotonic()
+    out = boot(fake_qemu, tmp_path, deadline=30)
+    assert out.status == "crashed" and time.monotonic() - started < 10
+    assert "1 MiB to its console" in out.errors[-1]
+    assert not _alive(int(pidfile.read_text()))
+
+
 @pytest.mark.parametrize("mode, status", [("truncated", "crashed"), ("notjson", "crashed"),
                                           ("error", "failed")])  # fmt: skip
 def test_bad_outcomes(fake_qemu, tmp_path, monkeypatch, mode, status):
@@ -310,6 +618,8 @@ def test_bad_outcomes(fake_qemu, tmp_path, monkeypatch, mode, status):
         assert "could not load kernel" in out.errors[-1]
     if mode == "truncated":
         assert "truncated" in out.errors[0]
+    if mode == "notjson":
+        assert "the guest's result: not valid JSON" in out.errors[0]
 
 
 def test_ctrl_c_kills_the_guest(fake_qemu, tmp_path, monkeypatch):
@@ -329,6 +639,66 @@ def test_ctrl_c_kills_the_guest(fake_qemu, tmp_path, monkeypatch):
     assert not _alive(int(pidfile.read_text()))
 
 
+def test_an_interrupted_run_kills_the_guest_and_gives_no_outcome(fake_qemu, tmp_path,
+                                                                 monkeypatch, interrupt):
+    pidfile = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_QEMU_MODE", "hang")
+    monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
+    stopper = threading.Thread(target=lambda: (wait_for(pidfile), interrupt.set()))
+    stopper.start()
+    started = time.monotonic()
+    with pytest.raises(processes.Interrupted):
+        boot(fake_qemu, tmp_path, deadline=60)
+    stopper.join()
+    assert time.monotonic() - started < 10
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_an_interrupted_run_boots_nothing(fake_qemu, tmp_path, monkeypatch, interrupt):
+    pidfile = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
+    interrupt.set()
+    with pytest.raises(processes.Interrupted):
+        boot(fake_qemu, tmp_path)
+    assert not pidfile.exists()
+
+
+PARENT = """\
+import sys
+from pathlib import Path
+from vdsomatrix.backends.qemu.backend import QemuBackend, qemu_argv
+fake, work = sys.argv[1], Path(sys.argv[2])
+argv = qemu_argv(qemu=fake, accel="tcg", vmlinuz=work / "vmlinuz", initrd=None, append="",
+                 console=work / "console.log", result=work / "result.log")
+QemuBackend(qemu=fake)._boot(argv, work, 600)
+"""
+
+
+def test_qemu_dies_with_vdsomatrix_even_when_it_is_killed(fake_qemu, tmp_path):
+    """SIGKILL leaves no chance to clean up: the kernel's parent-death signal takes QEMU down."""
+    pidfile = tmp_path / "pid"
+    work = tmp_path / "work"
+    work.mkdir()
+    env_vars = {**os.environ, "FAKE_QEMU_MODE": "hang", "FAKE_QEMU_PIDFILE": str(pidfile)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(fake_qemu), str(work)],
+                              env=env_vars)
+    try:
+        wait_for(pidfile)
+        child = int(pidfile.read_text())
+        # A session of its own: Ctrl-C on the terminal reaches vdsomatrix alone.
+        assert _alive(child) and os.getpgid(child) == child != os.getpgid(parent.pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        end = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -341,8 +711,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_run_probe_labels_the_document_and_cleans_up(fake_qemu, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_QEMU_MODE", "ok")
+# --- run_probe, fingerprint, availability ---------------------------------------------------
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    """A cache with a (fake) bookworm kernel and initramfs, as prepare() leaves it."""
     monkeypatch.setenv("VDSOMATRIX_QEMU_ACCEL", "tcg")
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -352,17 +726,47 @@ def test_run_probe_labels_the_document_and_cleans_up(fake_qemu, tmp_path, monkey
     (folder / "vmlinuz").write_bytes(b"x")
     kernel = kernels.Kernel("bookworm", "linux-image-6.1.0-9-amd64", "6.1.27-1", "6.1.0-9-amd64",
                             "", "", folder)  # fmt: skip
-    monkeypatch.setattr(kernels, "cached_kernel", lambda suite: kernel)
+    monkeypatch.setattr(kernels, "cached_kernel",
+                        lambda spec: kernel if spec == KernelSpec("bookworm") else None)
+    key = CacheKey("bookworm", "0" * 12, "1" * 12)
+    cache = InitramfsCache()
+    cache.folder().mkdir(parents=True)
+    (cache.folder() / key.file_name).write_bytes(b"0707")
+    cache.pointer("bookworm").write_text(json.dumps({"file": key.file_name}))
+    return SimpleNamespace(kernel=kernel, key=key)
+
+
+def test_run_probe_reports_identity_and_budget_and_cleans_up(fake_qemu, tmp_path, monkeypatch,
+                                                             prepared):
+    monkeypatch.setenv("FAKE_QEMU_MODE", "ok")
     backend = QemuBackend(qemu=str(fake_qemu))
-    initrd = tmp_path / "i.cpio"
-    initrd.write_bytes(b"0707")
-    backend._initramfs["bookworm"] = initrd
-    out = backend.run_probe(env("vdso=0"), deadline=30, log=lambda m: None)
+    logged = []
+    out = backend.run_probe(env("vdso=0"), deadline=100, log=logged.append)
     assert out.status == "ok", out.errors
-    identity = out.document["environment"]
-    assert identity["accel"] == "tcg" and identity["backend"] == "qemu"
-    assert identity["kernel_package"] == "linux-image-6.1.0-9-amd64=6.1.27-1"
+    assert out.identity["accel"] == "tcg"
+    assert out.identity["kernel_package"] == "linux-image-6.1.0-9-amd64=6.1.27-1"
+    assert out.identity["qemu"]["cpu"] == "max" and out.identity["qemu"]["memory_mb"] >= 1024
+    assert out.document["environment"] == {"name": "fake"}  # the runner stamps, not the backend
+    budget = contract.helper_budget(100, QemuBackend.startup_allowance)
+    assert budget == 40 and any(f"vdsomatrix.budget={budget}" in m for m in logged)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_fingerprint_names_kernel_and_initramfs_once_prepared(prepared, tmp_path,
+                                                              monkeypatch):
+    backend = QemuBackend()
+    monkeypatch.setenv("VDSOMATRIX_QEMU_ACCEL", "tcg")
+    assert backend.fingerprint(env("vdso=0")) == (
+        f"qemu:linux-image-6.1.0-9-amd64=6.1.27-1:{prepared.key.file_name[:-5]}:dynamic:vdso=0"
+        ":tcg")
+    monkeypatch.setenv("VDSOMATRIX_QEMU_ACCEL", "kvm")
+    assert backend.fingerprint(env("vdso=0")).endswith(":kvm")
+    assert backend.fingerprint(env(build="musl")) != backend.fingerprint(env())
+    trixie = Suite("trixie", "trixie")
+    assert backend.fingerprint(env(suite=trixie)) is None  # no initramfs for trixie
+    unknown = Environment(name="k", backend=BackendName.QEMU, userland=BOOKWORM,
+                          kernel=KernelSpec("sid"))
+    assert backend.fingerprint(unknown) is None  # its kernel is not fetched
 
 
 def test_run_probe_refuses_reserved_cmdline_without_booting(tmp_path):
@@ -376,9 +780,33 @@ def test_availability_names_the_fix_when_qemu_is_missing():
     assert "install qemu-system-x86" in verdict.reason and "setup-machine" in verdict.reason
 
 
-def test_accel_can_be_forced(monkeypatch, tmp_path):
+def test_the_backend_declares_its_timing():
+    assert QemuBackend.name == BackendName.QEMU
+    assert QemuBackend.default_deadline == 240.0 and QemuBackend.startup_allowance == 60.0
+    assert contract.helper_budget(QemuBackend.default_deadline,
+                                  QemuBackend.startup_allowance) < QemuBackend.default_deadline
+
+
+def test_accel_can_be_forced(monkeypatch):
     monkeypatch.setenv("VDSOMATRIX_QEMU_ACCEL", "tcg")
-    assert qb.detect_accel("whatever", tmp_path / "vmlinuz") == "tcg"
+    assert accel.detect_accel("whatever", lambda console: ["false"]) == "tcg"
+
+
+@pytest.mark.parametrize("mode, verdict, detail", [("hang", "kvm", "kernel banner"),
+                                                    ("error", "tcg", "could not load kernel")])
+def test_the_kvm_try_reads_the_banner_and_kills_qemu(fake_qemu, tmp_path, monkeypatch, mode,
+                                                     verdict, detail):
+    pidfile = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_QEMU_MODE", mode)
+    monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
+
+    def try_argv(console: Path) -> list[str]:
+        return qemu_argv(qemu=str(fake_qemu), accel="kvm", vmlinuz=tmp_path / "vmlinuz",
+                         initrd=None, append="", console=console, result=None)
+
+    got, why = accel.try_kvm(try_argv)
+    assert got == verdict and detail in why
+    assert not _alive(int(pidfile.read_text()))
 
 
 def test_guests_get_different_host_cpus(tmp_path, monkeypatch):
@@ -449,13 +877,15 @@ def test_real_boots_default_and_vdso0_emulate(real_qemu):
         default, variant, hpet = pool.map(
             lambda e: real_qemu.run_probe(e, deadline=180, log=lambda m: None), envs
         )
-    kernel = kernels.cached_kernel("bookworm")
+    kernel = kernels.cached_kernel(KernelSpec("bookworm"))
     for out in (default, variant, hpet):
         assert out.status == "ok", (out.errors, out.log_tail)
-        identity = out.document["environment"]
-        assert identity["backend"] == "qemu" and identity["accel"] in ("kvm", "tcg")
-        assert identity["kernel_package"] == kernel.package_ref
-        assert identity["kernel"]["release"] == kernel.release
+        assert out.identity["accel"] in ("kvm", "tcg")
+        assert out.identity["kernel_package"] == kernel.package_ref
+        facts = out.document["environment"]
+        assert facts["backend"] == "qemu" and facts["kernel"]["release"] == kernel.release
+        # The helper's budget reached the guest: the deadline less the boot's allowance.
+        assert "vdsomatrix.budget=120" in facts["kernel"]["cmdline"].split()
         assert out.seconds < 120
 
     doc = default.document
@@ -473,7 +903,7 @@ def test_real_boots_default_and_vdso0_emulate(real_qemu):
     assert row(doc, "clock_gettime(CLOCK_MONOTONIC)", "vdso")["status"] == "unsupported"
 
     if len(os.sched_getaffinity(0)) >= 2:
-        cpus = {o.document["environment"]["qemu"]["host_cpu"] for o in (default, variant)}
+        cpus = {o.identity["qemu"]["host_cpu"] for o in (default, variant)}
         assert len(cpus) == 2
 
     # With a clocksource user space cannot read, the vDSO itself makes the system call.
@@ -490,7 +920,7 @@ def test_real_boots_default_and_vdso0_emulate(real_qemu):
 @pytest.mark.slow
 def test_real_panic_and_timeout(real_qemu, tmp_path):
     """No initramfs: the kernel panics (crashed); a tiny deadline: timeout, QEMU gone."""
-    kernel = kernels.cached_kernel("bookworm")
+    kernel = kernels.cached_kernel(KernelSpec("bookworm"))
     for deadline, status in ((120, "crashed"), (1, "timeout")):
         work = tmp_path / status
         work.mkdir()

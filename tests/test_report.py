@@ -4,7 +4,9 @@ import json
 from pathlib import Path
 
 from vdsomatrix import SCHEMA
-from vdsomatrix.report import mechanism, ratio, render_report
+from vdsomatrix.report import render_report
+from vdsomatrix.report.cells import mechanism
+from vdsomatrix.report.measurements import ratio
 
 
 def doc(name, backend="docker", accel=None, calls=None, **extra):
@@ -108,3 +110,37 @@ def test_summary_is_computed_from_the_rows():
     assert "costs 90–90 ns natively" in glance
     assert "9.0–9.0× faster" in glance and "system call itself in: hpet" in glance
     assert "enters the kernel on every call in: hpet" in glance
+
+
+def test_one_threshold_for_entering_the_kernel():
+    """Half a system call per call, on average, is where every table starts saying "syscall"."""
+    from vdsomatrix.report.binary import render_analysis
+    from vdsomatrix.report.cells import ENTERS_KERNEL, enters_kernel, read_results
+
+    below, at = ENTERS_KERNEL - 0.01, ENTERS_KERNEL
+    assert mechanism(ok("x", "libc", 20.0, below)) == "user"
+    assert mechanism(ok("x", "libc", 20.0, at)) == "0.5 syscalls"
+    assert (enters_kernel(ok("x", "libc", 20.0, below)), enters_kernel(ok("x", "libc", 20.0, at))
+            ) == (False, True)
+    assert enters_kernel({"status": "crashed", "syscalls_per_call": 1.0}) is None
+    clock = "clock_gettime(CLOCK_MONOTONIC)"
+    docs = [doc(name, calls=[ok(clock, "libc", 20.0, spc), ok(clock, "vdso", 20.0, spc),
+                             ok(clock, "syscall", 90.0, 1.0)])
+            for name, spc in (("under", below), ("at", at))]
+    glance = render_report(docs).split("## Environments", 1)[0]
+    assert "every call in: at." in glance and "system call itself in: at." in glance
+    # section 6 shows the measurement beside the (here absent) static reading
+    entry_rows = {line.split("|")[1].strip(): line
+                  for line in render_analysis(read_results(docs)).splitlines()
+                  if line.startswith(("| under ", "| at "))
+                  and "measured" in line}
+    assert "—; measured: no syscall" in entry_rows["under"]
+    assert "—; measured: syscall" in entry_rows["at"]
+
+
+def test_a_huge_median_is_written_compactly():
+    from vdsomatrix.report.cells import fmt_ns
+
+    assert fmt_ns(1e308) == "1e+308"
+    assert fmt_ns(12345.6) == "12346" and fmt_ns(9.94) == "9.9"
+    assert fmt_ns(10 ** 400) == fmt_ns("12") == fmt_ns(True) == "—"

@@ -7,7 +7,7 @@ import pytest
 
 from vdsomatrix import SCHEMA
 from vdsomatrix.errors import BadInput
-from vdsomatrix.matrix import Environment
+from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
 from vdsomatrix.results import (
     check_document,
     failure_document,
@@ -33,7 +33,7 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     write_result(minimal(), tmp_path)
     bad = minimal()
-    bad["calls"] = [object()]  # not serialisable: json.dump raises midway
+    bad["calls"] = [object()]  # not serialisable: json.dumps raises
     with pytest.raises(TypeError):
         write_result(bad, tmp_path)
     assert json.loads((tmp_path / "e1.json").read_text())["calls"][0]["call"] == "getppid"
@@ -45,12 +45,16 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     [
         (lambda d: d.update(schema="other/9"), "schema"),
         (lambda d: d.pop("calls"), "calls"),
-        (lambda d: d["calls"].append("x"), "not an object"),
-        (lambda d: d["calls"][0].update(path="teleport"), "unknown path"),
-        (lambda d: d["calls"][0].update(status="fine"), "unknown status"),
-        (lambda d: d["calls"][0].update(ns={"median": "fast"}), "numeric"),
-        (lambda d: d["calls"][0].update(syscalls_per_call="one"), "not a number"),
-        (lambda d: d.update(environment=[]), "environment.name"),
+        (lambda d: d["calls"].append("x"), "calls/1: 'x' is not of type 'object'"),
+        (lambda d: d["calls"][0].update(path="teleport"), "calls/0/path"),
+        (lambda d: d["calls"][0].update(status="fine"), "calls/0/status"),
+        (lambda d: d["calls"][0].update(ns={"median": "fast"}), "calls/0/ns"),
+        (lambda d: d["calls"][0].update(syscalls_per_call="one"), "calls/0/syscalls_per_call"),
+        (lambda d: d.update(environment=[]), "environment"),
+        (lambda d: d["environment"].update(libc=[]), "environment/libc"),
+        (lambda d: d["environment"].update(cpu="x"), "environment/cpu"),
+        (lambda d: d.update(method={"batches": [1]}), "method/batches"),
+        (lambda d: d.update(method=[]), "method"),
     ],
 )
 def test_shape_problems(mutate, message):
@@ -77,7 +81,74 @@ def test_parse_document_message_says_what_to_do():
 
 
 def test_failure_document_is_a_valid_result():
-    env = Environment(name="k6.1", backend="qemu", suite="bookworm", kernel="bookworm")
+    env = Environment(name="k6.1", backend=BackendName.QEMU, userland=Suite("bookworm", "bookworm"),
+                      kernel=KernelSpec("bookworm"))
     doc = failure_document(env, "timeout", ["no answer in 60 s"], ["[ 1.0] Kernel panic"])
     assert check_document(doc) == []
     assert doc["run"]["status"] == "timeout"
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"schema": 1e400}', "out of range"),
+    ('{"schema": Infinity}', "not a JSON number"),
+    ('{"schema": NaN}', "not a JSON number"),
+    ("[" * 300_000 + "]" * 300_000, "objects and arrays"),
+    ("[" * 100_000 + "]" * 100_000, "nested deeper"),
+    ("[" * 5000 + "]" * 5000, "nested deeper"),
+    ('{"a":' * 70 + "1" + "}" * 70, "nested deeper"),
+])
+def test_hostile_json_is_refused_before_it_costs_anything(text, message):
+    with pytest.raises(BadInput, match=message):
+        parse_document(text, "x.json")
+
+
+def test_oversized_file_is_refused_unread(tmp_path):
+    from vdsomatrix.results import MAX_DOCUMENT
+
+    (tmp_path / "big.json").write_bytes(b" " * (MAX_DOCUMENT + 10))
+    loaded = load_results([tmp_path])
+    assert loaded.documents == [] and "MiB" in loaded.problems[0]
+
+
+def test_results_are_written_compactly(tmp_path):
+    # 19 KB of nesting became 9 MB with indent=1: compact output stays near the input's size.
+    doc = minimal()
+    doc["errors"] = []
+    doc["extra"] = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]] * 500
+    path = write_result(doc, tmp_path)
+    assert path.stat().st_size < 2 * len(json.dumps(doc, separators=(",", ":")))
+
+
+def test_nan_is_never_written(tmp_path):
+    doc = minimal()
+    doc["calls"][0]["ns"]["median"] = float("nan")
+    with pytest.raises(ValueError):
+        write_result(doc, tmp_path)
+    assert not (tmp_path / "e1.json").exists()
+
+
+def test_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    write_result(minimal(), tmp_path)
+    before = (tmp_path / "e1.json").read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    changed = minimal()
+    changed["errors"] = ["newer"]
+    with pytest.raises(OSError, match="No space"):
+        write_result(changed, tmp_path)
+    assert (tmp_path / "e1.json").read_bytes() == before
+    assert os.listdir(tmp_path) == ["e1.json"]
+
+
+def test_the_schema_is_published_and_valid():
+    import jsonschema
+
+    from vdsomatrix.results import schema
+
+    jsonschema.validators.validator_for(schema()).check_schema(schema())
+    assert schema()["properties"]["schema"]["const"] == SCHEMA

@@ -1,4 +1,4 @@
-"""The command line: list, probe, run, images, report.
+"""The command line: list, probe, run, images, report, clean.
 
 Exit codes: 0 ok; 1 a run that failed (an environment produced no result); 2 bad input (unknown
 environment, malformed matrix, no usable result files). Every error is one line saying what to do.
@@ -7,7 +7,9 @@ environment, malformed matrix, no usable result files). Every error is one line 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,8 +18,9 @@ from tabulate import tabulate
 from vdsomatrix import __version__
 from vdsomatrix.backends import get_backend
 from vdsomatrix.errors import BadInput, VdsomatrixError
-from vdsomatrix.matrix import Environment, Matrix, load_matrix
+from vdsomatrix.matrix import BACKENDS, BackendName, Environment, Matrix, load_matrix
 from vdsomatrix.paths import default_results_dir, project_root
+from vdsomatrix.processes import stopping
 
 
 def _matrix(args) -> Matrix:
@@ -25,24 +28,31 @@ def _matrix(args) -> Matrix:
 
 
 def _where(env: Environment) -> str:
-    if env.backend == "host":
+    if env.backend == BackendName.HOST:
         return f"this machine, {env.build}"
-    if env.backend == "docker":
+    if env.backend == BackendName.DOCKER:
         return f"{env.suite} userland, {env.build}"
-    return f"{env.kernel} kernel {env.cmdline or '(default cmdline)'}, {env.suite} userland"
+    return (f"{env.kernel.suite} kernel {env.cmdline or '(default cmdline)'}, "
+            f"{env.suite} userland")
 
 
 def cmd_list(args) -> int:
     matrix = _matrix(args)
+    gates = {name: get_backend(name).can_start() for name in BACKENDS}
+    # A reason shared by many environments (no engine, no QEMU) is said once, below the table.
+    notes: dict[str, int] = {}
     rows = []
     for env in matrix.environments.values():
-        backend = get_backend(env.backend)
-        gate = backend.can_start()
-        verdict = gate if not gate.ok else backend.availability(env)
-        rows.append([env.name, env.backend, _where(env), "yes" if verdict.ok else "no",
-                     verdict.reason])
+        gate = gates[env.backend]
+        verdict = gate if not gate.ok else get_backend(env.backend).availability(env)
+        why = verdict.reason
+        if not gate.ok:
+            why = f"see [{notes.setdefault(why, len(notes) + 1)}]"
+        rows.append([env.name, str(env.backend), _where(env), "yes" if verdict.ok else "no", why])
     print(tabulate(rows, headers=["environment", "backend", "what", "runs here", "why not"],
                    tablefmt="simple"))
+    for reason, number in notes.items():
+        print(f"\n[{number}] {reason}")
     return 0
 
 
@@ -51,9 +61,6 @@ def _select(matrix: Matrix, names: list[str], backends: list[str]) -> list[Envir
         return [matrix.get(n) for n in names]
     envs = list(matrix.environments.values())
     if backends:
-        unknown = set(backends) - {"host", "docker", "qemu"}
-        if unknown:
-            raise BadInput(f"unknown backend(s) {sorted(unknown)}: use host, docker or qemu")
         envs = [e for e in envs if e.backend in backends]
     return envs
 
@@ -63,19 +70,22 @@ def _run(args, envs: list[Environment]) -> int:
 
     out = Path(args.out) if args.out else default_results_dir()
     records = run_environments(envs, out, jobs=args.jobs, rebuild=args.rebuild,
-                               deadline=args.deadline)
-    produced = [r for r in records if r.path is not None]
+                               deadline=args.deadline, resume=getattr(args, "resume", False))
+    produced = [r for r in records if r.path is not None and not r.reused]
+    reused = [r for r in records if r.reused]
     skipped = [r for r in records if r.status == "unavailable"]
-    failed = [r for r in records if r.path is not None and r.status != "ok"]
-    print(f"{len(produced)} result(s) written to {out}; {len(failed)} environment(s) failed, "
-          f"{len(skipped)} skipped", file=sys.stderr)
+    failed = [r for r in records if r.status not in ("ok", "unavailable")]
+    print(f"{len(produced)} result(s) written to {out}"
+          f"{f', {len(reused)} reused' if reused else ''}; {len(failed)} environment(s) "
+          f"failed, {len(skipped)} skipped", file=sys.stderr)
     by_reason: dict[str, list[str]] = {}
     for r in skipped:
         by_reason.setdefault(r.message, []).append(r.env.name)
     for reason, names in by_reason.items():
         print(f"  skipped {', '.join(names)}: {reason}", file=sys.stderr)
     for r in failed:
-        print(f"  {r.status} {r.env.name}: {r.message} (see {r.path})", file=sys.stderr)
+        where = f" (see {r.path})" if r.path else ""
+        print(f"  {r.status} {r.env.name}: {r.message}{where}", file=sys.stderr)
     if args.strict and skipped:
         return 1
     return 1 if failed or not produced else 0
@@ -83,7 +93,10 @@ def _run(args, envs: list[Environment]) -> int:
 
 def cmd_probe(args) -> int:
     matrix = _matrix(args)
-    env = matrix.get(args.env)
+    name = args.env or args.name
+    if not name or (args.env and args.name and args.env != args.name):
+        raise BadInput("name one environment: `vdsomatrix probe NAME` (see `vdsomatrix list`)")
+    env = matrix.get(name)
     args.strict = True
     return _run(args, [env])
 
@@ -94,7 +107,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_images(args) -> int:
-    from vdsomatrix.runner import Progress, prepare
+    from vdsomatrix.runner import Progress, in_parallel, prepare
 
     matrix = _matrix(args)
     envs = [e for e in matrix.environments.values() if e.backend == "docker"]
@@ -110,11 +123,10 @@ def cmd_images(args) -> int:
     # One environment per suite is enough: the image carries all three builds.
     per_suite = {e.suite: e for e in envs}
     progress = Progress(len(per_suite))
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        records = list(pool.map(lambda e: prepare(e, rebuild=args.rebuild, log=progress.log),
-                                per_suite.values()))
+    records = []
+    in_parallel(args.jobs, lambda e: records.append(prepare(e, rebuild=args.rebuild,
+                                                            log=progress.log)),
+                per_suite.values())
     progress.close()
     bad = [r for r in records if r is not None]
     for r in bad:
@@ -124,7 +136,7 @@ def cmd_images(args) -> int:
 
 def cmd_report(args) -> int:
     from vdsomatrix.report import render_report
-    from vdsomatrix.results import load_results
+    from vdsomatrix.results import load_results, write_atomic
 
     sources = [Path(p) for p in args.results] if args.results else [default_results_dir()]
     loaded = load_results(sources)
@@ -136,35 +148,72 @@ def cmd_report(args) -> int:
             "(or `nox`) first"
         )
     if args.reanalyse:
-        from vdsomatrix.analysis import analyse_result
+        from vdsomatrix.analysis import analyse_bounded
 
         # The stored vDSO and libc bytes are enough: a better analysis needs no re-probing.
         for doc in loaded.documents:
             if doc.get("calls") or doc.get("vdso"):
-                doc["analysis"] = analyse_result(doc)
+                doc["analysis"] = analyse_bounded(doc)
     try:
         order = list(_matrix(args).environments)
     except VdsomatrixError:
         order = None
     text = render_report(loaded.documents, order=order, load_problems=loaded.problems)
     out_dir = Path(args.out) if args.out else project_root() / "reports"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "REPORT.md"
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    target = write_atomic(out_dir / "REPORT.md", text)
     print(f"wrote {target} ({len(loaded.documents)} environments)", file=sys.stderr)
     return 0
 
 
+def cmd_clean(args) -> int:
+    """Remove what killed runs left behind; with --images, also images no current tag uses."""
+    for name in BACKENDS:
+        backend = get_backend(name)
+        gate = backend.can_start()
+        if not gate.ok:
+            print(f"vdsomatrix: {name}: nothing to clean ({gate.reason})", file=sys.stderr)
+            continue
+        backend.clean(images=args.images, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --deadline: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type of --jobs: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least 1")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other error of vdsomatrix."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vdsomatrix",
         description="vDSO, vsyscall and system-call entry, measured across environments.",
     )
     parser.add_argument("--version", action="version", version=f"vdsomatrix {__version__}")
     parser.add_argument("--matrix", help="matrix file (default: images/matrix.toml)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="environments of the matrix, and which can run here")
     p.set_defaults(func=cmd_list)
@@ -172,27 +221,32 @@ def build_parser() -> argparse.ArgumentParser:
     def run_options(p):
         p.add_argument("--out", help="folder for result files (default: reports/results)")
         p.add_argument("--rebuild", action="store_true", help="rebuild images and helpers")
-        p.add_argument("--deadline", type=float, help="seconds before a probe is killed")
-        p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+        p.add_argument("--deadline", type=_seconds, help="seconds before a probe is killed")
+        p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
                        help="environments prepared (and guests run) at once (default: CPUs)")
 
     p = sub.add_parser("probe", help="probe one environment, write OUT/NAME.json")
-    p.add_argument("--env", required=True, help="environment name (see `vdsomatrix list`)")
+    p.add_argument("name", nargs="?", help="environment name (see `vdsomatrix list`)")
+    p.add_argument("--env", help="the same, as an option")
     run_options(p)
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("run", help="probe several environments (default: all that can run)")
     p.add_argument("--env", action="append", help="an environment (repeatable)")
-    p.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    p.add_argument("--backend", action="append", choices=[str(b) for b in BACKENDS],
+                   help="only this backend (repeatable)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when an environment is skipped as unavailable")
+    p.add_argument("--resume", action="store_true",
+                   help="keep each stored result that is complete and was made by the same "
+                        "probe, image and kernel; run the others")
     run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("images", help="build (or refresh) the Docker images of the matrix")
     p.add_argument("--suite", action="append", help="only this suite (repeatable)")
     p.add_argument("--rebuild", action="store_true", help="rebuild even when up to date")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("report", help="render REPORT.md from result files")
@@ -202,17 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reanalyse", action="store_true",
                    help="redo the binary analysis from the bytes stored in each result")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("clean", help="remove containers and files that killed runs left behind")
+    p.add_argument("--images", action="store_true",
+                   help="also remove images and caches that no current environment uses")
+    p.set_defaults(func=cmd_clean)
     return parser
+
+
+def _interrupt(signum, frame) -> None:
+    # SIGTERM and SIGHUP stop a run the way Ctrl-C does: children stopped, nothing half-written.
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return args.func(args)
     except VdsomatrixError as exc:
         print(f"vdsomatrix: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("vdsomatrix: interrupted; finished results are kept", file=sys.stderr)
+        stopping.set()
+        print("vdsomatrix: interrupted; finished results are kept, unfinished ones not written",
+              file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -7,19 +7,38 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from vdsomatrix.errors import BadInput
 
-BACKENDS = ("host", "docker", "qemu")
-BUILDS = ("dynamic", "static", "musl")
-BUILD_SUFFIX = {"dynamic": "", "static": "-static", "musl": "-musl"}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_SUITE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+
+class BackendName(StrEnum):
+    """The kinds of environment, in the order a run measures them and a report shows them."""
+
+    HOST = "host"
+    DOCKER = "docker"
+    QEMU = "qemu"
+
+
+class Build(StrEnum):
+    """Which build of the C helper runs: dynamic glibc, static glibc, static musl."""
+
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    MUSL = "musl"
+
+
+BACKENDS = tuple(BackendName)
+BUILDS = tuple(Build)
+BUILD_SUFFIX = {Build.DYNAMIC: "", Build.STATIC: "-static", Build.MUSL: "-musl"}
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
+_SUITE = re.compile(r"[a-z][a-z0-9-]{1,30}\Z")
 # Kernel command-line words a matrix may add: plain key=value or flags, nothing that a shell or
 # the guest's init could read as more than one argument.
-_CMDLINE_WORD = re.compile(r"^[A-Za-z0-9_.,:=/-]+$")
+_CMDLINE_WORD = re.compile(r"[A-Za-z0-9_.,:=/-]+\Z")
 
 
 def default_matrix_path() -> Path:
@@ -30,22 +49,38 @@ def default_matrix_path() -> Path:
 
 @dataclass(frozen=True)
 class Suite:
+    """A Debian suite's userland recipe: its name and the debootstrap script that makes it."""
+
     name: str
     script: str  # debootstrap script name
 
 
 @dataclass(frozen=True)
+class KernelSpec:
+    """Which kernel a guest boots: the package a suite's metapackage points at."""
+
+    suite: str
+    package: str = "linux-image-amd64"
+
+
+@dataclass(frozen=True)
 class Environment:
-    """One column of the report: a userland (suite + probe build) on a kernel, via a backend."""
+    """One column of the report: a userland (suite + probe build) on a kernel, via a backend.
+
+    Fully resolved: a backend finds everything it needs here and never reads the matrix.
+    """
 
     name: str
-    backend: str
-    suite: str | None = None  # userland suite (docker, qemu)
-    build: str = "dynamic"  # which build of the C helper: dynamic | static | musl
-    kernel: str | None = None  # qemu: suite whose linux-image-amd64 boots
+    backend: BackendName
+    userland: Suite | None = None  # docker, qemu: the suite whose image the probe runs in
+    build: Build = Build.DYNAMIC
+    kernel: KernelSpec | None = None  # qemu only
     cmdline: str = ""  # qemu: words appended to the kernel command line
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def suite(self) -> str | None:
+        return self.userland.name if self.userland else None
 
 
 @dataclass(frozen=True)
@@ -68,12 +103,22 @@ def _fail(path: Path, where: str, message: str) -> BadInput:
     return BadInput(f"{path}: {where}: {message}")
 
 
+def _names(kind) -> str:
+    return ", ".join(str(k) for k in kind)
+
+
 def load_matrix(path: Path | None = None) -> Matrix:
     path = Path(path) if path else default_matrix_path()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"matrix file {path} not found: pass --matrix PATH") from None
+    except IsADirectoryError:
+        raise BadInput(f"matrix file {path} is a folder: pass --matrix FILE.toml") from None
+    except PermissionError:
+        raise BadInput(f"matrix file {path} is not readable: check its permissions") from None
+    except OSError as exc:
+        raise BadInput(f"matrix file {path} cannot be read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{path}: not valid TOML ({exc}); fix the file and retry") from None
     except UnicodeDecodeError:
@@ -84,15 +129,31 @@ def load_matrix(path: Path | None = None) -> Matrix:
 def parse_matrix(raw: dict, path: Path = Path("matrix.toml")) -> Matrix:
     unknown = set(raw) - {"suites", "environment", "docker_grid"}
     if unknown:
-        raise _fail(
-            path,
-            "top level",
-            f"unknown table(s) {sorted(unknown)}; expected suites, environment, docker_grid",
-        )
-    suites: dict[str, Suite] = {}
-    raw_suites = raw.get("suites", {})
+        raise _fail(path, "top level", f"unknown table(s) {sorted(unknown)}; expected suites, "
+                    "environment, docker_grid")
+    suites = _parse_suites(raw.get("suites", {}), path)
+    envs: dict[str, Environment] = {}
+
+    def add(env: Environment, where: str) -> None:
+        if env.name in envs:
+            raise _fail(path, where, f"environment {env.name!r} is defined twice")
+        envs[env.name] = env
+
+    for env, where in _parse_grids(raw.get("docker_grid", []), suites, path):
+        add(env, where)
+    for env, where in _parse_entries(raw.get("environment", []), suites, path):
+        add(env, where)
+    if not envs:
+        raise _fail(path, "top level", "no environments defined")
+    # Host first, then containers, then guests; file order within each.
+    ordered = sorted(envs.values(), key=lambda e: BACKENDS.index(e.backend))
+    return Matrix(path=path, suites=suites, environments={e.name: e for e in ordered})
+
+
+def _parse_suites(raw_suites, path: Path) -> dict[str, Suite]:
     if not isinstance(raw_suites, dict):
         raise _fail(path, "suites", "must be a table of [suites.<name>] entries")
+    suites: dict[str, Suite] = {}
     for name, body in raw_suites.items():
         where = f"[suites.{name}]"
         if not _SUITE.match(name):
@@ -106,15 +167,20 @@ def parse_matrix(raw: dict, path: Path = Path("matrix.toml")) -> Matrix:
         if not isinstance(script, str) or not _SUITE.match(script):
             raise _fail(path, where, "`script` must be a debootstrap script name such as 'sid'")
         suites[name] = Suite(name=name, script=script)
+    return suites
 
-    envs: dict[str, Environment] = {}
 
-    def add(env: Environment, where: str) -> None:
-        if env.name in envs:
-            raise _fail(path, where, f"environment {env.name!r} is defined twice")
-        envs[env.name] = env
+def _string_list(value, path: Path, where: str, key: str, allowed) -> list[str]:
+    """A non-empty list of strings, each one of ``allowed``."""
+    if not isinstance(value, list) or not value:
+        raise _fail(path, where, f"`{key}` must be a non-empty list of: {_names(allowed)}")
+    for item in value:
+        if not isinstance(item, str) or item not in allowed:
+            raise _fail(path, where, f"`{key}` entry {item!r} is not one of: {_names(allowed)}")
+    return value
 
-    grids = raw.get("docker_grid", [])
+
+def _parse_grids(grids, suites: dict[str, Suite], path: Path):
     if not isinstance(grids, list):
         raise _fail(path, "docker_grid", "write it as [[docker_grid]] (an array of tables)")
     for i, grid in enumerate(grids):
@@ -124,90 +190,67 @@ def parse_matrix(raw: dict, path: Path = Path("matrix.toml")) -> Matrix:
         extra = set(grid) - {"suites", "builds"}
         if extra:
             raise _fail(path, where, f"unknown key(s) {sorted(extra)}; expected suites, builds")
-        g_suites = grid.get("suites")
-        g_builds = grid.get("builds", ["dynamic"])
-        if not isinstance(g_suites, list) or not g_suites:
-            raise _fail(path, where, "`suites` must be a non-empty list of suite names")
-        if not isinstance(g_builds, list) or not g_builds:
-            raise _fail(path, where, f"`builds` must be a non-empty list of {list(BUILDS)}")
+        g_suites = _string_list(grid.get("suites"), path, where, "suites", suites)
+        g_builds = _string_list(grid.get("builds", ["dynamic"]), path, where, "builds",
+                                [str(b) for b in BUILDS])
         for suite in g_suites:
-            if suite not in suites:
-                raise _fail(path, where, f"suite {suite!r} has no [suites.{suite}] table")
-            for build in g_builds:
-                if build not in BUILDS:
-                    raise _fail(path, where, f"build {build!r} is not one of {list(BUILDS)}")
-                add(
-                    Environment(
-                        name=f"{suite}{BUILD_SUFFIX[build]}",
-                        backend="docker",
-                        suite=suite,
-                        build=build,
-                    ),
-                    where,
-                )
+            for build in map(Build, g_builds):
+                yield Environment(name=f"{suite}{BUILD_SUFFIX[build]}",
+                                  backend=BackendName.DOCKER, userland=suites[suite],
+                                  build=build), where
 
-    entries = raw.get("environment", [])
+
+_ENTRY_KEYS = {"name", "backend", "suite", "build", "kernel", "cmdline", "description"}
+
+
+def _parse_entries(entries, suites: dict[str, Suite], path: Path):
     if not isinstance(entries, list):
         raise _fail(path, "environment", "write it as [[environment]] (an array of tables)")
-    allowed = {"name", "backend", "suite", "build", "kernel", "cmdline", "description"}
     for i, body in enumerate(entries):
         where = f"[[environment]] #{i + 1}"
         if not isinstance(body, dict):
             raise _fail(path, where, "must be a table")
-        name = body.get("name")
-        if isinstance(name, str):
-            where = f"[[environment]] {name!r}"
-        extra = set(body) - allowed
-        if extra:
-            raise _fail(path, where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise _fail(
-                path, where, "`name` must be 1-63 characters of a-z, 0-9, '.', '_' or '-'"
-            )
-        backend = body.get("backend")
-        if backend not in BACKENDS:
-            raise _fail(path, where, f"`backend` must be one of {list(BACKENDS)}")
-        for key in ("suite", "build", "kernel", "cmdline", "description"):
-            if key in body and not isinstance(body[key], str):
-                raise _fail(path, where, f"`{key}` must be a string")
-        suite = body.get("suite")
-        build = body.get("build", "dynamic")
-        kernel = body.get("kernel")
-        cmdline = body.get("cmdline", "")
-        if build not in BUILDS:
-            raise _fail(path, where, f"`build` must be one of {list(BUILDS)}")
-        if backend == "host":
-            if suite or kernel or cmdline:
-                raise _fail(path, where, "the host backend takes no suite, kernel or cmdline")
-        else:
-            if suite not in suites:
-                raise _fail(
-                    path, where, f"`suite` must name a [suites.<name>] table, got {suite!r}"
-                )
-        if backend == "qemu":
-            if kernel not in suites:
-                raise _fail(
-                    path, where, f"`kernel` must name a suite whose kernel boots, got {kernel!r}"
-                )
-            for word in cmdline.split():
-                if not _CMDLINE_WORD.match(word):
-                    raise _fail(path, where, f"`cmdline` word {word!r} has characters not allowed")
-        elif kernel or cmdline:
-            raise _fail(path, where, "`kernel` and `cmdline` are for the qemu backend only")
-        add(
-            Environment(
-                name=name,
-                backend=backend,
-                suite=suite,
-                build=build,
-                kernel=kernel,
-                cmdline=" ".join(cmdline.split()),
-                description=body.get("description", ""),
-            ),
-            where,
-        )
-    if not envs:
-        raise _fail(path, "top level", "no environments defined")
-    # Host first, then containers, then guests; file order within each.
-    ordered = sorted(envs.values(), key=lambda e: BACKENDS.index(e.backend))
-    return Matrix(path=path, suites=suites, environments={e.name: e for e in ordered})
+        yield _parse_entry(body, suites, path, where), where
+
+
+def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -> Environment:
+    name = body.get("name")
+    if isinstance(name, str):
+        where = f"[[environment]] {name!r}"
+    extra = set(body) - _ENTRY_KEYS
+    if extra:
+        raise _fail(path, where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(_ENTRY_KEYS)}")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _fail(path, where, "`name` must be 1-63 characters of a-z, 0-9, '.', '_' or '-'")
+    for key in ("backend", "suite", "build", "kernel", "cmdline", "description"):
+        if key in body and not isinstance(body[key], str):
+            raise _fail(path, where, f"`{key}` must be a string")
+    backend, build = body.get("backend"), body.get("build", "dynamic")
+    suite, kernel, cmdline = body.get("suite"), body.get("kernel"), body.get("cmdline", "")
+    if backend not in [str(b) for b in BACKENDS]:
+        raise _fail(path, where, f"`backend` must be one of: {_names(BACKENDS)}")
+    if build not in [str(b) for b in BUILDS]:
+        raise _fail(path, where, f"`build` must be one of: {_names(BUILDS)}")
+    if backend == BackendName.HOST:
+        if suite or kernel or cmdline:
+            raise _fail(path, where, "the host backend takes no suite, kernel or cmdline")
+    elif suite not in suites:
+        raise _fail(path, where, f"`suite` must name a [suites.<name>] table, got {suite!r}")
+    if backend == BackendName.QEMU:
+        if kernel not in suites:
+            raise _fail(path, where,
+                        f"`kernel` must name a suite whose kernel boots, got {kernel!r}")
+        for word in cmdline.split():
+            if not _CMDLINE_WORD.match(word):
+                raise _fail(path, where, f"`cmdline` word {word!r} has characters not allowed")
+    elif kernel or cmdline:
+        raise _fail(path, where, "`kernel` and `cmdline` are for the qemu backend only")
+    return Environment(
+        name=name,
+        backend=BackendName(backend),
+        userland=suites.get(suite) if suite else None,
+        build=Build(build),
+        kernel=KernelSpec(kernel) if backend == BackendName.QEMU else None,
+        cmdline=" ".join(cmdline.split()),
+        description=body.get("description", ""),
+    )

@@ -1,41 +1,82 @@
-"""Which Debian mirror to use: the one this machine's apt is already set up with.
+"""Which Debian mirror to use, and the keyring that verifies what comes from it.
 
-vdsomatrix names no host of its own. It reads apt's sources (deb822 ``.sources`` files and
-one-line ``.list`` files) and takes the first URI that serves Debian's main archive; the
-environment variable VDSOMATRIX_MIRROR overrides it.
+vdsomatrix names no host of its own: it takes the first archive this machine's apt is set up
+with that serves a whole suite (not a -security, -updates or -backports pocket), preferring one
+whose Release file, as apt last fetched it, says it is Debian's. apt itself reads its sources
+(``apt-get indextargets``), so every form apt accepts is understood the way apt understands it:
+deb822 ``.sources`` files and one-line entries with options in brackets
+(``deb [arch=amd64 signed-by=/k.gpg] URL suite main``); python-debian parses the first kind but
+not the second. The environment variable VDSOMATRIX_MIRROR overrides the choice.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from debian import deb822
-
 from vdsomatrix.errors import BadInput
+from vdsomatrix.text import one_line
 
 APT_DIR = Path("/etc/apt")
+# Debian's archive keys (the debian-archive-keyring package): whatever is downloaded from the
+# mirror is checked against these, never against keys the mirror could supply itself.
+ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+NO_MIRROR = "set VDSOMATRIX_MIRROR to the URL of a Debian mirror"
 
 
-def _candidates(apt_dir: Path):
-    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for para in deb822.Deb822.iter_paragraphs(fh):
-                if "deb" not in para.get("Types", "").split():
-                    continue
-                suites = para.get("Suites", "").split()
-                for uri in para.get("URIs", "").split():
-                    yield uri, suites
-    lists = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
-    for path in lists:
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            words = line.split("#", 1)[0].split()
-            if len(words) >= 3 and words[0] == "deb":
-                rest = [w for w in words[1:] if not w.startswith("[")]
-                if len(rest) >= 2:
-                    yield rest[0], [rest[1]]
+@dataclass(frozen=True)
+class AptSource:
+    kind: str  # deb or deb-src
+    uri: str
+    suite: str
+    label: str  # the Release file's Label ("Debian" for the main archive); "" if not fetched
+
+
+def archive_keyring() -> Path:
+    """The Debian archive keyring, or BadInput saying how to install it."""
+    if not ARCHIVE_KEYRING.is_file():
+        raise BadInput(f"{ARCHIVE_KEYRING} is missing: apt-get install debian-archive-keyring")
+    return ARCHIVE_KEYRING
+
+
+def apt_sources(apt_dir: Path = APT_DIR, *, release_info: bool = False) -> list[AptSource]:
+    """Every source apt reads from ``apt_dir``, in apt's order.
+
+    With ``release_info``, only those whose Release file apt has fetched (``apt-get update``),
+    with its Label; without, all of them, unlabelled.
+    """
+    if shutil.which("apt-get") is None:
+        raise BadInput(f"apt-get is not installed, so apt's sources cannot be read: {NO_MIRROR}")
+    fields = "$(TARGET_OF) $(REPO_URI) $(RELEASE)"
+    argv = ["apt-get", "-o", f"Dir::Etc={apt_dir}", "indextargets"]
+    # Without release information apt leaves $(LABEL) as it is: ask for it only with.
+    argv += ["--format", f"{fields} $(LABEL)"] if release_info else ["--format", fields,
+                                                                      "--no-release-info"]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired:
+        raise BadInput(f"`apt-get indextargets` did not answer within 60 s: {NO_MIRROR}") from None
+    if result.returncode != 0:
+        raise BadInput(f"apt cannot read its sources in {apt_dir} "
+                       f"({one_line(result.stderr or result.returncode)}): {NO_MIRROR}")
+    sources: list[AptSource] = []
+    for line in result.stdout.splitlines():  # one line per index file: many per source
+        words = line.split(maxsplit=3)
+        if len(words) >= 3:
+            source = AptSource(*words[:3], label=words[3] if len(words) == 4 else "")
+            if source not in sources:
+                sources.append(source)
+    return sources
+
+
+def _serves_whole_suites(source: AptSource) -> bool:
+    # Not the security archive, not an -updates or -backports pocket.
+    return (source.kind == "deb" and source.uri.startswith(("http://", "https://"))
+            and "-" not in source.suite and "security" not in source.uri)
 
 
 def debian_mirror(apt_dir: Path = APT_DIR) -> str:
@@ -43,12 +84,10 @@ def debian_mirror(apt_dir: Path = APT_DIR) -> str:
     override = os.environ.get("VDSOMATRIX_MIRROR")
     if override:
         return override.rstrip("/")
-    for uri, suites in _candidates(apt_dir):
-        # The security archive and -updates/-backports pockets are not full archives.
-        if "security" in uri or not uri.startswith(("http://", "https://")):
-            continue
-        if any(s and "-" not in s for s in suites):
-            return uri.rstrip("/")
-    raise BadInput(
-        "no Debian mirror found in /etc/apt sources: set VDSOMATRIX_MIRROR to the URL of one"
-    )
+    # Best: a source whose Release file says it is Debian's main archive. Before the first
+    # `apt-get update` nothing says so, and the first source serving whole suites is taken.
+    labelled = [s for s in apt_sources(apt_dir, release_info=True) if s.label == "Debian"]
+    for source in [*labelled, *apt_sources(apt_dir)]:
+        if _serves_whole_suites(source):
+            return source.uri.rstrip("/")
+    raise BadInput(f"no Debian mirror found in apt's sources ({apt_dir}): {NO_MIRROR}")

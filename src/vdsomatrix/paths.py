@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -29,6 +30,37 @@ def project_root() -> Path:
 
 def probes_dir() -> Path:
     return project_root() / "probes"
+
+
+# Not part of what runs in an environment: byte-code, build output, documentation.
+_NOT_PROBE_SOURCE = (".pyc", ".pyo", ".o", ".md")
+
+
+def probe_sources(root: Path | None = None) -> list[tuple[str, bytes, int]]:
+    """(path under the checkout, content, mode) of every file the probe is made of, sorted.
+
+    One list for both consumers: the host helper's cache key and the probe images' build context
+    and tag, so an edit rebuilds both or neither.
+    """
+    root = root or project_root()
+    files = []
+    for path in sorted((root / "probes").rglob("*")):
+        rel = path.relative_to(root)
+        if (not path.is_file() or path.name.endswith(_NOT_PROBE_SOURCE)
+                or any(part == "__pycache__" or part.startswith(".") for part in rel.parts)):
+            continue
+        mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+        files.append((rel.as_posix(), path.read_bytes(), mode))
+    return files
+
+
+@cache
+def probe_sources_hash(root: Path | None = None) -> str:
+    digest = hashlib.sha256()
+    for name, data, mode in probe_sources(root):
+        digest.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]
 
 
 def images_dir() -> Path:

@@ -1,121 +1,222 @@
-"""Result documents: validation, atomic storage, loading.
+"""Result documents: the published schema, bounded decoding, validation, atomic storage, loading.
 
-A result is one JSON document per environment (schema ``vdsomatrix/1``), as the probe printed
-it, plus what the host added: the run's metadata and the binary analysis. Documents come from
-untrusted environments, so they are size-capped, parsed as plain JSON and checked for shape
-before anything else reads them.
-
-Shape (fields the host relies on; the probe may add more)::
-
-    {"schema": "vdsomatrix/1",
-     "environment": {"name", "backend", "userland": {...}, "libc": {"name", "version", "linkage"},
-                     "kernel": {"release", "cmdline", "clocksource"}, "cpu": {...}, "accel"},
-     "vdso": {"present", "base", "size", "image" (base64)},
-     "vsyscall": {"mode", "readable", "callable"},
-     "calls": [{"call", "path", "status", "ns": {"min", "median", "p90"},
-                "syscalls_per_call", "detail"}],
-     "artefacts": {"libc": {...}, "ldso": {...}},  # zlib+base64 bytes for the analysis
-     "analysis": {"vdso", "libc", "ldso", "errors"}, "run": {...},
-     "errors": [str]}
+A result is one JSON document per environment (schema ``vdsomatrix/1``, published as
+``schema/result.schema.json`` in this package): what the probe printed, plus what the host added
+(``run``, ``analysis``). Documents come from untrusted environments and result files from
+anywhere, so every read is bounded in size, nesting and number of containers before it is
+decoded, NaN and Infinity are refused, and the shape is checked against the schema before
+anything else reads it. Writes are atomic and fsync'd, and compact (indentation can turn a small
+deeply nested document into a huge file).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vdsomatrix import SCHEMA
 from vdsomatrix.errors import BadInput
 
-MAX_DOCUMENT = 64 << 20
-STATUSES = ("ok", "unsupported", "crashed", "timeout", "error")
-PATHS = ("libc", "vdso", "syscall", "vsyscall", "int80")
-RUN_STATUSES = ("ok", "crashed", "timeout", "failed", "unavailable")
+# A real result is 1-2 MB (most of it the compressed libc and loader the analysis reads);
+# the caps leave several times that, and bound the memory a hostile file can cost.
+MAX_DOCUMENT = 16 << 20
+MAX_CONTAINERS = 200_000  # objects and arrays in one document (a real one has a few thousand)
+MAX_DEPTH = 64
+
+
+class RunStatus(StrEnum):
+    """What happened to an environment as a whole."""
+
+    OK = "ok"
+    CRASHED = "crashed"  # the probe or the guest died
+    TIMEOUT = "timeout"  # the deadline passed
+    FAILED = "failed"  # the backend could not start it
+    UNAVAILABLE = "unavailable"  # cannot run on this machine (never written as a result)
+    INTERRUPTED = "interrupted"  # the run was stopped meanwhile (never written as a result)
+
+
+class CallStatus(StrEnum):
+    """What happened to one measured call."""
+
+    OK = "ok"
+    UNSUPPORTED = "unsupported"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class CallPath(StrEnum):
+    """The way into the kernel a row measures."""
+
+    LIBC = "libc"
+    VDSO = "vdso"
+    SYSCALL = "syscall"
+    VSYSCALL = "vsyscall"
+    INT80 = "int80"
+
+
+# ----------------------------------------------------------------------------- decoding ------
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, iteratively (a recursive walk would be the attack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1)
+                         for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def decode_json(data: bytes | str, origin: str) -> Any:
+    """Standard JSON, bounded: BadInput with a one-line reason for anything beyond the caps.
+
+    The counts are taken on the raw bytes before decoding (a brace inside a string counts too,
+    which only makes the bound stricter), so the decoder never builds more than
+    :data:`MAX_CONTAINERS` objects and arrays.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if len(raw) > MAX_DOCUMENT:
+        raise BadInput(f"{origin}: {len(raw)} bytes, more than the {MAX_DOCUMENT >> 20} MiB "
+                       "a result may have")
+    containers = raw.count(b"{") + raw.count(b"[")
+    if containers > MAX_CONTAINERS:
+        raise BadInput(f"{origin}: {containers} objects and arrays, more than the "
+                       f"{MAX_CONTAINERS} a result may have")
+    try:
+        doc = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadInput(f"{origin}: nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise BadInput(f"{origin}: not valid JSON ({detail})") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise BadInput(f"{origin}: nested deeper than {MAX_DEPTH} levels")
+    return doc
+
+
+# ----------------------------------------------------------------------------- validation ----
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The published JSON Schema of a result document."""
+    text = resources.files("vdsomatrix").joinpath("schema/result.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema())
 
 
 def check_document(doc: Any) -> list[str]:
-    """Problems with a document's shape, as one-line messages (empty when it is usable)."""
-    if not isinstance(doc, dict):
-        return ["result is not a JSON object"]
+    """Problems with a document's shape, one line each (empty when it is usable)."""
     problems = []
-    if doc.get("schema") != SCHEMA:
-        problems.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
-    env = doc.get("environment")
-    if not isinstance(env, dict) or not isinstance(env.get("name"), str):
-        problems.append("environment.name missing")
-    for key, kind in (("vdso", dict), ("vsyscall", dict), ("calls", list), ("errors", list)):
-        if not isinstance(doc.get(key), kind):
-            problems.append(f"{key} missing or not a {kind.__name__}")
-    for i, row in enumerate(doc.get("calls") or []):
-        if not isinstance(row, dict):
-            problems.append(f"calls[{i}] is not an object")
-            continue
-        if not isinstance(row.get("call"), str) or row.get("path") not in PATHS:
-            problems.append(f"calls[{i}] has no call name or an unknown path {row.get('path')!r}")
-        if row.get("status") not in STATUSES:
-            problems.append(f"calls[{i}] has unknown status {row.get('status')!r}")
-        ns = row.get("ns")
-        if row.get("status") == "ok" and not (
-            isinstance(ns, dict)
-            and all(isinstance(ns.get(k), int | float) for k in ("min", "median", "p90"))
-        ):
-            problems.append(f"calls[{i}] is ok but has no numeric ns.min/median/p90")
-        spc = row.get("syscalls_per_call")
-        if spc is not None and not isinstance(spc, int | float):
-            problems.append(f"calls[{i}].syscalls_per_call is not a number")
+    for error in sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))[:5]:
+        where = "/".join(str(p) for p in error.absolute_path) or "the document"
+        message = " ".join(error.message.split())
+        if len(message) > 160:
+            message = message[:159] + "…"
+        problems.append(f"{where}: {message}")
     return problems
+
+
+def parse_document(data: bytes | str, origin: str) -> dict:
+    """Decode and check a stored result; BadInput with a one-line reason when unusable."""
+    try:
+        doc = decode_json(data, origin)
+    except BadInput as exc:
+        raise BadInput(f"{exc}; re-run its probe") from None
+    problems = check_document(doc)
+    if problems:
+        raise BadInput(f"{origin}: not a {SCHEMA} result ({problems[0]}); re-run its probe")
+    return doc
 
 
 def failure_document(env, status: str, errors: list[str], log_tail: list[str]) -> dict:
     """The result of an environment that produced no usable document: still a result."""
     return {
         "schema": SCHEMA,
-        "environment": {"name": env.name, "backend": env.backend, "suite": env.suite,
-                        "build": env.build, "cmdline": env.cmdline or None},
+        "environment": {"name": env.name},
         "vdso": {},
         "vsyscall": {},
         "calls": [],
         "errors": list(errors),
         "log_tail": list(log_tail),
-        "run": {"status": status},
+        "run": {"status": str(status)},
     }
 
 
-def write_result(doc: dict, out_dir: Path) -> Path:
-    """Write ``out_dir/<name>.json`` atomically: a reader sees the old file or the new one."""
-    name = doc["environment"]["name"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+# ----------------------------------------------------------------------------- storage -------
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write ``path`` so that a reader sees the old file or the new one, never a part.
+
+    The data reaches the disk (fsync) before the rename; on any failure (a full disk among
+    them) the temporary file is removed and the old file stays as it was.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=False)
-            fh.write("\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
-    return target
+    return path
 
 
-def parse_document(data: bytes | str, origin: str) -> dict:
-    """Parse and check a result document; BadInput with a one-line reason when unusable."""
-    if len(data) > MAX_DOCUMENT:
-        raise BadInput(f"{origin}: larger than {MAX_DOCUMENT} bytes, not a result")
+def write_result(doc: dict, out_dir: Path) -> Path:
+    """Write ``out_dir/<name>.json`` atomically and compactly."""
+    name = doc["environment"]["name"]
+    text = json.dumps(doc, separators=(",", ":"), allow_nan=False) + "\n"
+    return write_atomic(out_dir / f"{name}.json", text)
+
+
+def read_result(path: Path) -> dict:
+    """One stored result, read with the caps (BadInput when it is unusable)."""
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{origin}: not valid JSON ({exc}); re-run its probe") from None
-    problems = check_document(doc)
-    if problems:
-        raise BadInput(f"{origin}: not a {SCHEMA} result ({problems[0]}); re-run its probe")
-    return doc
+        with path.open("rb") as fh:
+            data = fh.read(MAX_DOCUMENT + 1)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_document(data, str(path))
 
 
 @dataclass
@@ -138,12 +239,7 @@ def load_results(paths: list[Path]) -> LoadedResults:
     docs: dict[str, dict] = {}
     for file in files:
         try:
-            with file.open("rb") as fh:
-                data = fh.read(MAX_DOCUMENT + 1)
-            doc = parse_document(data, str(file))
-        except OSError as exc:
-            problems.append(f"{file}: cannot read ({exc.strerror})")
-            continue
+            doc = read_result(file)
         except BadInput as exc:
             problems.append(str(exc))
             continue

@@ -4,8 +4,10 @@ Latency is what is measured, so the schedule keeps measurements apart from each 
 builds: first every environment is prepared (images built, kernels fetched) in parallel; then
 the environments that share the host's CPUs (host, containers) are measured one at a time, and
 last the QEMU guests, several at a time, each pinned to a host CPU of its own by its backend.
+
 A result is written the moment its environment finishes, so nothing finished is lost if a later
-one fails or the run is interrupted.
+one fails or the run is interrupted. An environment that was still running when the run was
+interrupted writes nothing: its previous result, if any, stays as it was.
 """
 
 from __future__ import annotations
@@ -15,28 +17,35 @@ import platform
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from vdsomatrix import __version__
+from vdsomatrix import __version__, contract
 from vdsomatrix.backends import get_backend
 from vdsomatrix.backends.base import ProbeOutcome
-from vdsomatrix.errors import VdsomatrixError
+from vdsomatrix.errors import BadInput, VdsomatrixError
 from vdsomatrix.matrix import Environment
-from vdsomatrix.results import check_document, failure_document, write_result
-
-# A guest boots and probes in 10-20 s under TCG here; the deadline leaves room for slow machines.
-DEFAULT_DEADLINE = {"host": 300.0, "docker": 300.0, "qemu": 240.0}
+from vdsomatrix.processes import Interrupted, stopping
+from vdsomatrix.results import (
+    RunStatus,
+    check_document,
+    failure_document,
+    read_result,
+    write_result,
+)
+from vdsomatrix.text import one_line
 
 
 @dataclass
 class RunRecord:
     env: Environment
-    status: str  # ok | crashed | timeout | failed | unavailable
+    status: RunStatus
     message: str = ""
     path: Path | None = None
     seconds: float = 0.0
+    reused: bool = False
 
 
 class Progress:
@@ -74,8 +83,9 @@ class Progress:
         with self.lock:
             self.running.discard(record.env.name)
             self.done += 1
+        what = "reused" if record.reused else record.status
         self.log(
-            f"[{self.done}/{self.total}] {record.env.name}: {record.status}"
+            f"[{self.done}/{self.total}] {record.env.name}: {what}"
             f" ({record.seconds:.1f} s){' - ' + record.message if record.message else ''}"
         )
 
@@ -85,46 +95,56 @@ class Progress:
             self.stream.flush()
 
 
-def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note: str) -> dict:
-    """Turn what came back into a stored result: checked, named by the host, analysed."""
-    doc = outcome.document
-    status = outcome.status
-    errors = list(outcome.errors)
+def deadline_for(env: Environment, deadline: float | None) -> float:
+    return deadline or get_backend(env.backend).default_deadline
+
+
+def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note: str,
+             fingerprint: str | None = None) -> dict:
+    """Turn what came back into a stored result: checked, named by the host, analysed.
+
+    Never raises on anything the environment sent: a document that is not usable becomes a
+    failure document that says why, and the analysis runs bounded, apart from this process.
+    """
+    doc, status, errors = outcome.document, RunStatus(outcome.status), list(outcome.errors)
     if doc is not None:
+        for host_field in ("run", "analysis"):  # the host's to write, whatever the probe said
+            doc.pop(host_field, None)
         problems = check_document(doc)
         if problems:
-            errors += [f"probe output unusable: {p}" for p in problems[:5]]
-            doc, status = None, "crashed"
+            errors += [f"probe output unusable: {p}" for p in problems]
+            doc, status = None, RunStatus.CRASHED
+        else:
+            contract.stamp_identity(doc, env, outcome.identity)
     if doc is None:
-        doc = failure_document(env, status if status != "ok" else "crashed", errors,
-                               outcome.log_tail)
+        if status == RunStatus.OK:
+            status = RunStatus.CRASHED
+        doc = failure_document(env, status, errors, outcome.log_tail)
+        contract.stamp_identity(doc, env, outcome.identity)
     else:
-        doc["errors"] = [str(e) for e in doc.get("errors", [])] + errors
+        doc["errors"] = [*doc.get("errors", []), *errors]
         if outcome.log_tail:
-            doc["log_tail"] = [str(line) for line in outcome.log_tail]
-    identity = doc.setdefault("environment", {})
-    # The host names the environment; whatever the probe claimed is kept aside.
-    if identity.get("name") != env.name and identity.get("name") is not None:
-        identity["probe_name"] = identity.get("name")
-    identity.update(name=env.name, backend=env.backend, suite=env.suite, build=env.build)
-    if env.backend == "qemu":
-        identity.update(kernel_suite=env.kernel, matrix_cmdline=env.cmdline)
+            doc["log_tail"] = list(outcome.log_tail)
     doc["run"] = {
-        **(doc.get("run") or {}),
-        "status": status,
+        "status": str(status),
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(outcome.seconds, 2),
         "machine": platform.node(),
         "vdsomatrix": __version__,
         "concurrency": note,
+        "fingerprint": fingerprint,
     }
     if doc.get("calls") or doc.get("vdso"):
-        try:
-            from vdsomatrix.analysis import analyse_result
+        from vdsomatrix.analysis import analyse_bounded
 
-            doc["analysis"] = analyse_result(doc)
+        try:
+            analysis = analyse_bounded(doc)
         except Exception as exc:  # analysis must never lose a measured result
-            doc["errors"].append(f"analysis failed: {type(exc).__name__}: {exc}")
+            analysis = {"errors": [f"bounded: analysis failed: {type(exc).__name__}: "
+                                   f"{one_line(exc)}"]}
+        doc["analysis"] = analysis
+        doc["errors"] += [f"analysis: {e}" for e in analysis.get("errors", [])
+                          if isinstance(e, str) and e.startswith("bounded:")]
     return doc
 
 
@@ -133,19 +153,65 @@ def measure(env: Environment, out_dir: Path, *, deadline: float | None, note: st
     backend = get_backend(env.backend)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
-    limit = deadline or DEFAULT_DEADLINE[env.backend]
+
+    def record(status: RunStatus, message: str = "", path: Path | None = None) -> RunRecord:
+        return RunRecord(env, status, message, path, time.monotonic() - t0)
+
     try:
-        outcome = backend.run_probe(env, deadline=limit, log=log)
+        outcome = backend.run_probe(env, deadline=deadline_for(env, deadline), log=log)
+    except Interrupted:
+        outcome = None
     except VdsomatrixError as exc:
-        outcome = ProbeOutcome(None, "failed", [str(exc)])
+        outcome = ProbeOutcome(None, RunStatus.FAILED, [str(exc)])
     except Exception as exc:  # one broken environment never takes the matrix down
-        outcome = ProbeOutcome(None, "failed", [f"backend error: {type(exc).__name__}: {exc}"])
+        outcome = ProbeOutcome(None, RunStatus.FAILED,
+                               [f"backend error: {type(exc).__name__}: {one_line(exc)}"])
+    if outcome is None or stopping.is_set():
+        # Whatever came back was cut short by the interrupt: it must not replace a result.
+        return record(RunStatus.INTERRUPTED, "interrupted; no result written")
     outcome.seconds = outcome.seconds or time.monotonic() - t0
-    doc = finalize(env, outcome, started, note)
-    path = write_result(doc, out_dir)
-    status = doc["run"]["status"]
-    message = "" if status == "ok" else "; ".join(doc["errors"][-2:])[:300]
-    return RunRecord(env, status, message, path, time.monotonic() - t0)
+    try:
+        doc = finalize(env, outcome, started, note, _fingerprint(env, log))
+    except Exception as exc:  # a bug of ours: still a result that says so
+        doc = failure_document(env, RunStatus.CRASHED,
+                               [f"finalizing failed: {type(exc).__name__}: {one_line(exc)}"],
+                               outcome.log_tail)
+        contract.stamp_identity(doc, env, {})
+    if stopping.is_set():
+        return record(RunStatus.INTERRUPTED, "interrupted; no result written")
+    try:
+        path = write_result(doc, out_dir)
+    except (OSError, ValueError) as exc:  # a full disk, a read-only folder: the old file stays
+        return record(RunStatus.FAILED, f"result not written ({one_line(exc)}); the previous "
+                      f"{out_dir / (env.name + '.json')} is unchanged")
+    status = RunStatus(doc["run"]["status"])
+    message = "" if status == RunStatus.OK else "; ".join(doc["errors"][-2:])[:300]
+    return record(status, message, path)
+
+
+def _fingerprint(env: Environment, log) -> str | None:
+    try:
+        return get_backend(env.backend).fingerprint(env)
+    except Exception as exc:  # only --resume needs it; never a reason to lose a result
+        log(f"{env.name}: no fingerprint ({one_line(exc)}); --resume will re-run it")
+        return None
+
+
+def reusable(env: Environment, out_dir: Path, log) -> Path | None:
+    """The stored result of ``env`` if it is complete and was made by the same probe, image and
+    kernel as what would run now (its backend's fingerprint); None otherwise."""
+    path = out_dir / f"{env.name}.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = read_result(path)
+    except BadInput:
+        return None
+    run = doc.get("run") or {}
+    now = _fingerprint(env, log)
+    if run.get("status") != RunStatus.OK or not now or run.get("fingerprint") != now:
+        return None
+    return path
 
 
 def prepare(env: Environment, *, rebuild: bool, log) -> RunRecord | None:
@@ -155,44 +221,77 @@ def prepare(env: Environment, *, rebuild: bool, log) -> RunRecord | None:
     try:
         backend.prepare(env, rebuild=rebuild, log=log)
         availability = backend.availability(env)
+    except Interrupted:
+        return RunRecord(env, RunStatus.INTERRUPTED, "interrupted while preparing",
+                         seconds=time.monotonic() - t0)
     except VdsomatrixError as exc:
-        return RunRecord(env, "unavailable", str(exc), seconds=time.monotonic() - t0)
+        return RunRecord(env, RunStatus.UNAVAILABLE, str(exc), seconds=time.monotonic() - t0)
     except Exception as exc:
-        return RunRecord(env, "unavailable", f"preparing failed: {type(exc).__name__}: {exc}",
+        return RunRecord(env, RunStatus.UNAVAILABLE,
+                         f"preparing failed: {type(exc).__name__}: {one_line(exc)}",
                          seconds=time.monotonic() - t0)
     if not availability.ok:
-        return RunRecord(env, "unavailable", availability.reason, seconds=time.monotonic() - t0)
+        return RunRecord(env, RunStatus.UNAVAILABLE, availability.reason,
+                         seconds=time.monotonic() - t0)
     return None
 
 
+def in_parallel(jobs: int, work: Callable[[Environment], None],
+                envs: Iterable[Environment]) -> None:
+    """``work`` on each environment, ``jobs`` at a time. On an interrupt the workers are told
+    to stop (processes.stopping) and are waited for, so that nothing is left running."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        try:
+            for future in [pool.submit(work, env) for env in envs]:
+                future.result()
+        except BaseException:
+            stopping.set()
+            raise
+
+
+def sweep_orphans(backends: Iterable, log) -> None:
+    """Remove what killed runs left behind (containers no live run owns), before anything new."""
+    for backend in backends:
+        try:
+            backend.clean(log=log)
+        except Exception as exc:  # an engine that went away: its environments will say so
+            log(f"{backend.name}: could not look for leftovers ({one_line(exc)})")
+
+
 def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebuild: bool = False,
-                     deadline: float | None = None, progress: Progress | None = None
-                     ) -> list[RunRecord]:
+                     deadline: float | None = None, resume: bool = False,
+                     progress: Progress | None = None) -> list[RunRecord]:
+    stopping.clear()
     progress = progress or Progress(len(envs))
     log = progress.log
     records: dict[str, RunRecord] = {}
 
+    def done(rec: RunRecord) -> None:
+        records[rec.env.name] = rec
+        progress.finish(rec)
+
     # 1. Fast refusal for environments whose backend cannot work here at all (no engine...).
     ready: list[Environment] = []
     for env in envs:
-        gate = getattr(get_backend(env.backend), "can_start", None)
-        verdict = gate() if gate else None
-        if verdict is not None and not verdict.ok:
-            rec = RunRecord(env, "unavailable", verdict.reason)
-            records[env.name] = rec
-            progress.finish(rec)
-        else:
+        verdict = get_backend(env.backend).can_start()
+        if verdict.ok:
             ready.append(env)
+        else:
+            done(RunRecord(env, RunStatus.UNAVAILABLE, verdict.reason))
+    sweep_orphans({get_backend(e.backend) for e in ready}, log)
 
     # 2. Prepare in parallel.
     def prep(env: Environment) -> None:
         rec = prepare(env, rebuild=rebuild, log=log)
+        if rec is None and resume and (path := reusable(env, out_dir, log)):
+            rec = RunRecord(env, RunStatus.OK, "", path, reused=True)
+            _mark_reused(path, log)
         if rec is not None:
-            records[env.name] = rec
-            progress.finish(rec)
+            done(rec)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(prep, ready))
+    in_parallel(jobs, prep, ready)
+    if stopping.is_set():
+        raise KeyboardInterrupt
     ready = [env for env in ready if env.name not in records]
 
     # 3. Measure: CPU-sharing environments alone, then guests in parallel.
@@ -204,13 +303,26 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
 
     def run_one(env: Environment, note: str) -> None:
         progress.start(env.name)
-        rec = measure(env, out_dir, deadline=deadline, note=note, log=log)
-        records[env.name] = rec
-        progress.finish(rec)
+        done(measure(env, out_dir, deadline=deadline, note=note, log=log))
 
-    for env in shared:
-        run_one(env, note_shared)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda e: run_one(e, note_pinned), pinned))
+    try:
+        for env in shared:
+            run_one(env, note_shared)
+    except BaseException:
+        stopping.set()
+        raise
+    in_parallel(jobs, lambda e: run_one(e, note_pinned), pinned)
     progress.close()
+    if stopping.is_set():
+        raise KeyboardInterrupt
     return [records[e.name] for e in envs if e.name in records]
+
+
+def _mark_reused(path: Path, log) -> None:
+    """Note in a reused result when it was reused, so the report can say so."""
+    try:
+        doc = read_result(path)
+        doc["run"]["reused"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        write_result(doc, path.parent)
+    except (BadInput, OSError, KeyError, TypeError) as exc:
+        log(f"{path.name}: reused, but could not be marked so ({one_line(exc)})")

@@ -14,9 +14,14 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_VDSO_IMAGE = 4 << 20  # a real vDSO is two to four pages
-MAX_LIBC_BYTES = 64 << 20  # same cap as the probe's; no libc is anywhere near it
-MAX_LIBC_COMPRESSED = MAX_LIBC_BYTES  # zlib never expands a binary this much the wrong way
+from vdsomatrix.text import one_line
+
+# The caps bound what one analysis may cost (limits.py bounds what it lists). Real sizes: a
+# vDSO is 8-16 KiB, ld.so about 250 KB, a static probe binary about 1 MB, libc.so.6 about 2 MB.
+MAX_VDSO_IMAGE = 1 << 20
+MAX_LIBC_BYTES = 8 << 20  # decompressed; applies to every shipped artefact (libc, ld.so)
+# Incompressible data grows by 5 bytes per 64 KiB stored block, plus the zlib header and trailer.
+MAX_LIBC_COMPRESSED = MAX_LIBC_BYTES + (MAX_LIBC_BYTES >> 12) + 64
 
 
 @dataclass
@@ -37,12 +42,6 @@ def _b64decode(text: str, limit: int, label: str) -> tuple[bytes | None, str | N
         return base64.b64decode(text.encode("ascii"), validate=True), None
     except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
         return None, f"{label}: bad base64 ({one_line(exc)})"
-
-
-def one_line(exc: object, limit: int = 200) -> str:
-    """An exception (or anything) as a single bounded line of text."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def decode_vdso(doc: Any) -> Decoded:

@@ -21,7 +21,7 @@ import capstone
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from vdsomatrix.analysis.artefacts import one_line
+from vdsomatrix.text import one_line
 
 MAX_SECTIONS = 4096
 MAX_SEGMENTS = 1024
@@ -280,19 +280,22 @@ class ElfImage:
                 return sec
         return None
 
-    def executable_regions(self) -> tuple[list[tuple[str, int, bytes]], str]:
+    def executable_regions(self) -> tuple[list[tuple[str, int, Any]], str]:
         """(name, vaddr, bytes) of the code to sweep, and where they came from.
 
         Like ``objdump -d``: every section with SHF_EXECINSTR and contents. Without section
-        headers, the executable PT_LOAD segments.
+        headers, the executable PT_LOAD segments. The bytes are views into the image, not
+        copies: hostile headers may claim the whole file as code thousands of times over.
         """
-        regions = [(s.name, s.addr, self.section_bytes(s))
-                   for s in self.sections if s.executable and s.has_bytes and s.size]
+        view = memoryview(self.data)
+        regions: list[tuple[str, int, Any]] = [
+            (s.name, s.addr, view[s.offset: s.offset + s.size])
+            for s in self.sections if s.executable and s.has_bytes and s.size]
         if regions or self.sections:
             return regions, "sections"
         for i, seg in enumerate(self.segments):
             if seg.type == "PT_LOAD" and seg.flags & PF_X and seg.filesz:
-                data = self.data[seg.offset: seg.offset + seg.filesz]
+                data = view[seg.offset: seg.offset + seg.filesz]
                 regions.append((f"PT_LOAD[{i}]", seg.vaddr, data))
         return regions, "segments"
 
@@ -327,6 +330,8 @@ class ElfImage:
                 for i in range(count):
                     sym = table.get_symbol(i)
                     out.append(self._symbol(i, sym, versions))
+            except MemoryError:
+                raise  # a limit of the analysis, not an unreadable symbol: see analyse_bounded
             except Exception as exc:
                 self.problems.append(f"{sec.label}: unreadable symbol ({one_line(exc)})")
         return out
@@ -353,6 +358,8 @@ class ElfImage:
     def _versions_for(self, dynsym: Section) -> _Versions | None:
         try:
             return _Versions(self, dynsym)
+        except MemoryError:
+            raise
         except Exception as exc:
             self.problems.append(f"symbol versions unreadable ({one_line(exc)})")
             return None

@@ -12,7 +12,8 @@ import hashlib
 from typing import Any
 
 from vdsomatrix.analysis.elfimage import ElfImage, ElfProblem
-from vdsomatrix.analysis.sweep import KINDS, classify, sweep, sweep_starts
+from vdsomatrix.analysis.limits import MAX_LISTED_SITES, MAX_SITES_PER_FUNCTION, set_capped
+from vdsomatrix.analysis.sweep import classify, decode, sweep, sweep_starts
 
 LABEL = "vdso image"
 MAX_SYMBOLS = 4096
@@ -50,7 +51,8 @@ def _analyse(image: ElfImage) -> dict[str, Any]:
         "census": None,
     }
     budget = MAX_DISASSEMBLY
-    cache: dict[tuple[int, int], list[int] | None] = {}
+    listed_budget = MAX_LISTED_SITES  # sites listed in all rows together
+    cache: dict[tuple[int, int], tuple[list[int], int] | None] = {}
     for sym in symbols:
         if sym.index == 0 and not sym.name:
             continue  # the null symbol, which objdump -T does not print either
@@ -58,6 +60,7 @@ def _analyse(image: ElfImage) -> dict[str, Any]:
             "name": sym.name, "version": sym.version, "version_hidden": sym.version_hidden,
             "value": sym.value, "size": sym.size, "binding": sym.binding, "type": sym.type,
             "section": sym.section, "syscall_fallback": None, "syscall_sites": None,
+            "syscall_sites_capped": False, "syscall_sites_total": None,
         }
         if sym.is_function and sym.defined and md is not None and sym.size:
             key = (sym.value, sym.size)
@@ -73,10 +76,13 @@ def _analyse(image: ElfImage) -> dict[str, Any]:
                         image.problems.append(
                             f"{sym.name}: only {len(code)} of {sym.size} bytes of code readable")
                     cache[key] = _entry_sites(md, code, sym.value)
-            sites = cache[key]
-            if sites is not None:
-                row["syscall_sites"] = sites
-                row["syscall_fallback"] = bool(sites)
+            found = cache[key]
+            if found is not None:
+                sites, total = found
+                listed = sites[:listed_budget]
+                listed_budget -= len(listed)
+                set_capped(row, "syscall_sites", listed, total)
+                row["syscall_fallback"] = bool(total)
         out["symbols"].append(row)
     out["functions"] = len({(r["value"], r["size"]) for r in out["symbols"]
                             if r["type"] in ("FUNC", "GNU_IFUNC") and r["section"] != "*UND*"})
@@ -86,18 +92,22 @@ def _analyse(image: ElfImage) -> dict[str, Any]:
         if result.truncated:
             image.problems.append(f"executable sections add up to more than the image's "
                                   f"{len(data)} bytes; the census stops there")
-        counts = {k: 0 for k in KINDS}
-        for site in result.sites:
-            counts[site.kind] += 1
-        out["census"] = {**counts, "instructions": result.instructions,
+        out["census"] = {**result.counts, "instructions": result.instructions,
                          "undecodable_bytes": result.undecodable_bytes, "source": source,
                          "complete": not result.truncated}
     return out
 
 
-def _entry_sites(md: Any, code: bytes, address: int) -> list[int]:
-    """Addresses of kernel-entry instructions in a linear sweep of one function's bytes."""
+def _entry_sites(md: Any, code: bytes, address: int) -> tuple[list[int], int]:
+    """Kernel-entry instructions in a linear sweep of one function's bytes: the addresses of
+    the first MAX_SITES_PER_FUNCTION, and how many there are."""
     md.detail = False
     md.skipdata = True
-    return [a for a, _size, mnemonic, op_str in md.disasm_lite(code, address)
-            if classify(mnemonic, op_str)]
+    sites: list[int] = []
+    total = 0
+    for a, _size, mnemonic, op_str in decode(md, code, address):
+        if classify(mnemonic, op_str):
+            total += 1
+            if len(sites) < MAX_SITES_PER_FUNCTION:
+                sites.append(a)
+    return sites, total

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib
 
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.matrix import BackendName
 
 _CLASSES = {
-    "host": ("vdsomatrix.backends.host", "HostBackend"),
-    "docker": ("vdsomatrix.backends.docker", "DockerBackend"),
-    "qemu": ("vdsomatrix.backends.qemu", "QemuBackend"),
+    BackendName.HOST: ("vdsomatrix.backends.host", "HostBackend"),
+    BackendName.DOCKER: ("vdsomatrix.backends.docker", "DockerBackend"),
+    BackendName.QEMU: ("vdsomatrix.backends.qemu", "QemuBackend"),
 }
 _instances: dict[str, Backend] = {}
 
@@ -20,7 +21,7 @@ class MissingBackend(Backend):
 
     shares_host_cpu = True
 
-    def __init__(self, name: str, reason: str):
+    def __init__(self, name: BackendName, reason: str):
         self.name = name
         self.reason = reason
 
@@ -34,7 +35,8 @@ class MissingBackend(Backend):
         return ProbeOutcome(None, "failed", [self.reason])
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: BackendName) -> Backend:
+    name = BackendName(name)
     if name not in _instances:
         module, cls = _CLASSES[name]
         try:

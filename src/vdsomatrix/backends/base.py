@@ -7,25 +7,11 @@ bring its JSON document back. It knows nothing about analysis or reports.
 from __future__ import annotations
 
 import abc
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vdsomatrix.matrix import Environment  # noqa: F401
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def plain_tail(output: bytes | str, lines: int, *, replacement: str = "?") -> list[str]:
-    """The last ``lines`` lines of what an environment printed, as inert printable text.
-
-    Invalid UTF-8 becomes U+FFFD and control characters (terminal escapes among them) become
-    ``replacement``: nothing an environment prints can drive the terminal of whoever reads it.
-    """
-    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-    return [_CONTROL.sub(replacement, line) for line in text.splitlines()[-lines:]]
+    from vdsomatrix.matrix import BackendName, Environment  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -40,10 +26,12 @@ class Availability:
 class ProbeOutcome:
     """What came back from one environment.
 
-    ``document`` is the probe's parsed JSON, or None when nothing usable came back. ``status`` is
-    "ok", "crashed" (the probe or guest died), "timeout" (deadline passed) or "failed" (the
-    backend could not start it). ``errors`` are one-line messages; ``log_tail`` is the last lines
-    the environment printed (console, stderr), kept as plain text, never interpreted.
+    ``document`` is the probe's parsed JSON (see contract.parse_output), or None when nothing
+    usable came back. ``status`` is a RunStatus: ok, crashed (the probe or guest died), timeout
+    (deadline passed) or failed (the backend could not start it). ``errors`` are one-line
+    messages; ``log_tail`` is the last lines the environment printed (console, stderr), kept as
+    plain text, never interpreted. ``identity`` is what the backend knows of the environment and
+    the probe cannot (image, accelerator, kernel package); the runner stamps it on the result.
     """
 
     document: dict[str, Any] | None
@@ -51,15 +39,20 @@ class ProbeOutcome:
     errors: list[str] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    identity: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(abc.ABC):
     """Starts environments of one kind. Instances are cheap; methods may be called from threads."""
 
-    name: str = ""
+    name: BackendName
     # True when measurements inside this backend compete for the host's CPUs with other runs of
     # the same backend; the runner then serialises their measurement phase.
     shares_host_cpu: bool = True
+    # Seconds an environment may take in all, and how many of them starting it may cost before
+    # the probe runs (the probe's helper gets the rest: contract.helper_budget).
+    default_deadline: float = 300.0
+    startup_allowance: float = 5.0
 
     def can_start(self) -> Availability:
         """Whether this backend can work here at all (engine reachable, tool installed).
@@ -82,3 +75,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run_probe(self, env: Environment, *, deadline: float, log=print) -> ProbeOutcome:
         """Run the probe in ``env`` and return what came back within ``deadline`` seconds."""
+
+    def fingerprint(self, env: Environment) -> str | None:
+        """What decides a result of ``env`` besides the run itself (probe sources, image,
+        kernel), as a short string, once prepared; None when it cannot be told (then
+        ``run --resume`` always re-runs the environment)."""
+        return None
+
+    def clean(self, *, images: bool = False, log=print) -> None:  # noqa: B027
+        """Remove what runs of this backend left behind that no live run owns (containers of a
+        killed run, stale work folders); with ``images``, also images and caches that no
+        environment of the current sources uses. Called at the start of every run."""

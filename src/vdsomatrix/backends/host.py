@@ -1,13 +1,13 @@
 """The host backend: the probe on this machine itself, no engine at all. It always works.
 
 The C helper is compiled with the host's own compiler into a cache folder keyed by the hash of
-the probe sources, so repeated runs do not rebuild it.
+the probe sources (the same hash the probe images are tagged with), so repeated runs do not
+rebuild it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,20 +15,16 @@ import threading
 import time
 from pathlib import Path
 
-from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome, plain_tail
+from vdsomatrix import contract
+from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.errors import EnvironmentUnavailable
-from vdsomatrix.paths import cache_dir, probes_dir
+from vdsomatrix.matrix import BackendName, Build
+from vdsomatrix.paths import cache_dir, probe_sources_hash, probes_dir
+from vdsomatrix.processes import run_bounded
+from vdsomatrix.text import plain_tail
 
-COMPILERS = {"dynamic": "cc", "static": "cc", "musl": "musl-gcc"}
+COMPILERS = {Build.DYNAMIC: "cc", Build.STATIC: "cc", Build.MUSL: "musl-gcc"}
 _build_lock = threading.Lock()
-
-
-def probe_sources_hash() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(probes_dir().iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def tail(output: bytes | str, lines: int = 20) -> list[str]:
@@ -36,15 +32,17 @@ def tail(output: bytes | str, lines: int = 20) -> list[str]:
 
 
 class HostBackend(Backend):
-    name = "host"
+    name = BackendName.HOST
+    default_deadline = 300.0
+    startup_allowance = 5.0
 
-    def helper_path(self, build: str) -> Path:
+    def helper_path(self, build: Build) -> Path:
         return cache_dir() / "host" / probe_sources_hash() / f"vdsoprobe-{build}"
 
     def availability(self, env) -> Availability:
         compiler = COMPILERS[env.build]
         if not shutil.which(compiler) and not self.helper_path(env.build).exists():
-            package = "musl-tools" if env.build == "musl" else "gcc libc6-dev"
+            package = "musl-tools" if env.build == Build.MUSL else "gcc libc6-dev"
             return Availability(
                 False, f"no {compiler} to build the probe: apt-get install {package}"
             )
@@ -58,7 +56,7 @@ class HostBackend(Backend):
             helper.parent.mkdir(parents=True, exist_ok=True)
             log(f"{env.name}: building the probe helper ({env.build}) with the host's toolchain")
             proc = subprocess.run(
-                ["sh", str(probes_dir() / "build.sh"), str(helper.parent), env.build],
+                ["sh", str(probes_dir() / "build.sh"), str(helper.parent), str(env.build)],
                 capture_output=True, text=True,
             )
             if proc.returncode != 0:
@@ -66,26 +64,30 @@ class HostBackend(Backend):
                     f"{env.name}: building the probe failed: {' | '.join(tail(proc.stderr, 3))}"
                 )
 
+    def fingerprint(self, env) -> str | None:
+        # The probe sources (and so the helper), on this machine's kernel.
+        return f"host:{probe_sources_hash()}:{env.build}:{os.uname().release}:{os.uname().version}"
+
     def run_probe(self, env, *, deadline: float, log=print) -> ProbeOutcome:
-        cmd = [sys.executable, "-B", str(probes_dir() / "probe.py"),
-               "--helper", str(self.helper_path(env.build)),
-               "--name", env.name, "--backend", self.name,
-               "--helper-timeout", str(max(1, int(deadline) - 5))]
+        argv = contract.probe_argv(
+            python=sys.executable, probe=str(probes_dir() / "probe.py"),
+            helper=str(self.helper_path(env.build)), name=env.name, backend=self.name,
+            budget=contract.helper_budget(deadline, self.startup_allowance))
         started = time.monotonic()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=deadline)
-        except subprocess.TimeoutExpired as exc:
-            return ProbeOutcome(None, "timeout", [f"probe did not finish within {deadline:.0f} s"],
-                                tail(exc.stderr or b""),
-                                time.monotonic() - started)
+        done = run_bounded([argv[0], "-B", *argv[1:]], timeout=deadline,
+                           stdout_cap=contract.MAX_OUTPUT)
         elapsed = time.monotonic() - started
-        stderr = tail(proc.stderr)
-        if proc.returncode != 0:
-            return ProbeOutcome(None, "crashed", [f"probe exited {proc.returncode}"], stderr,
+        stderr = tail(done.stderr)
+        if done.timed_out:
+            return ProbeOutcome(None, "timeout", [f"probe did not finish within {deadline:.0f} s"],
+                                stderr, elapsed)
+        if done.overflow:
+            return ProbeOutcome(None, "crashed", [f"the probe wrote more than "
+                                                  f"{contract.MAX_OUTPUT >> 20} MiB; killed"],
+                                stderr, elapsed)
+        if done.returncode != 0:
+            return ProbeOutcome(None, "crashed", [f"probe exited {done.returncode}"], stderr,
                                 elapsed)
-        try:
-            doc = json.loads(proc.stdout)
-        except ValueError as exc:
-            return ProbeOutcome(None, "crashed", [f"probe printed no valid JSON: {exc}"], stderr,
-                                elapsed)
-        return ProbeOutcome(doc, "ok", [], stderr, elapsed)
+        parsed = contract.parse_output(done.stdout)
+        status = "ok" if parsed.document is not None else "crashed"
+        return ProbeOutcome(parsed.document, status, parsed.errors, stderr, elapsed)

@@ -1,10 +1,12 @@
 """Debian kernels for the QEMU backend: fetched by package name, unpacked, cached by version.
 
-A suite's kernel is whatever its ``linux-image-amd64`` metapackage points at (for example
-``linux-image-6.1.0-50-amd64`` in bookworm). Only ``/boot/vmlinuz-*`` and ``/boot/config-*`` are
-unpacked from the package: everything the guest needs (8250 serial console, initramfs, proc, sys,
-devtmpfs, tmpfs, magic SysRq) is built into Debian's kernels, which :func:`missing_builtins`
-checks against the unpacked config, so no modules are ever needed.
+A guest's kernel is named by a :class:`~vdsomatrix.matrix.KernelSpec`: a suite and a
+metapackage (``linux-image-amd64`` unless the matrix says otherwise), and is whatever that
+metapackage points at (for example ``linux-image-6.1.0-50-amd64`` in bookworm). Only
+``/boot/vmlinuz-*`` and ``/boot/config-*`` are unpacked from the package: everything the guest
+needs (8250 serial console, initramfs, proc, sys, devtmpfs, tmpfs, magic SysRq) is built into
+Debian's kernels, which :func:`missing_builtins` checks against the unpacked config, so no
+modules are ever needed.
 
 How the package is fetched: with apt itself, run with a private configuration (its own
 sources.list, lists, cache and status; the machine's apt.conf.d is still read, so a proxy set up
@@ -19,15 +21,18 @@ Cache layout (under :func:`vdsomatrix.paths.cache_dir`: ``$VDSOMATRIX_CACHE``, e
 ``$XDG_CACHE_HOME/vdsomatrix``, else ``~/.cache/vdsomatrix``)::
 
     kernels/<package>_<version>/vmlinuz, config, kernel.json    one folder per package version
-    kernels/suites/<suite>.json                                 which version a suite resolved to
+    kernels/suites/<suite>/<metapackage>.json                   what a spec resolved to
 
-A suite's kernel is resolved against the mirror once and then reused offline; ``refresh=True``
-resolves again (and downloads only if the version changed).
+A spec is resolved against the mirror once and then reused offline; ``refresh=True`` resolves
+again (and downloads only if the version changed). Resolving a spec is serialised per spec (so
+parallel environments read the index once); unpacking is serialised per package version, the
+artefact itself, which is what two specs resolving to one package share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +42,6 @@ import shutil
 import struct
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -46,9 +50,13 @@ from pathlib import Path
 from debian import deb822
 from debian.debian_support import Version
 
+from vdsomatrix import processes
+from vdsomatrix.backends.qemu import workdirs
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
+from vdsomatrix.matrix import KernelSpec
 from vdsomatrix.mirror import debian_mirror
 from vdsomatrix.paths import cache_dir, file_lock
+from vdsomatrix.results import write_atomic
 
 META_PACKAGE = "linux-image-amd64"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -57,6 +65,10 @@ _IMAGE_PACKAGE = re.compile(r"^linux-image-(?P<abi>[0-9][0-9A-Za-z.+~-]*)-amd64(
 # Split packaging (7.x): the image package depends on these for the image and its config.
 _PAYLOAD_PACKAGE = re.compile(r"^linux-(?:binary|base)-[0-9][0-9A-Za-z.+~-]*-amd64$")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9.+~:_-]+$")
+_SUITE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,100}\Z")  # Debian policy's package names
+APT_TIMEOUT = 900.0  # seconds any one apt command may take
+UNPACKING = ".unpacking-"  # prefix of the folder a kernel is unpacked in before it is renamed
 # What a guest with no modules needs from the kernel, as config symbols that must be =y.
 REQUIRED_BUILTINS = (
     "CONFIG_BLK_DEV_INITRD",
@@ -280,25 +292,33 @@ class _PrivateApt:
         root.chmod(0o755)
 
     def run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        """Run an apt tool to its end (in its own session, killed with us or on an interrupt);
+        its stdout, or EnvironmentUnavailable saying what to check."""
         argv = [tool, "-q", "-c", str(self.root / "apt.conf"), *args]
         env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
         env.pop("APT_CONFIG", None)
-        try:
-            done = subprocess.run(
-                argv, cwd=cwd or self.root, env=env, capture_output=True, text=True, timeout=900
-            )
-        except FileNotFoundError:
-            raise EnvironmentUnavailable(f"{tool} not found: run this on Debian (apt)") from None
-        except subprocess.TimeoutExpired:
-            raise EnvironmentUnavailable(f"`{tool} {' '.join(args)}` took over 15 min") from None
-        problems = [ln for ln in done.stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))]
-        if done.returncode != 0 or any(p.startswith(("E:", "Err")) for p in problems):
-            detail = problems[-1] if problems else done.stderr.strip()[-300:]
+        out_path, err_path = self.root / "apt.out", self.root / "apt.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            try:
+                proc = processes.spawn(argv, cwd=cwd or self.root, env=env,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            except FileNotFoundError:
+                raise EnvironmentUnavailable(
+                    f"{tool} not found: run this on Debian (apt)") from None
+        code = processes.wait(proc, APT_TIMEOUT)
+        if code is None:
+            raise EnvironmentUnavailable(
+                f"`{tool} {' '.join(args)}` took over {APT_TIMEOUT / 60:.0f} min")
+        stdout = out_path.read_text("utf-8", "replace")
+        stderr = err_path.read_text("utf-8", "replace")
+        problems = [ln for ln in stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))]
+        if code != 0 or any(p.startswith(("E:", "Err")) for p in problems):
+            detail = problems[-1] if problems else stderr.strip()[-300:]
             raise EnvironmentUnavailable(
                 f"`{tool} {' '.join(args)}` failed ({detail}); check the mirror "
                 "(VDSOMATRIX_MIRROR or /etc/apt sources) and the network"
             )
-        return done.stdout
+        return stdout
 
 
 # --- fetching and caching --------------------------------------------------------------------
@@ -313,34 +333,54 @@ def _load(directory: Path) -> Kernel | None:
     return kernel if kernel.vmlinuz.is_file() else None
 
 
-def _check_suite(suite: str) -> None:
-    if not re.match(r"^[a-z][a-z0-9-]{1,30}$", suite):
-        raise BadInput(f"{suite!r} is not a Debian suite name")
+def _check_spec(spec: KernelSpec) -> None:
+    if not isinstance(spec, KernelSpec):
+        raise BadInput(f"{spec!r} is not a kernel spec (a suite and a metapackage)")
+    if not _SUITE.match(spec.suite):
+        raise BadInput(f"{spec.suite!r} is not a Debian suite name")
+    if not _PACKAGE.match(spec.package):
+        raise BadInput(f"{spec.package!r} is not a Debian package name")
 
 
-def cached_kernel(suite: str) -> Kernel | None:
-    """The kernel ``suite`` last resolved to, if it is still unpacked in the cache (no network)."""
-    _check_suite(suite)
+def _pointer(spec: KernelSpec) -> Path:
+    """Where the package version ``spec`` last resolved to is kept."""
+    return kernels_dir() / "suites" / spec.suite / f"{spec.package}.json"
+
+
+def _resolving_lock(spec: KernelSpec) -> Path:
+    return _pointer(spec).with_name(f".{spec.package}.lock")
+
+
+def _artefact_lock(folder: Path) -> Path:
+    """The lock of one unpacked package version: whoever writes or removes it holds this."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
+def cached_kernel(spec: KernelSpec) -> Kernel | None:
+    """The kernel ``spec`` last resolved to, if it is still unpacked in the cache (no network)."""
+    _check_spec(spec)
     try:
-        pointer = json.loads((kernels_dir() / "suites" / f"{suite}.json").read_text())
+        pointer = json.loads(_pointer(spec).read_text())
         folder = kernels_dir() / f"{pointer['package']}_{pointer['version']}"
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return _load(folder)
+    kernel = _load(folder)
+    # One folder serves every spec that resolves to its package: name the one asked about.
+    return dataclasses.replace(kernel, suite=spec.suite) if kernel else None
 
 
 def fetch_kernel(
-    suite: str,
+    spec: KernelSpec,
     *,
     refresh: bool = False,
     mirror: str | None = None,
     keyring: Path = KEYRING,
     log=print,
 ) -> Kernel:
-    """The unpacked kernel of ``suite`` (its linux-image-amd64), downloading it if needed."""
-    _check_suite(suite)
+    """The unpacked kernel of ``spec``, downloading it if needed."""
+    _check_spec(spec)
     if not refresh:
-        kernel = cached_kernel(suite)
+        kernel = cached_kernel(spec)
         if kernel:
             return kernel
     if not keyring.is_file():
@@ -348,31 +388,34 @@ def fetch_kernel(
             f"{keyring} missing: `apt-get install debian-archive-keyring` to verify the mirror"
         )
     mirror = mirror or debian_mirror()
-    with file_lock(kernels_dir() / f".{suite}.lock"):
-        if not refresh:  # another process may have fetched it while we waited for the lock
-            kernel = cached_kernel(suite)
+    with file_lock(_resolving_lock(spec)):
+        if not refresh:  # another thread or process may have fetched it while we waited
+            kernel = cached_kernel(spec)
             if kernel:
                 return kernel
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="vdsomatrix-apt-") as tmp:
-            apt = _PrivateApt(suite, mirror, keyring, Path(tmp))
-            log(f"kernels: reading the {suite} package index from the mirror")
+        with workdirs.owned_tempdir("vdsomatrix-qemu-apt-") as tmp:
+            apt = _PrivateApt(spec.suite, mirror, keyring, tmp)
+            log(f"kernels: reading the {spec.suite} package index from the mirror")
             apt.run("apt-get", "update")
-            shown = apt.run("apt-cache", "show", "-o", "APT::Cache::AllVersions=0", META_PACKAGE)
-            package, version = resolve_kernel_package(parse_paragraphs(shown))
+            shown = apt.run("apt-cache", "show", "-o", "APT::Cache::AllVersions=0", spec.package)
+            package, version = resolve_kernel_package(parse_paragraphs(shown), spec.package)
             target = kernels_dir() / f"{package}_{version}"
-            kernel = _load(target)
-            if kernel is None:
-                shown = apt.run("apt-cache", "show", f"{package}={version}")
-                payload = payload_packages(parse_paragraphs(shown), package, version)
-                kernel = _download_and_unpack(apt, suite, payload, target, log)
-        pointer = {"suite": suite, "package": package, "version": version, "resolved": time.time()}
-        _write_atomic(kernels_dir() / "suites" / f"{suite}.json", json.dumps(pointer, indent=1))
+            # Held until the pointer is written, so that clean() never sees the folder unused.
+            with file_lock(_artefact_lock(target)):
+                kernel = _load(target)
+                if kernel is None:
+                    shown = apt.run("apt-cache", "show", f"{package}={version}")
+                    payload = payload_packages(parse_paragraphs(shown), package, version)
+                    kernel = _download_and_unpack(apt, spec.suite, payload, target, log)
+                pointer = {"suite": spec.suite, "metapackage": spec.package, "package": package,
+                           "version": version, "resolved": time.time()}
+                write_atomic(_pointer(spec), json.dumps(pointer, indent=1) + "\n")
         log(
-            f"kernels: {suite} -> {kernel.package_ref} ({kernel.release}) "
+            f"kernels: {spec.suite} {spec.package} -> {kernel.package_ref} ({kernel.release}) "
             f"in {time.monotonic() - started:.1f}s"
         )
-        return kernel
+        return dataclasses.replace(kernel, suite=spec.suite)
 
 
 # Where the image and its config live: /boot (up to Debian 13) or /usr/lib/modules/<release>.
@@ -388,15 +431,16 @@ def _extract_kernel_files(deb: Path, into: Path) -> dict[str, str]:
     """Copy the image and config out of ``deb`` into ``into``; {kind: release} of what was found.
 
     The data archive is streamed from ``dpkg-deb --fsys-tarfile`` and only the two files are
-    written, so the modules (most of a kernel package) never touch the disk.
+    written (and synced: a kernel.json next to them promises they are whole), so the modules
+    (most of a kernel package) never touch the disk.
     """
     found: dict[str, str] = {}
-    proc = subprocess.Popen(
-        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    proc = processes.spawn(["dpkg-deb", "--fsys-tarfile", str(deb)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             for member in archive:
+                processes.check_stopping()
                 if not member.isfile():
                     continue
                 for pattern, kind in _KERNEL_FILES:
@@ -405,13 +449,18 @@ def _extract_kernel_files(deb: Path, into: Path) -> dict[str, str]:
                         source = archive.extractfile(member)
                         with open(into / kind, "wb") as out:
                             shutil.copyfileobj(source, out)
+                            out.flush()
+                            os.fsync(out.fileno())
                         found[kind] = match["release"]
     except tarfile.TarError as exc:
-        proc.kill()
+        processes.kill_group(proc)
         raise EnvironmentUnavailable(f"{deb.name}: unreadable data archive ({exc})") from None
+    except BaseException:
+        processes.kill_group(proc)
+        raise
     finally:
         proc.stdout.close()
-        err = proc.stderr.read()
+        err = proc.stderr.read(64 << 10)
         proc.stderr.close()
         proc.wait()
     if proc.returncode != 0:
@@ -431,6 +480,7 @@ def _sha256(path: Path) -> str:
 def _download_and_unpack(
     apt: _PrivateApt, suite: str, payload: list[tuple[str, str]], target: Path, log
 ) -> Kernel:
+    """Download ``payload`` and unpack it into ``target``; the caller holds its artefact lock."""
     package, version = payload[0]
     downloads = apt.root / "download"
     downloads.mkdir()
@@ -440,7 +490,7 @@ def _download_and_unpack(
     refs = [f"{name}={ver}" for name, ver in payload]
     log(f"kernels: downloading {' '.join(refs)}")
     apt.run("apt-get", "download", *refs, cwd=downloads)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = workdirs.make_owned(UNPACKING, target.parent)
     try:
         found: dict[str, str] = {}
         digests = []
@@ -469,7 +519,7 @@ def _download_and_unpack(
         )
         data = kernel.to_json()
         del data["directory"]
-        (staging / "kernel.json").write_text(json.dumps(data, indent=1) + "\n")
+        write_atomic(staging / "kernel.json", json.dumps(data, indent=1) + "\n")
         staging.chmod(0o755)
         if target.exists():  # a stale, incomplete folder from an interrupted run
             shutil.rmtree(target)
@@ -480,14 +530,38 @@ def _download_and_unpack(
     return kernel
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+# --- cleaning up -----------------------------------------------------------------------------
+
+
+def remove_leftovers(log=print) -> None:
+    """Remove the unpacking folders of runs that died half-way."""
+    workdirs.remove_dead(kernels_dir(), UNPACKING, log)
+
+
+def kernels_in_use() -> set[str]:
+    """The ``<package>_<version>`` folders some pointer names."""
+    used = set()
+    for path in (kernels_dir() / "suites").rglob("*.json"):
+        try:
+            pointer = json.loads(path.read_text())
+            used.add(f"{pointer['package']}_{pointer['version']}")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return used
+
+
+def remove_unused(log=print) -> None:
+    """Remove the unpacked kernels that no pointer names (each under its artefact lock, and only
+    when no one holds it: a kernel being unpacked right now is kept)."""
+    folder = kernels_dir()
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name == "suites" or not entry.is_dir():
+            continue
+        with workdirs.lock_if_free(_artefact_lock(entry)) as free:
+            # Read the pointers only now: a fetch writes its pointer before it lets go.
+            if free and entry.name not in kernels_in_use():
+                # The lock file stays: unlinking a lock others may have open breaks it.
+                shutil.rmtree(entry, ignore_errors=True)
+                log(f"qemu: removed the unused kernel {entry.name}")

@@ -1,4 +1,4 @@
-"""The analysis sections of the report: real data renders, hostile data stays inert."""
+"""Section 6 of the report (binary analysis): real data renders, hostile data stays inert."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import re
 
 import pytest
 from analysis_support import HOST_LIBC, host_ldso, host_vdso, make_doc, static_musl
+from fakes import markdown_tables
 
 from vdsomatrix.analysis import analyse_result
-from vdsomatrix.analysis.report import render_analysis
+from vdsomatrix.report.binary import render_analysis as render_results
+from vdsomatrix.report.cells import read_results
 
 HOSTILE = "x|y<script>alert(1)</script>`rm -rf`[link](http://evil)\n| a | b |"
 
@@ -37,18 +39,9 @@ def real_docs() -> list[dict]:
     return copy.deepcopy(list(_real_docs()))
 
 
-def _tables(markdown: str) -> list[list[str]]:
-    """Markdown tables as lists of their lines."""
-    tables, current = [], []
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
+def render_analysis(docs) -> str:
+    """Section 6 of the documents, read as the page reads them."""
+    return render_results(read_results(docs))
 
 
 def _columns(line: str) -> int:
@@ -57,7 +50,7 @@ def _columns(line: str) -> int:
 
 
 def _assert_well_formed(markdown: str) -> None:
-    tables = _tables(markdown)
+    tables = markdown_tables(markdown)
     assert tables
     for table in tables:
         widths = {_columns(line) for line in table}
@@ -126,7 +119,6 @@ def test_malformed_analysis_never_crashes(analysis):
     docs[0]["analysis"] = analysis
     markdown = render_analysis(docs + [{"no": "environment"}, None, 42])
     _assert_well_formed(markdown)
-    assert "could not be rendered" not in markdown
 
 
 def test_empty_and_unanalysed():
@@ -143,7 +135,7 @@ def _row(call: str, path: str, syscalls, status: str = "ok") -> dict:
 def _entry_table(markdown: str) -> dict[str, list[str]]:
     """The entry-point table as environment -> its cells (syscall(), clock_gettime, ...)."""
     section = markdown.split("### How the libc's entry points", 1)[1]
-    table = _tables(section)[0]
+    table = markdown_tables(section)[0]
     rows = {}
     for line in table[2:]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
@@ -171,7 +163,6 @@ def test_old_results_without_ldso_still_render():
     docs[0]["analysis"].pop("ldso", None)
     markdown = render_analysis(docs)
     _assert_well_formed(markdown)
-    assert "could not be rendered" not in markdown
 
 
 def test_entry_points_show_the_measurement_beside_the_static_reading():
@@ -223,5 +214,4 @@ def test_hostile_calls_in_entry_points(calls):
     docs[1]["calls"] = calls
     markdown = render_analysis(docs)
     _assert_well_formed(markdown)
-    assert "could not be rendered" not in markdown
     assert "<script" not in markdown

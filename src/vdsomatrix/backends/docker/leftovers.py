@@ -1,0 +1,154 @@
+"""What runs leave behind in the engine, and how it is told apart from what live runs still use.
+
+Every probe container carries its owner (host name, boot id, pid and that pid's start time, so a
+reused pid is not mistaken for the owner) and the wall-clock time by which it kills itself
+(container.py wraps the probe in ``timeout -s KILL``). A container is an orphan when its owner
+is provably gone (same host and boot, and that process no longer exists), or when its own
+deadline has passed by more than :data:`EXPIRY_GRACE`: by then any live owner has stopped
+waiting for it. Containers without these labels (the QEMU backend's initramfs exports, probe
+containers of older versions) are orphans once older than :data:`UNLABELLED_AGE`.
+
+Images: ``vdsomatrix-base`` and ``vdsomatrix-probe`` tags other than the ones the current recipe
+and probe sources give their suite (old content hashes), and unnamed images carrying our labels
+(what superseded builds left) once older than :data:`UNLABELLED_AGE` (younger ones may be a
+build in progress).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from vdsomatrix.backends.docker.engine import LABEL, Log, remove_container
+from vdsomatrix.backends.docker.images import PROBE_REPO, probe_image_tag
+from vdsomatrix.backends.docker.rootfs import BASE_REPO, base_image_tag
+from vdsomatrix.matrix import Suite
+from vdsomatrix.text import one_line
+
+PROBE_RUN = {f"{LABEL}.kind": "probe-run"}
+QEMU_EXPORT = {LABEL: "qemu"}  # set by the QEMU backend on its initramfs-export containers
+OWNER_HOST, OWNER_BOOT = f"{LABEL}.owner.host", f"{LABEL}.owner.boot"
+OWNER_PID, OWNER_STARTED = f"{LABEL}.owner.pid", f"{LABEL}.owner.started"
+EXPIRES = f"{LABEL}.expires"  # Unix time by which the container has killed itself
+EXPIRY_GRACE = 60.0
+UNLABELLED_AGE = 3600.0
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from the last ")".
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+@cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def owner_labels() -> dict[str, str]:
+    """Labels naming this process as the owner of a container it creates."""
+    pid = os.getpid()
+    return {OWNER_HOST: socket.gethostname(), OWNER_BOOT: _boot_id(), OWNER_PID: str(pid),
+            OWNER_STARTED: _process_start(pid) or "unknown"}
+
+
+def owner_is_alive(labels: dict[str, str]) -> bool | None:
+    """True or False when the owner named by ``labels`` can be checked from here (same host,
+    same boot); None when it cannot (no owner labels, another machine sharing the engine)."""
+    if (not labels.get(OWNER_PID, "").isdigit() or labels.get(OWNER_HOST) != socket.gethostname()
+            or labels.get(OWNER_BOOT) != _boot_id() or _boot_id() == "unknown"):
+        return None
+    return _process_start(int(labels[OWNER_PID])) == labels.get(OWNER_STARTED)
+
+
+def orphan_reason(summary: dict[str, Any], now: float) -> str | None:
+    """Why the container in ``summary`` (as ``client.api.containers()`` lists it) is an orphan,
+    or None when a live run may still own it."""
+    labels = summary.get("Labels") or {}
+    alive = owner_is_alive(labels)
+    if alive is True:
+        return None
+    if alive is False:
+        return f"its run (pid {labels[OWNER_PID]}) is gone"
+    try:
+        expires = float(labels[EXPIRES])
+    except (KeyError, ValueError):
+        expires = None
+    if expires is not None:
+        return "its deadline has passed" if now > expires + EXPIRY_GRACE else None
+    created = float(summary.get("Created") or now)
+    return "it is unlabelled and over an hour old" if now - created > UNLABELLED_AGE else None
+
+
+def remove_orphan_containers(client, log: Log = print) -> int:
+    """Remove probe and export containers that no live run owns; returns how many."""
+    seen, removed = set(), 0
+    now = time.time()
+    for wanted in (PROBE_RUN, QEMU_EXPORT):
+        label = ",".join(f"{key}={value}" for key, value in wanted.items())
+        for summary in client.api.containers(all=True, filters={"label": label}):
+            if summary["Id"] in seen:
+                continue
+            seen.add(summary["Id"])
+            reason = orphan_reason(summary, now)
+            if reason is None:
+                continue
+            name = (summary.get("Names") or [summary["Id"][:12]])[0].lstrip("/")
+            log(f"docker: removing the leftover container {name} ({reason})")
+            remove_container(client, summary["Id"], log)
+            removed += 1
+    return removed
+
+
+def _current_tags(labels: dict[str, str], root: Path | None,
+                  known: dict[tuple[str, str], set[str]]) -> set[str]:
+    """The tags the current recipe and probe sources give the suite an image was built for."""
+    key = (labels.get(f"{LABEL}.suite", ""), labels.get(f"{LABEL}.script", ""))
+    if key not in known:
+        suite = Suite(*key)
+        known[key] = {base_image_tag(suite), probe_image_tag(suite, root=root)}
+    return known[key]
+
+
+def remove_stale_images(client, *, root: Path | None = None, log: Log = print) -> int:
+    """Remove our images that no current tag names; returns how many tags or images went."""
+    import docker.errors
+
+    known: dict[tuple[str, str], set[str]] = {}
+    ours = (f"{BASE_REPO}:", f"{PROBE_REPO}:")
+    doomed: list[tuple[str, str]] = []  # (what to remove, why)
+    now = time.time()
+    for summary in client.api.images(filters={"label": f"{LABEL}.kind"}):
+        tags = [t for t in summary.get("RepoTags") or [] if t != "<none>:<none>"]
+        if not tags:
+            if now - float(summary.get("Created") or now) > UNLABELLED_AGE:
+                doomed.append((summary["Id"], "an unnamed image left by an earlier build"))
+            continue
+        current = _current_tags(summary.get("Labels") or {}, root, known)
+        doomed += [(tag, "an old recipe or probe") for tag in tags
+                   if tag.startswith(ours) and tag not in current]
+    removed = 0
+    # Probe images before bases: a base cannot go while an image built on it remains.
+    for ref, why in sorted(doomed, key=lambda item: not item[0].startswith(PROBE_REPO)):
+        try:
+            client.api.remove_image(ref, noprune=False)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:  # in use by a container or a child image
+            log(f"docker: kept {ref} ({why}): {one_line(exc.explanation or exc)}")
+            continue
+        log(f"docker: removed {ref} ({why})")
+        removed += 1
+    return removed

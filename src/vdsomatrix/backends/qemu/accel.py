@@ -1,0 +1,130 @@
+"""Which accelerator guests run with: KVM when it works here, else TCG (software emulation).
+
+KVM is tried once: a short boot that must print the kernel banner within
+:data:`KVM_TRY_SECONDS` (/dev/kvm being there is not enough: nested or half-broken KVM fails
+later, inside QEMU). The verdict is kept for the process, and on disk for the current host boot
+(``/proc/sys/kernel/random/boot_id``) and QEMU version, since every environment is a new process
+under nox. ``VDSOMATRIX_QEMU_ACCEL=kvm|tcg`` skips the detection. Under TCG absolute latencies
+are emulated; only ratios mean something, so every result says which ran.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vdsomatrix import processes
+from vdsomatrix.backends.qemu import workdirs
+from vdsomatrix.paths import cache_dir
+from vdsomatrix.results import write_atomic
+
+KVM_TRY_SECONDS = 10.0
+BANNER = b"Linux version"
+
+_lock = threading.Lock()
+_verdicts: dict[str, str] = {}  # qemu binary -> "kvm" or "tcg", for this process
+
+
+@functools.cache
+def qemu_version(qemu: str) -> str:
+    try:
+        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    first = out.stdout.splitlines()[0] if out.stdout else ""
+    return first.removeprefix("QEMU emulator version ").strip()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def memo_path() -> Path:
+    return cache_dir() / "qemu-accel.json"
+
+
+def known_accel(qemu: str) -> str | None:
+    """The verdict already known for ``qemu`` (forced, this process's, or this host boot's memo),
+    without trying anything; None when only a try can tell."""
+    forced = os.environ.get("VDSOMATRIX_QEMU_ACCEL", "").strip().lower()
+    if forced in ("kvm", "tcg"):
+        return forced
+    if qemu in _verdicts:
+        return _verdicts[qemu]
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    try:
+        saved = json.loads(memo_path().read_text())
+        key = _memo_key(qemu)
+        if {k: saved.get(k) for k in key} == key and saved.get("accel") in ("kvm", "tcg"):
+            return saved["accel"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _memo_key(qemu: str) -> dict[str, str]:
+    return {"boot_id": _boot_id(), "qemu": qemu_version(qemu)}
+
+
+def detect_accel(qemu: str, try_argv: Callable[[Path], list[str]], *, log=print) -> str:
+    """"kvm" when a KVM guest gets as far as printing the kernel banner, else "tcg".
+
+    ``try_argv(console)`` is the QEMU command of that short boot, its console written to the
+    file ``console``.
+    """
+    with _lock:
+        verdict = known_accel(qemu)
+        if verdict is not None:
+            _verdicts.setdefault(qemu, verdict)
+            return verdict
+        verdict, detail = try_kvm(try_argv)
+        log(f"qemu: KVM {'works' if verdict == 'kvm' else 'unusable'} ({detail}); using {verdict}")
+        _verdicts[qemu] = verdict
+        try:
+            memo = {**_memo_key(qemu), "accel": verdict, "detail": detail}
+            write_atomic(memo_path(), json.dumps(memo) + "\n")
+        except OSError as exc:  # only a cache: the next process tries again
+            log(f"qemu: could not keep the KVM verdict ({exc.strerror})")
+        return verdict
+
+
+def try_kvm(try_argv: Callable[[Path], list[str]]) -> tuple[str, str]:
+    """Boot with ``try_argv`` for up to :data:`KVM_TRY_SECONDS`: ("kvm" or "tcg", why)."""
+    with workdirs.owned_tempdir("vdsomatrix-qemu-kvm-") as work:
+        console, stderr = work / "console.log", work / "qemu.err"
+        started = time.monotonic()
+        with open(stderr, "wb") as err:
+            proc = processes.spawn(try_argv(console), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            while time.monotonic() - started < KVM_TRY_SECONDS:
+                processes.check_stopping()
+                if BANNER in _head(console):
+                    return "kvm", f"kernel banner after {time.monotonic() - started:.1f}s"
+                if proc.poll() is not None:
+                    lines = _head(stderr).decode(errors="replace").strip().splitlines()
+                    why = lines[-1] if lines else f"status {proc.returncode}"
+                    return "tcg", f"qemu -accel kvm exited: {why}"
+                time.sleep(0.1)
+            return "tcg", f"no kernel banner within {KVM_TRY_SECONDS:.0f}s"
+        finally:
+            processes.kill_group(proc)
+
+
+def _head(path: Path, limit: int = 64 << 10) -> bytes:
+    """The first bytes of a file (the banner is the kernel's first line)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit)
+    except OSError:
+        return b""

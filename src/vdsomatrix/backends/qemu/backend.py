@@ -1,0 +1,369 @@
+"""The QEMU backend: a Debian kernel, booted with a chosen command line, runs the probe.
+
+What boots: the kernel of ``env.kernel`` (kernels.py: only vmlinuz, everything the guest needs
+is built in) with the initramfs of ``env.userland``'s probe image (initramfs.py), whose /init
+(guest.py) runs the probe and writes its result to the second serial port.
+
+How it runs: ``qemu-system-x86_64`` with no network, no display and two serial ports, both
+files: ttyS0 is the console (kept as a log tail), ttyS1 carries the framed JSON result, read as
+it grows. Each guest has one vCPU and is pinned to one host CPU of its own (``taskset``; a lock
+file per CPU, so guests of parallel threads or processes do not share a CPU while a free one
+exists), so guests running side by side do not compete for a CPU and their latencies stay
+comparable. QEMU runs in a session of its own that dies with vdsomatrix (processes.spawn), and
+is killed when the deadline passes, when the result is in and the guest does not power off by
+itself, when it floods its serial ports, when the run is interrupted, and on any exception; its
+work folder is removed. The accelerator (KVM or TCG) is chosen by accel.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from vdsomatrix import contract, processes
+from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.backends.qemu import accel, guest, kernels, workdirs
+from vdsomatrix.backends.qemu.initramfs import InitramfsCache
+from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
+from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
+from vdsomatrix.paths import cache_dir
+from vdsomatrix.text import plain_tail
+
+QEMU = "qemu-system-x86_64"
+INSTALL_QEMU = f"{QEMU} not found: install qemu-system-x86 (`bash .ci/setup-machine` as root does)"
+MEMORY_MB = 1024  # enough for a ~150 MB initramfs unpacked into RAM next to its packed copy
+POWER_OFF_GRACE = 5.0  # seconds a guest gets to power off after its result is complete
+POLL_SECONDS = 0.2
+CONSOLE_TAIL = 40
+# A real boot prints some 50 KB on its console; a guest printing this much is not one.
+CONSOLE_LIMIT = 64 << 20
+WORK_PREFIX = "vdsomatrix-qemu-"  # every temporary folder of this backend (see workdirs)
+_PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")
+
+
+def qemu_argv(
+    *,
+    qemu: str,
+    accel: str,
+    vmlinuz: Path,
+    initrd: Path | None,
+    append: str,
+    console: Path,
+    result: Path | None,
+    memory_mb: int = MEMORY_MB,
+) -> list[str]:
+    """The QEMU command: one vCPU, no network, no display, serial ports into files."""
+    argv = [
+        qemu,
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-accel",
+        accel,
+        "-cpu",
+        "host" if accel == "kvm" else "max",
+        "-smp",
+        "1",
+        "-m",
+        str(memory_mb),
+        "-nic",
+        "none",
+        "-kernel",
+        str(vmlinuz),
+        "-append",
+        append,
+        "-serial",
+        f"file:{console}",
+    ]
+    if result is not None:
+        argv += ["-serial", f"file:{result}"]
+    if initrd is not None:
+        argv += ["-initrd", str(initrd)]
+    return argv
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _read_tail(path: Path, limit: int) -> bytes:
+    """The last ``limit`` bytes of a file (b"" when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - limit))
+            return fh.read(limit)
+    except OSError:
+        return b""
+
+
+def _tail(path: Path, lines: int = CONSOLE_TAIL) -> list[str]:
+    """The last lines of a console log, as plain printable text."""
+    text = _read_tail(path, 64 << 10).decode("utf-8", "replace").replace("\r", "")
+    return plain_tail(text, lines, replacement="")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def _host_cpu() -> Iterator[int | None]:
+    """Claim a host CPU for one guest: the first one no other guest holds (lock file per CPU).
+
+    Works across threads and processes (flock on separate opens). When every CPU is taken, the
+    guest still gets one CPU, shared; None when affinity is not available at all.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        yield None
+        return
+    folder = cache_dir() / "qemu-cpus"
+    folder.mkdir(parents=True, exist_ok=True)
+    for cpu in cpus:
+        fh = open(folder / f"cpu{cpu}.lock", "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                continue
+            raise
+        try:
+            yield cpu
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+        return
+    yield cpus[os.getpid() % len(cpus)]
+
+
+def _parts(env: Environment) -> tuple[Suite, KernelSpec]:
+    if env.userland is None or env.kernel is None:
+        raise BadInput(f"{env.name}: a qemu environment needs a `suite` and a `kernel`; "
+                       "fix images/matrix.toml")
+    return env.userland, env.kernel
+
+
+# --- the backend -----------------------------------------------------------------------------
+
+
+class QemuBackend(Backend):
+    """Boots ``env.kernel``'s Debian kernel with ``env.cmdline`` on ``env.userland``'s probe image.
+
+    Each guest gets one vCPU pinned to one host CPU (see the module docstring), so the runner may
+    run several guests at once: ``shares_host_cpu`` is False.
+    """
+
+    name = BackendName.QEMU
+    shares_host_cpu = False
+    default_deadline = 240.0
+    # Booting under TCG before the probe starts, and writing its result out afterwards.
+    startup_allowance = 60.0
+
+    def __init__(
+        self,
+        *,
+        qemu: str = QEMU,
+        image_for: Callable[[Suite, bool, Any], str] | None = None,
+        memory_mb: int = MEMORY_MB,
+    ):
+        """``image_for(suite, rebuild, log)``: the probe image tag of a suite, built if needed
+        (default: the docker backend's)."""
+        self.qemu = qemu
+        self.memory_mb = memory_mb
+        self.initramfs = InitramfsCache(image_for=image_for)
+
+    # -- Backend
+
+    def can_start(self) -> Availability:
+        if not shutil.which(self.qemu):
+            return Availability(False, INSTALL_QEMU)
+        return Availability(True)
+
+    def availability(self, env: Environment) -> Availability:
+        gate = self.can_start()
+        if not gate.ok:
+            return gate
+        try:
+            suite, kernel = _parts(env)
+            guest.check_cmdline(env)
+            if kernels.cached_kernel(kernel) is None:
+                return Availability(
+                    False, f"the {kernel.suite} kernel is not downloaded: run `vdsomatrix probe "
+                    f"{env.name}` once with the Debian mirror reachable"
+                )  # fmt: skip
+        except BadInput as exc:
+            return Availability(False, str(exc))
+        if self.initramfs.cached(suite) is None:
+            from vdsomatrix.backends.docker.images import image_status
+
+            built, reason = image_status(suite)
+            if not built:
+                return Availability(False, f"no initramfs for {suite.name} and {reason}")
+        return Availability(True)
+
+    def prepare(self, env: Environment, *, rebuild: bool = False, log=print) -> None:
+        if not self.can_start().ok:
+            raise EnvironmentUnavailable(INSTALL_QEMU)
+        suite, kernel = _parts(env)
+        guest.check_cmdline(env)  # refuses reserved words before anything is built
+        kernels.fetch_kernel(kernel, refresh=rebuild, log=log)
+        self.initramfs.prepare(suite, rebuild=rebuild, log=log)
+
+    def fingerprint(self, env: Environment) -> str | None:
+        # The kernel package and the initramfs (its name covers the probe image, which covers
+        # the probe sources, and the recipe with /init), and what the command line adds.
+        try:
+            suite, spec = _parts(env)
+            kernel, initrd = kernels.cached_kernel(spec), self.initramfs.cached(suite)
+        except BadInput:
+            return None
+        chosen = accel.known_accel(self.qemu)
+        if kernel is None or initrd is None or chosen is None:
+            return None
+        # The accelerator too: a TCG result is not what a KVM run would measure.
+        return ":".join(["qemu", kernel.package_ref, initrd.stem, str(env.build), env.cmdline,
+                         chosen])
+
+    def clean(self, *, images: bool = False, log=print) -> None:
+        workdirs.remove_dead(Path(tempfile.gettempdir()), WORK_PREFIX, log)
+        self.initramfs.remove_leftovers(log)
+        kernels.remove_leftovers(log)
+        if images:
+            self.initramfs.remove_unused(log)
+            kernels.remove_unused(log)
+
+    def run_probe(self, env: Environment, *, deadline: float, log=print) -> ProbeOutcome:
+        started = time.monotonic()
+        try:
+            suite, spec = _parts(env)
+            budget = contract.helper_budget(deadline, self.startup_allowance)
+            append = guest.kernel_cmdline(env, budget)
+            if not self.can_start().ok:
+                raise EnvironmentUnavailable(INSTALL_QEMU)
+            kernel = kernels.cached_kernel(spec) or kernels.fetch_kernel(spec, log=log)
+            initrd = self.initramfs.cached(suite) or self.initramfs.prepare(suite, log=log)
+        except VdsomatrixError as exc:
+            return ProbeOutcome(None, "failed", [str(exc)], seconds=time.monotonic() - started)
+
+        def kvm_try_argv(console: Path) -> list[str]:
+            return qemu_argv(qemu=self.qemu, accel="kvm", vmlinuz=kernel.vmlinuz, initrd=None,
+                             memory_mb=256, append="console=ttyS0 panic=-1", console=console,
+                             result=None)  # fmt: skip
+
+        chosen = accel.detect_accel(self.qemu, kvm_try_argv, log=log)
+        memory = max(self.memory_mb, 2 * (initrd.stat().st_size >> 20) + 512)
+        with workdirs.owned_tempdir(f"{WORK_PREFIX}{env.name}-") as work, _host_cpu() as cpu:
+            argv = qemu_argv(
+                qemu=self.qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,
+                append=append, console=work / "console.log", result=work / "result.log",
+                memory_mb=memory,
+            )  # fmt: skip
+            if cpu is not None and shutil.which("taskset"):
+                argv = ["taskset", "-c", str(cpu), *argv]
+            log(f"{env.name}: booting {kernel.release} ({chosen}, host CPU {cpu}): {append}")
+            remaining = max(1.0, deadline - (time.monotonic() - started))
+            outcome = self._boot(argv, work, remaining)
+        outcome.seconds = time.monotonic() - started
+        outcome.identity = {
+            "accel": chosen,
+            "kernel_package": kernel.package_ref,
+            "qemu": {"version": accel.qemu_version(self.qemu),
+                     "cpu": argv[argv.index("-cpu") + 1], "memory_mb": memory, "host_cpu": cpu},
+        }  # fmt: skip
+        return outcome
+
+    def _boot(self, argv: list[str], work: Path, deadline: float) -> ProbeOutcome:
+        """Run one guest to its end; ``deadline`` counts from the start of QEMU.
+
+        Raises processes.Interrupted (QEMU killed) when the run is interrupted meanwhile.
+        """
+        console, port = work / "console.log", guest.ResultPort(work / "result.log")
+        timed_out, flooded = False, ""
+        processes.check_stopping()
+        with open(work / "qemu.err", "wb") as err:
+            proc = processes.spawn(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        started = time.monotonic()
+        try:
+            complete_at = None
+            while True:
+                processes.check_stopping()
+                exited = proc.poll() is not None
+                if complete_at is None and port.poll():
+                    complete_at = time.monotonic()
+                if exited:
+                    break
+                if complete_at is not None:
+                    if time.monotonic() - complete_at > POWER_OFF_GRACE:
+                        break  # the result is in; the guest just did not power off
+                elif _size(console) > CONSOLE_LIMIT:
+                    flooded = f"{CONSOLE_LIMIT >> 20} MiB to its console"
+                    break
+                elif _size(port.path) > guest.PORT_LIMIT:
+                    flooded = f"{guest.PORT_LIMIT >> 20} MiB to its result port"
+                    break
+                if time.monotonic() - started > deadline:
+                    timed_out = True
+                    break
+                time.sleep(POLL_SECONDS)
+        finally:
+            processes.kill_group(proc)
+        try:
+            frame = port.frame()
+        finally:
+            port.close()
+        return self._outcome(frame, proc.returncode, work, deadline, timed_out, flooded)
+
+    @staticmethod
+    def _outcome(frame: guest.Frame, returncode: int | None, work: Path, deadline: float,
+                 timed_out: bool, flooded: str) -> ProbeOutcome:
+        """What a finished guest left behind, as an outcome."""
+        tail = _tail(work / "console.log")
+        if frame.status == "complete":
+            parsed = contract.parse_output(frame.payload, "the guest's result")
+            if parsed.document is None:
+                return ProbeOutcome(None, "crashed", parsed.errors, tail)
+            errors = []
+            if frame.rc:
+                errors.append(f"probe exited with status {frame.rc} inside the guest")
+            return ProbeOutcome(parsed.document, "ok", errors, tail if errors else [])
+        errors = []
+        if frame.status != "missing":
+            errors.append(f"guest result {frame.status}: {frame.problem}")
+        if timed_out:
+            errors.append(f"guest did not finish within {deadline:.0f}s; killed")
+            return ProbeOutcome(None, "timeout", errors, tail)
+        if flooded:
+            errors.append(f"guest wrote more than {flooded}; killed")
+            return ProbeOutcome(None, "crashed", errors, tail)
+        # The panic message is at the end of the console, however much came before it.
+        panic = _PANIC.search(_read_tail(work / "console.log", 1 << 20))
+        if panic:
+            errors.append("guest kernel panicked: " + panic.group(0).decode("utf-8", "replace"))
+            return ProbeOutcome(None, "crashed", errors, tail)
+        if returncode not in (0, None):
+            stderr = _read_tail(work / "qemu.err", 4000).decode("utf-8", "replace")
+            lines = plain_tail(stderr, 5)
+            lines = [ln for ln in lines if ln.strip()]
+            detail = lines[-1] if lines else f"exit status {returncode}"
+            errors.append(f"qemu failed: {detail}"[:300])
+            return ProbeOutcome(None, "failed", errors, tail + lines)
+        errors.append("guest stopped without a complete result")
+        return ProbeOutcome(None, "crashed", errors, tail)

@@ -1,0 +1,104 @@
+"""Work folders named after the process that owns them, so that leftovers of a dead run can be
+told from the folders of a live one and removed (QemuBackend.clean).
+
+A folder's name ends in ``<pid>.<start time>.<random>``: the start time (in clock ticks since
+boot, from /proc/<pid>/stat) tells a live owner from a later process that got the same pid.
+Folders of another user, or without an owner in their name, are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_OWNER = re.compile(r"(?P<pid>[0-9]+)\.(?P<start>[0-9]+)\.[a-z0-9_]{8}\Z")
+
+
+def _start_time(pid: int | str) -> str | None:
+    """Field 22 of /proc/<pid>/stat (after the command name, which may contain anything)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_tag() -> str:
+    """``<pid>.<start time>`` of this process."""
+    return f"{os.getpid()}.{_start_time('self')}"
+
+
+def make_owned(prefix: str, folder: Path | None = None) -> Path:
+    """A new folder named ``<prefix><owner>.<random>`` in ``folder`` (default: the temp folder)."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}.", dir=folder))
+
+
+@contextlib.contextmanager
+def owned_tempdir(prefix: str, folder: Path | None = None) -> Iterator[Path]:
+    """Like TemporaryDirectory, but with the owner in the name (see :func:`make_owned`)."""
+    path = make_owned(prefix, folder)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def owner_is_dead(name: str) -> bool:
+    """Whether the process named at the end of a work folder's name is gone (False if unknown)."""
+    match = _OWNER.search(name)
+    if not match:
+        return False
+    try:
+        started = _start_time(match["pid"])
+    except (OSError, IndexError):  # unreadable: assume alive, never remove a live run's work
+        return False
+    return started != match["start"]
+
+
+def remove_dead(folder: Path, prefix: str, log=print) -> int:
+    """Remove this user's ``prefix*`` folders in ``folder`` whose owner is dead; how many."""
+    removed = 0
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not owner_is_dead(entry.name):
+            continue
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not entry.is_dir() or entry.is_symlink() or info.st_uid != os.getuid():
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+        log(f"qemu: removed {entry}, left behind by a run that no longer exists")
+    return removed
+
+
+@contextlib.contextmanager
+def lock_if_free(path: Path) -> Iterator[bool]:
+    """Hold the flock on ``path`` if nobody else does (True), or do nothing (False).
+
+    For cleaning up: what a running build or download holds is not cleaned now.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,90 @@
+"""The contract between the two halves: how the probe is started, how its output is read, and the
+identity the host stamps on what came back.
+
+Every backend starts the probe with :func:`probe_argv` (the QEMU guest's /init is generated from
+it), reads what it printed with :func:`parse_output`, and the runner names the result with
+:func:`stamp_identity`. Nothing else in the host side knows the probe's command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vdsomatrix.errors import BadInput
+from vdsomatrix.results import MAX_DOCUMENT, decode_json
+
+if TYPE_CHECKING:
+    from vdsomatrix.matrix import Environment
+
+# Where the probe image (and so every container and guest) keeps the probe and its helpers.
+PROBE_IN_IMAGE = "/opt/vdsomatrix/probes/probe.py"
+HELPER_IN_IMAGE = "/opt/vdsomatrix/bin/vdsoprobe-{build}"
+# A probe prints about 1-2 MB (the compressed libc and loader are most of it); more than this is
+# not a probe's document, and is refused before any memory is spent decoding it.
+MAX_OUTPUT = MAX_DOCUMENT
+
+
+def helper_budget(deadline: float, startup: float) -> int:
+    """Seconds the C helper may run: the environment's deadline less what starting it costs.
+
+    A hung helper is then stopped by the probe itself, which still prints a (partial) document,
+    instead of the whole environment being killed at its deadline with nothing to show.
+    """
+    return max(1, int(deadline - startup))
+
+
+def probe_argv(*, python: str, probe: str, helper: str, name: str, backend: str,
+               budget: int | str) -> list[str]:
+    """The probe's command line, the same in every backend (``budget``: see helper_budget)."""
+    return [python, probe, "--helper", helper, "--name", name, "--backend", backend,
+            "--helper-timeout", str(budget)]
+
+
+@dataclass
+class ParsedOutput:
+    document: dict[str, Any] | None
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_output(data: bytes, origin: str = "the probe") -> ParsedOutput:
+    """What a probe printed, as a document, or the one-line reason it is not one. Never raises.
+
+    Bounded before anything is decoded: size (:data:`MAX_OUTPUT`), then nesting and the number of
+    containers (see results.decode_json), so a hostile environment cannot make the host spend
+    more than a small multiple of the cap in memory.
+    """
+    if len(data) > MAX_OUTPUT:
+        return ParsedOutput(None, [f"{origin} printed {len(data)} bytes, more than the "
+                                   f"{MAX_OUTPUT >> 20} MiB a result may have"])
+    if not data.strip():
+        return ParsedOutput(None, [f"{origin} printed nothing"])
+    try:
+        doc = decode_json(data, origin)
+    except BadInput as exc:
+        return ParsedOutput(None, [str(exc)])
+    if not isinstance(doc, dict):
+        return ParsedOutput(None, [f"{origin} printed JSON that is not an object"])
+    if not isinstance(doc.get("environment", {}), dict):
+        return ParsedOutput(None, [f"{origin} printed a document whose `environment` is not "
+                                   "an object"])
+    return ParsedOutput(doc)
+
+
+def stamp_identity(doc: dict[str, Any], env: Environment, facts: dict[str, Any]) -> None:
+    """Name the result by what the host ran, not by what the environment claims.
+
+    ``facts`` are what the backend knows and the probe cannot (the image, the accelerator, the
+    kernel package). A different name the probe printed is kept aside as ``probe_name``.
+    """
+    identity = doc.get("environment")
+    if not isinstance(identity, dict):
+        identity = doc["environment"] = {}
+    claimed = identity.get("name")
+    if claimed is not None and claimed != env.name:
+        identity["probe_name"] = claimed
+    identity.update(facts)
+    identity.update(name=env.name, backend=str(env.backend), suite=env.suite,
+                    build=str(env.build))
+    if env.kernel is not None:
+        identity.update(kernel_suite=env.kernel.suite, matrix_cmdline=env.cmdline)

@@ -1,0 +1,220 @@
+"""What every cell of the report is made of, in one place.
+
+Reading: a result document came from an environment, so each part is type-checked as it is read
+(:class:`Result`, :func:`part`), never indexed blindly: a part of the wrong type reads as absent.
+Counting: the medians and the "entered the kernel" threshold every table shares.
+Writing: the missing-value mark, numbers, and the escaping of everything an environment said
+(symbol names, paths, os-release fields, console lines), so that no environment can put markup,
+links, headings or HTML into the report. Control characters are made inert by
+:mod:`vdsomatrix.text`, the invisible characters that reorder text here.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from typing import Any
+
+from tabulate import tabulate
+
+from vdsomatrix.text import plain
+
+MISSING = "—"  # the mark of a value a table needs and the document does not have
+# A count per call is an average over many calls, so it is rounded: at least one kernel entry
+# per call on average (a system call, or a trap) means the call entered the kernel.
+ENTERS_KERNEL = 0.5
+# Above this a median is not a latency anyone measured; it is written compactly, not in full.
+LARGEST_PLAIN_NS = 1e12
+
+
+# ----------------------------------------------------------------------- reading --------------
+
+def part(value: Any, *keys: str) -> Any:
+    """``value[k1][k2]...``, or None as soon as a step is not an object."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def entries(value: Any) -> list:
+    """A list, or an empty one for anything else."""
+    return value if isinstance(value, list) else []
+
+
+def whole_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def number(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (integers no float can hold
+    among them)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def text(value: Any) -> str | None:
+    """A string or a number as text; None for anything else (an object, a list, a boolean)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return str(value)
+        except ValueError:  # an integer with more digits than Python will print
+            return "(a number too long to show)"
+    return None
+
+
+class Result:
+    """One result document as the report reads it: the parts every table needs, type-checked."""
+
+    def __init__(self, doc: Any, position: int = 0):
+        self.doc = doc if isinstance(doc, dict) else {}
+        environment = self.doc.get("environment")
+        self.environment = environment if isinstance(environment, dict) else {}
+        name = self.environment.get("name")
+        self.name = name if isinstance(name, str) and name else f"result #{position + 1}"
+        self.backend = text(self.environment.get("backend"))
+        self.emulated = self.environment.get("accel") == "tcg"
+        self.calls = [row for row in entries(self.doc.get("calls")) if isinstance(row, dict)]
+        analysis = self.doc.get("analysis")
+        self.analysis = analysis if isinstance(analysis, dict) else None
+        vdso, libc = part(self.analysis, "vdso"), part(self.analysis, "libc")
+        self.vdso_analysis = vdso if isinstance(vdso, dict) else None
+        self.libc_analysis = libc if isinstance(libc, dict) else None
+        self.analysis_errors = [e for e in entries(part(self.analysis, "errors"))
+                                if isinstance(e, str)]
+
+    def get(self, *keys: str) -> Any:
+        return part(self.doc, *keys)
+
+    def text(self, *keys: str) -> str | None:
+        return text(self.get(*keys))
+
+    @property
+    def run_status(self) -> str:
+        return self.text("run", "status") or "ok"
+
+
+def read_results(docs: Any) -> list[Result]:
+    return [Result(doc, i) for i, doc in enumerate(docs if isinstance(docs, list) else [])]
+
+
+def call_row(result: Result, call: str, path: str) -> dict | None:
+    """The row of ``calls`` that measured ``call`` by ``path``, if the probe wrote one."""
+    for row in result.calls:
+        if row.get("call") == call and row.get("path") == path:
+            return row
+    return None
+
+
+# ----------------------------------------------------------------------- counting -------------
+
+def median(row: dict | None) -> float | None:
+    """The median nanoseconds of a row that measured something, else None."""
+    if not isinstance(row, dict) or row.get("status") != "ok":
+        return None
+    return number(part(row, "ns", "median"))
+
+
+def enters_kernel(row: dict | None) -> bool | None:
+    """Whether a measured call made a system call each time (None: not measured, not counted)."""
+    if not isinstance(row, dict) or row.get("status") != "ok":
+        return None
+    syscalls = number(row.get("syscalls_per_call"))
+    return None if syscalls is None else syscalls >= ENTERS_KERNEL
+
+
+def mechanism(row: dict) -> str:
+    """How one call entered the kernel, from what was counted (ptrace, perf), never from speed."""
+    syscalls = number(row.get("syscalls_per_call"))
+    if syscalls is None:
+        return "?"
+    if syscalls >= ENTERS_KERNEL:
+        return "syscall" if round(syscalls) == 1 else f"{syscalls:g} syscalls"
+    traps = number(row.get("faults_per_call"))
+    if traps is None:
+        return "no syscall"  # traps could not be counted here (no perf counter allowed)
+    return "trap" if traps >= ENTERS_KERNEL else "user"
+
+
+# ----------------------------------------------------------------------- writing --------------
+
+def fmt_ns(value: Any) -> str:
+    """Nanoseconds: one decimal below 10, whole above; the mark for anything not a number."""
+    ns = number(value)
+    if ns is None:
+        return MISSING
+    if abs(ns) >= LARGEST_PLAIN_NS:
+        return f"{ns:.3g}"
+    return f"{ns:.1f}" if ns < 10 else f"{ns:.0f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A GitHub table of cells already escaped (numbers stay as written)."""
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+_MD_IN_HTML = re.compile(r"[\\`*_{}\[\]()#+!|~]")
+_LINK_IN_HTML = re.compile(r"[\[\]]")
+_HEADING_AT_LINE_START = re.compile(r"^( {0,3})#", re.M)
+# A cell can open a list item ("- {name}: ..."), where a leading "#", "+", "-", "=" or "1." would
+# start a heading, a nested list or an ordered list: that first character gets a backslash.
+_BLOCK_START = re.compile(r"^(\s*)(?:([#+=-])|(\d{1,9})([.)])(?=\s|$))")
+_SCHEME = re.compile(r"://")
+_WWW = re.compile(r"(www)\.", re.I)
+
+
+def _unlinked(escaped: str) -> str:
+    """Bare URLs that GitHub would make links of, with the ':' or '.' that makes them one
+    written as a character reference: the reader sees the same text, and no link."""
+    return _WWW.sub(r"\1&#46;", _SCHEME.sub("&#58;//", escaped))
+
+
+def _bounded(line: str, limit: int) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def cell(value: object, limit: int = 120) -> str:
+    """A table cell (or a word in a list item): one line, Markdown and HTML specials escaped,
+    bare URLs unlinked, length bounded. Objects, lists and booleans give an empty cell."""
+    raw = text(value)
+    if raw is None:
+        return ""
+    line = _bounded(plain(raw).replace("\n", " "), limit)
+    # HTML first (so "<" can open no tag), then the specials that matter inside a table cell
+    # (emphasis, code, links, the cell separator) get a backslash.
+    escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(line, quote=False))
+    return _unlinked(_BLOCK_START.sub(_escape_block_start, escaped, count=1))
+
+
+def _escape_block_start(match: re.Match) -> str:
+    space, mark, digits, delimiter = match.groups()
+    return f"{space}\\{mark}" if mark else f"{space}{digits}\\{delimiter}"
+
+
+def html_line(value: object, limit: int = 160) -> str:
+    """Untrusted text as one inert line of HTML: escaped, and every Markdown special written
+    as a character reference, so it stays plain text whether or not a renderer looks for
+    Markdown inside the HTML block."""
+    line = _bounded(plain(text(value) or "").replace("\n", " ").replace("\t", " "), limit)
+    escaped = _MD_IN_HTML.sub(lambda m: f"&#{ord(m.group())};", html.escape(line, quote=True))
+    return _unlinked(escaped)
+
+
+def code_block(lines: list[str], limit: int = 400) -> str:
+    """A listing as a <pre> HTML block (where Markdown is not rendered): HTML-escaped, and the
+    few Markdown constructs a renderer that ignores HTML blocks would act on (links, headings,
+    bare URLs) written as character references."""
+    body = html.escape("\n".join(plain(line)[:limit] for line in lines), quote=False)
+    body = _LINK_IN_HTML.sub(lambda m: f"&#{ord(m.group())};", body)
+    body = _HEADING_AT_LINE_START.sub(r"\1&#35;", body)
+    return "<pre>\n" + _unlinked(body) + "\n</pre>"

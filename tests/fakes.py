@@ -1,0 +1,135 @@
+"""Test doubles shared by the unit tests: a recording backend that stands in for a real one.
+
+Unit tests only: the real Docker engine and real QEMU are exercised by the integration tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from vdsomatrix import SCHEMA, backends
+from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
+
+BOOKWORM = Suite("bookworm", "bookworm")
+
+
+def host_env(name: str = "host") -> Environment:
+    return Environment(name=name, backend=BackendName.HOST)
+
+
+def docker_env(name: str, build: Build = Build.DYNAMIC) -> Environment:
+    return Environment(name=name, backend=BackendName.DOCKER, userland=BOOKWORM, build=build)
+
+
+def qemu_env(name: str, cmdline: str = "") -> Environment:
+    return Environment(name=name, backend=BackendName.QEMU, userland=BOOKWORM,
+                       kernel=KernelSpec("bookworm"), cmdline=cmdline)
+
+
+def probe_document(name: str, **extra) -> dict:
+    """The smallest document a probe could print that passes the schema."""
+    return {
+        "schema": SCHEMA,
+        "environment": {"name": name, "backend": "whatever the probe says"},
+        "vdso": {"present": False},
+        "vsyscall": {"mode": "none"},
+        "calls": [{"call": "getppid", "path": "syscall", "status": "ok",
+                   "ns": {"min": 80.0, "median": 84.0, "p90": 90.0}, "syscalls_per_call": 1.0}],
+        "errors": [],
+        **extra,
+    }
+
+
+@dataclass
+class Timeline:
+    """When each environment's probe ran, across every fake backend of a test."""
+
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def overlapping(self, a: str, b: str) -> bool:
+        (s1, e1), (s2, e2) = self.spans[a], self.spans[b]
+        return s1 < e2 and s2 < e1
+
+    def most_at_once(self, names) -> int:
+        points = sorted([(self.spans[n][0], 1) for n in names]
+                        + [(self.spans[n][1], -1) for n in names])
+        now = peak = 0
+        for _, step in points:
+            now += step
+            peak = max(peak, now)
+        return peak
+
+
+class RecordingBackend(Backend):
+    """Runs nothing: sleeps ``seconds`` and returns ``outcomes[name]`` (or a valid document),
+    recording when each probe ran."""
+
+    def __init__(self, name: BackendName, timeline: Timeline, *, shares_host_cpu: bool,
+                 seconds: float = 0.05, outcomes=None, unavailable=(), fingerprints=None):
+        self.name = name
+        self.shares_host_cpu = shares_host_cpu
+        self.timeline = timeline
+        self.seconds = seconds
+        self.outcomes = outcomes or {}
+        self.unavailable = set(unavailable)
+        self.fingerprints = fingerprints or {}
+        self.probed: list[str] = []
+        self.cleaned = 0
+
+    def availability(self, env) -> Availability:
+        if env.name in self.unavailable:
+            return Availability(False, f"{env.name} cannot run here (test)")
+        return Availability(True)
+
+    def fingerprint(self, env):
+        return self.fingerprints.get(env.name)
+
+    def clean(self, *, images=False, log=print):
+        self.cleaned += 1
+
+    def run_probe(self, env, *, deadline, log=print) -> ProbeOutcome:
+        start = time.monotonic()
+        self.probed.append(env.name)
+        behaviour = self.outcomes.get(env.name)
+        if callable(behaviour):
+            outcome = behaviour(env)
+        else:
+            time.sleep(self.seconds)
+            outcome = behaviour or ProbeOutcome(probe_document(env.name))
+        with self.timeline.lock:
+            self.timeline.spans[env.name] = (start, time.monotonic())
+        return outcome
+
+
+def install(monkeypatch, timeline: Timeline | None = None, **per_backend) -> dict:
+    """Replace the real backends with recording ones; returns them by name."""
+    timeline = timeline or Timeline()
+    fakes = {
+        BackendName.HOST: RecordingBackend(BackendName.HOST, timeline, shares_host_cpu=True,
+                                           **per_backend.get("host", {})),
+        BackendName.DOCKER: RecordingBackend(BackendName.DOCKER, timeline, shares_host_cpu=True,
+                                             **per_backend.get("docker", {})),
+        BackendName.QEMU: RecordingBackend(BackendName.QEMU, timeline, shares_host_cpu=False,
+                                           **per_backend.get("qemu", {})),
+    }
+    monkeypatch.setattr(backends, "_instances", dict(fakes))
+    # The analysis needs real artefacts; these documents carry none.
+    monkeypatch.setattr("vdsomatrix.analysis.analyse_bounded",
+                        lambda doc: {"vdso": None, "libc": None, "ldso": None, "errors": []})
+    return fakes
+
+
+def markdown_tables(markdown: str) -> list[list[str]]:
+    """The Markdown tables of a page, each as the list of its lines."""
+    tables, current = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables + ([current] if current else [])
