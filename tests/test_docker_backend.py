@@ -631,6 +631,32 @@ def test_a_container_nobody_waits_for_stops_by_itself(engine, bookworm_image):
         orphan.remove(force=True)
 
 
+def _built_suites(engine) -> list[str]:
+    from vdsomatrix.matrix import load_matrix
+
+    suites = load_matrix().suites.values()
+    return [s.name for s in suites if images.image_status(s, client=engine)[0]]
+
+
+@pytest.mark.engine
+def test_the_lifetime_wrapper_passes_status_through_in_every_built_suite(engine):
+    """GNU timeout 9.10 (forky, sid) refuses to run as PID 1: the wrapper must work in every
+    userland of the matrix, not only the one the other tests use."""
+    suites = _built_suites(engine)
+    if not suites:
+        pytest.skip("no probe image built")
+    from vdsomatrix.matrix import load_matrix
+
+    for name in suites:
+        tag = images.probe_image_tag(load_matrix().suites[name])
+        for command, expected in ((["python3", "-c", "print(1)"], 0),
+                                  (["sh", "-c", "exit 3"], 3),
+                                  (["sh", "-c", "kill -SEGV $$"], 128 + 11)):
+            run = run_container(engine, kwargs_for(command, name=f"test-{name}", image=tag),
+                                timeout=60, stdout_cap=1000)
+            assert run.exit_code == expected, (name, command, run.stderr[-300:])
+
+
 @pytest.mark.engine
 def test_clean_removes_what_a_dead_run_left_and_keeps_a_live_runs(engine, bookworm_image):
     dead = kwargs_for(["sleep", "60"], name="test-dead-owner", image=bookworm_image)

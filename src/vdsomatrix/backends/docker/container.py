@@ -9,8 +9,9 @@ The confinement of every probe container is decided in :func:`container_kwargs` 
   none added back), no-new-privileges, the engine's default seccomp profile, a memory and a
   process limit, no core dumps, no log driver (the output is read through an attach stream, so
   nothing of it lands on the host's disk);
-- a lifetime: the command runs under coreutils ``timeout -s KILL``, so the container stops by
-  itself even when nobody is left to kill it (vdsomatrix itself killed); and labels naming its
+- a lifetime: the command runs under coreutils ``timeout -s KILL`` (itself under ``sh``), so the
+  container stops by itself even when nobody is left to kill it (vdsomatrix itself killed);
+  and labels naming its
   owner, by which leftovers.py tells a leftover from a container a live run still waits for.
 
 Capabilities: none, and not root. The helper ptraces only its own children, which ask for it
@@ -84,7 +85,9 @@ def container_kwargs(env_name: str, image: str, command: list[str], *,
     seconds = max(1, math.ceil(lifetime))
     return {
         "image": image,
-        "command": ["timeout", "-s", "KILL", f"{seconds}s", *command],
+        # Under a shell, not as PID 1: GNU timeout 9.10 (forky, sid) exits 125 at once when it
+        # is the container's PID 1; the shell passes its status (137 when killed) through.
+        "command": ["sh", "-c", 'timeout -s KILL "$0" "$@"; exit $?', f"{seconds}s", *command],
         "name": f"vdsomatrix-{_UNSAFE.sub('_', env_name)[:40]}-{uuid.uuid4().hex[:8]}",
         "labels": {**PROBE_RUN, f"{LABEL}.env": env_name, **owner_labels(),
                    # when it will have killed itself, being started right after its creation
