@@ -173,6 +173,18 @@ def test_an_engine_that_dies_mid_run_fails_its_containers_clearly(
     assert "Traceback" not in first.message
 
 
+@pytest.mark.qemu
+def test_guests_go_on_when_the_engine_is_gone(engine, second_engine, monkeypatch, tmp_path):
+    proc, client, url = second_engine
+    guest = load_matrix().get("k6.1")
+    runner.prepare(guest, rebuild=False, log=lambda m: None)  # with the live engine
+    monkeypatch.setenv("DOCKER_HOST", url)
+    proc.kill()
+    proc.wait(timeout=30)
+    record = runner.measure(guest, tmp_path, deadline=240, note="", log=lambda m: None)
+    assert record.status == "ok", record.message
+
+
 # ------------------------------------------------------------------ interrupts, end to end ---
 
 
