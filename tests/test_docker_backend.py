@@ -218,9 +218,10 @@ def test_ok_run_records_the_image_and_uses_the_hardened_settings():
     (kwargs,) = client.created
     assert kwargs["image"] == FakeImage("").id
     # It kills itself a little after the run's deadline, even with nobody left to kill it.
-    assert kwargs["command"][:3] == ["timeout", "-s", "KILL"]
-    assert 60 < int(kwargs["command"][3].rstrip("s")) <= 60 + 20
-    assert kwargs["command"][4:6] == ["python3", "/opt/vdsomatrix/probes/probe.py"]
+    shell, flag, script, lifetime, *probe = kwargs["command"]
+    assert [shell, flag] == ["sh", "-c"] and script.startswith('timeout -s KILL "$0" "$@"')
+    assert 60 < int(lifetime.rstrip("s")) <= 60 + 20
+    assert probe[:2] == ["python3", "/opt/vdsomatrix/probes/probe.py"]
     assert "/opt/vdsomatrix/bin/vdsoprobe-musl" in kwargs["command"]
     assert kwargs["user"] == "65534:65534"
     assert kwargs["network_mode"] == "none" and kwargs["read_only"] is True

@@ -93,6 +93,7 @@ def test_failure_document_is_a_valid_result():
     ('{"schema": Infinity}', "not a JSON number"),
     ('{"schema": NaN}', "not a JSON number"),
     ("[" * 300_000 + "]" * 300_000, "objects and arrays"),
+    ("[" + "1," * 600_000 + "1]", "values"),
     ("[" * 100_000 + "]" * 100_000, "nested deeper"),
     ("[" * 5000 + "]" * 5000, "nested deeper"),
     ('{"a":' * 70 + "1" + "}" * 70, "nested deeper"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vdsomatrix.errors import BadInput
-from vdsomatrix.results import MAX_DOCUMENT, decode_json
+from vdsomatrix.results import decode_json
 
 if TYPE_CHECKING:
     from vdsomatrix.matrix import Environment
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 # Where the probe image (and so every container and guest) keeps the probe and its helpers.
 PROBE_IN_IMAGE = "/opt/vdsomatrix/probes/probe.py"
 HELPER_IN_IMAGE = "/opt/vdsomatrix/bin/vdsoprobe-{build}"
-# A probe prints about 1-2 MB (the compressed libc and loader are most of it); more than this is
+# A probe prints about 1.4 MB (the compressed libc and loader are most of it); more than this is
 # not a probe's document, and is refused before any memory is spent decoding it.
-MAX_OUTPUT = MAX_DOCUMENT
+MAX_OUTPUT = 8 << 20
 
 
 def helper_budget(deadline: float, startup: float) -> int:

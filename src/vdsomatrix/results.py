@@ -26,10 +26,12 @@ from typing import Any
 from vdsomatrix import SCHEMA
 from vdsomatrix.errors import BadInput
 
-# A real result is 1-2 MB (most of it the compressed libc and loader the analysis reads);
-# the caps leave several times that, and bound the memory a hostile file can cost.
+# A real result is about 1.4 MB (most of it the compressed libc and loader the analysis reads),
+# with about 1,400 objects and arrays and 5,000 values; the caps leave room for several times
+# that plus an analysis at its own cap, and bound what decoding a hostile file can cost.
 MAX_DOCUMENT = 16 << 20
-MAX_CONTAINERS = 200_000  # objects and arrays in one document (a real one has a few thousand)
+MAX_CONTAINERS = 100_000  # objects and arrays
+MAX_VALUES = 500_000  # commas: an upper bound on the values of all arrays and objects
 MAX_DEPTH = 64
 
 
@@ -80,24 +82,24 @@ def _no_constant(name: str) -> Any:
 
 def _depth(value: Any) -> int:
     """Nesting depth, iteratively (a recursive walk would be the attack)."""
-    deepest, stack = 0, [(value, 1)]
+    deepest, stack = 0, [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         node, level = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, level)
-            if level > MAX_DEPTH:
-                return level
-            stack.extend((child, level + 1)
-                         for child in (node.values() if isinstance(node, dict) else node))
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            return level
+        stack.extend((child, level + 1)
+                     for child in (node.values() if isinstance(node, dict) else node)
+                     if isinstance(child, dict | list))
     return deepest
 
 
 def decode_json(data: bytes | str, origin: str) -> Any:
     """Standard JSON, bounded: BadInput with a one-line reason for anything beyond the caps.
 
-    The counts are taken on the raw bytes before decoding (a brace inside a string counts too,
-    which only makes the bound stricter), so the decoder never builds more than
-    :data:`MAX_CONTAINERS` objects and arrays.
+    The counts are taken on the raw bytes before decoding (a brace or comma inside a string
+    counts too, which only makes the bound stricter), so the decoder never builds more than
+    :data:`MAX_CONTAINERS` objects and arrays or :data:`MAX_VALUES` values.
     """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > MAX_DOCUMENT:
@@ -107,6 +109,10 @@ def decode_json(data: bytes | str, origin: str) -> Any:
     if containers > MAX_CONTAINERS:
         raise BadInput(f"{origin}: {containers} objects and arrays, more than the "
                        f"{MAX_CONTAINERS} a result may have")
+    values = raw.count(b",")
+    if values > MAX_VALUES:
+        raise BadInput(f"{origin}: {values} values, more than the {MAX_VALUES} a result may "
+                       "have")
     try:
         doc = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
     except RecursionError:
