@@ -110,13 +110,13 @@ def cmd_images(args) -> int:
     from vdsomatrix.runner import Progress, in_parallel, prepare
 
     matrix = _matrix(args)
-    envs = [e for e in matrix.environments.values() if e.backend == "docker"]
+    envs = [e for e in matrix.environments.values() if e.backend == BackendName.DOCKER]
     if args.suite:
         unknown = set(args.suite) - set(matrix.suites)
         if unknown:
             raise BadInput(f"unknown suite(s) {sorted(unknown)}: see [suites] in {matrix.path}")
         envs = [e for e in envs if e.suite in args.suite]
-    gate = get_backend("docker").can_start()
+    gate = get_backend(BackendName.DOCKER).can_start()
     if not gate.ok:
         print(f"vdsomatrix: {gate.reason}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ returns one Markdown table; every value is read through :mod:`cells`.
 
 from __future__ import annotations
 
+from vdsomatrix.matrix import BackendName
 from vdsomatrix.report.cells import (
     MISSING,
     Result,
@@ -89,7 +90,7 @@ def identity_table(results: list[Result]) -> str:
                     or r.text("environment", "suite")) or MISSING
 
     def cmdline(r: Result) -> str:
-        if r.backend == "qemu":
+        if r.backend == BackendName.QEMU:
             return cell(r.text("environment", "matrix_cmdline") or "(default)")
         return "(host's)"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vdsomatrix.matrix import BackendName
 from vdsomatrix.report import measurements
 from vdsomatrix.report.binary import render_analysis
 from vdsomatrix.report.cells import (
@@ -31,10 +32,12 @@ from vdsomatrix.report.measurements import RESOLUTION_NS, VSYSCALL_CALLS
 
 # Where the questions come from: the seed article, cited (it is not part of this repository).
 ARTICLE = "“linux syscalls on x86_64”, by atp, on the blog *Atp's external memory* (21 May 2011)"
-BACKEND_ORDER = {"host": 0, "docker": 1, "qemu": 2}
+BACKEND_ORDER = {str(b): i for i, b in enumerate(BackendName)}
+NATIVE = (BackendName.HOST, BackendName.DOCKER)  # share this machine's kernel
+EMULATED = (BackendName.QEMU,)
 GROUPS = (
-    ("Userlands on this machine's kernel (host and containers)", ("host", "docker")),
-    ("Kernels under QEMU", ("qemu",)),
+    ("Userlands on this machine's kernel (host and containers)", NATIVE),
+    ("Kernels under QEMU", EMULATED),
 )
 # A result that names no backend (a failed environment's, an old or hand-made one) still gets a
 # column: a missing field shows as the mark, it does not hide the environment.
@@ -74,7 +77,7 @@ def summary_section(results: list[Result]) -> str:
         for c in VSYSCALL_CALLS)]
     lines.append(f"- **Legacy vsyscall calls** work in {len(runs)} environments and kill the "
                  f"caller in {len(dies)}: {_names(dies)}.")
-    for where, backends in (("natively", ("host", "docker")), ("under QEMU", ("qemu",))):
+    for where, backends in (("natively", NATIVE), ("under QEMU", EMULATED)):
         costs = [c for r in probed if r.backend in backends
                  if (c := median(call_row(r, "getppid", "syscall"))) is not None]
         if costs:

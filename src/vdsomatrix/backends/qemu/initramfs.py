@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix import processes
+from vdsomatrix.backends.docker import leftovers
 from vdsomatrix.backends.qemu import guest, workdirs
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.matrix import Suite
@@ -142,7 +143,8 @@ def build_initramfs(client, image: str, dest: Path, *, log=print) -> dict[str, A
         )
         out = work / "initramfs.cpio"
         container = client.containers.create(
-            image, command=["/bin/true"], network_disabled=True, labels={"org.vdsomatrix": "qemu"}
+            image, command=["/bin/true"], network_disabled=True,
+            labels={**leftovers.QEMU_EXPORT, **leftovers.owner_labels()},  # see clean()
         )
         try:
             with open(work / "bsdtar.err", "wb") as err:
