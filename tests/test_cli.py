@@ -93,3 +93,31 @@ def test_list_says_a_shared_reason_once(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("no Docker engine reachable (test)") == 1
     assert out.count("see [1]") == 15
+
+
+def test_list_json_is_one_object_per_environment(capsys):
+    assert main(["list", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    from vdsomatrix.matrix import load_matrix
+
+    assert [e["name"] for e in entries] == list(load_matrix().environments)
+    host = entries[0]
+    assert host["backend"] == "host" and host["runs_here"] is True and host["tags"] == ["host"]
+
+
+def test_env_globs_select_in_matrix_order():
+    from vdsomatrix.cli import _select
+    from vdsomatrix.matrix import load_matrix
+
+    matrix = load_matrix()
+    chosen = [e.name for e in _select(matrix, ["k6.1-vsyscall-*", "host"], [])]
+    assert chosen == ["host", "k6.1-vsyscall-emulate", "k6.1-vsyscall-xonly",
+                      "k6.1-vsyscall-none"]
+
+
+def test_a_labelled_run_records_its_machine(tmp_path):
+    assert main(["probe", "host", "--label", "ci-amd", "--out", str(tmp_path)]) == 0
+    machine = json.loads((tmp_path / "host.json").read_text())["run"]["machine"]
+    assert machine["id"] == machine["label"] == "ci-amd"
+    assert machine["kernel"] and "hypervisor" in machine and isinstance(
+        machine["mitigations"], dict)

@@ -153,3 +153,34 @@ def test_the_schema_is_published_and_valid():
 
     jsonschema.validators.validator_for(schema()).check_schema(schema())
     assert schema()["properties"]["schema"]["const"] == SCHEMA
+
+
+def _on(machine, started, name="host"):
+    doc = minimal(name)
+    doc["run"] = {"status": "ok", "started": started, "machine": {"id": machine}}
+    return doc
+
+
+def test_results_of_two_machines_are_both_kept(tmp_path):
+    write_result(_on("amd", "2026-11-27T10:00:00+00:00"), tmp_path / "a")
+    write_result(_on("intel", "2026-11-27T09:00:00+00:00"), tmp_path / "b")
+    loaded = load_results([tmp_path / "a", tmp_path / "b"])
+    assert sorted(d["run"]["machine"]["id"] for d in loaded.documents) == ["amd", "intel"]
+    assert loaded.problems == []
+
+
+def test_the_newer_result_of_one_machine_wins_and_says_so(tmp_path):
+    write_result(_on("amd", "2026-11-27T10:00:00+00:00"), tmp_path / "new")
+    write_result(_on("amd", "2026-11-26T10:00:00+00:00"), tmp_path / "old")
+    loaded = load_results([tmp_path / "new", tmp_path / "old"])
+    (doc,) = loaded.documents
+    assert doc["run"]["started"].startswith("2026-11-27")
+    assert "newer result is used" in loaded.problems[0] and "old" in loaded.problems[0]
+
+
+def test_old_results_name_their_machine_by_host_name():
+    from vdsomatrix.results import machine_id
+
+    doc = minimal()
+    doc["run"] = {"status": "ok", "machine": "vm"}
+    assert check_document(doc) == [] and machine_id(doc) == "vm"

@@ -7,6 +7,8 @@ environment, malformed matrix, no usable result files). Every error is one line 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import math
 import os
 import signal
@@ -18,6 +20,7 @@ from tabulate import tabulate
 from vdsomatrix import __version__
 from vdsomatrix.backends import get_backend
 from vdsomatrix.errors import BadInput, VdsomatrixError
+from vdsomatrix.machine import check_label
 from vdsomatrix.matrix import BACKENDS, BackendName, Environment, Matrix, load_matrix
 from vdsomatrix.paths import default_results_dir, project_root
 from vdsomatrix.processes import stopping
@@ -39,6 +42,20 @@ def _where(env: Environment) -> str:
 def cmd_list(args) -> int:
     matrix = _matrix(args)
     gates = {name: get_backend(name).can_start() for name in BACKENDS}
+    if args.json:
+        entries = []
+        for env in matrix.environments.values():
+            gate = gates[env.backend]
+            verdict = gate if not gate.ok else get_backend(env.backend).availability(env)
+            entries.append({
+                "name": env.name, "backend": str(env.backend), "suite": env.suite,
+                "build": str(env.build), "kernel": env.kernel.suite if env.kernel else None,
+                "cmdline": env.cmdline, "description": env.description,
+                "runs_here": verdict.ok, "reason": verdict.reason or None,
+                "tags": [str(env.backend)],
+            })
+        print(json.dumps(entries, indent=1))
+        return 0
     # A reason shared by many environments (no engine, no QEMU) is said once, below the table.
     notes: dict[str, int] = {}
     rows = []
@@ -57,9 +74,22 @@ def cmd_list(args) -> int:
 
 
 def _select(matrix: Matrix, names: list[str], backends: list[str]) -> list[Environment]:
+    """Environments by name or glob (``--env 'k6.1-*'``), in matrix order, then by backend."""
     if names:
-        return [matrix.get(n) for n in names]
-    envs = list(matrix.environments.values())
+        chosen: dict[str, Environment] = {}
+        for pattern in names:
+            if not any(ch in pattern for ch in "*?["):
+                env = matrix.get(pattern)
+                chosen[env.name] = env
+                continue
+            found = fnmatch.filter(matrix.environments, pattern)
+            if not found:
+                raise BadInput(f"--env {pattern!r} matches no environment: run `vdsomatrix "
+                               "list` to see them")
+            chosen.update((n, matrix.environments[n]) for n in found)
+        envs = [e for e in matrix.environments.values() if e.name in chosen]
+    else:
+        envs = list(matrix.environments.values())
     if backends:
         envs = [e for e in envs if e.backend in backends]
     return envs
@@ -70,7 +100,8 @@ def _run(args, envs: list[Environment]) -> int:
 
     out = Path(args.out) if args.out else default_results_dir()
     records = run_environments(envs, out, jobs=args.jobs, rebuild=args.rebuild,
-                               deadline=args.deadline, resume=getattr(args, "resume", False))
+                               deadline=args.deadline, resume=getattr(args, "resume", False),
+                               label=args.label)
     produced = [r for r in records if r.path is not None and not r.reused]
     reused = [r for r in records if r.reused]
     skipped = [r for r in records if r.status == "unavailable"]
@@ -188,6 +219,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _label(text: str) -> str:
+    """argparse type of --label."""
+    try:
+        return check_label(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def _count(text: str) -> int:
     """argparse type of --jobs: a whole number, at least 1."""
     try:
@@ -216,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="environments of the matrix, and which can run here")
+    p.add_argument("--json", action="store_true",
+                   help="a JSON array, one object per environment (for CI job matrices)")
     p.set_defaults(func=cmd_list)
 
     def run_options(p):
@@ -224,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deadline", type=_seconds, help="seconds before a probe is killed")
         p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
                        help="environments prepared (and guests run) at once (default: CPUs)")
+        p.add_argument("--label", type=_label,
+                       help="name this machine in the results (merging several machines' "
+                            "results keeps each machine's; default: an anonymous machine id)")
 
     p = sub.add_parser("probe", help="probe one environment, write OUT/NAME.json")
     p.add_argument("name", nargs="?", help="environment name (see `vdsomatrix list`)")
@@ -232,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("run", help="probe several environments (default: all that can run)")
-    p.add_argument("--env", action="append", help="an environment (repeatable)")
+    p.add_argument("--env", action="append",
+                   help="an environment, or a glob such as 'k6.1-*' (repeatable)")
     p.add_argument("--backend", action="append", choices=[str(b) for b in BACKENDS],
                    help="only this backend (repeatable)")
     p.add_argument("--strict", action="store_true",

@@ -225,6 +225,14 @@ def read_result(path: Path) -> dict:
     return parse_document(data, str(path))
 
 
+def machine_id(doc: dict) -> str:
+    """Which machine a result was made on (results before 0.2 name it by host name alone)."""
+    machine = (doc.get("run") or {}).get("machine")
+    if isinstance(machine, dict):
+        return str(machine.get("id"))
+    return machine if isinstance(machine, str) and machine else "unknown machine"
+
+
 @dataclass
 class LoadedResults:
     documents: list[dict]
@@ -232,7 +240,11 @@ class LoadedResults:
 
 
 def load_results(paths: list[Path]) -> LoadedResults:
-    """Load result files and folders of them; unusable files are reported, not fatal."""
+    """Load result files and folders of them; unusable files are reported, not fatal.
+
+    Results of several machines are all kept: one per (environment, machine). Two of the same
+    environment and machine: the newer (``run.started``) wins, and a problem line says so.
+    """
     files: list[Path] = []
     problems: list[str] = []
     for path in paths:
@@ -242,15 +254,27 @@ def load_results(paths: list[Path]) -> LoadedResults:
             files.append(path)
         else:
             problems.append(f"{path}: no such file or folder")
-    docs: dict[str, dict] = {}
+    docs: dict[tuple[str, str], tuple[dict, Path]] = {}
     for file in files:
         try:
             doc = read_result(file)
         except BadInput as exc:
             problems.append(str(exc))
             continue
-        name = doc["environment"]["name"]
-        if name in docs:
-            problems.append(f"{file}: a second result for {name!r}; the later file wins")
-        docs[name] = doc
-    return LoadedResults(documents=list(docs.values()), problems=problems)
+        key = (doc["environment"]["name"], machine_id(doc))
+        if key in docs:
+            other, other_file = docs[key]
+            newer, older = ((doc, file), (other, other_file))
+            if _started(doc) < _started(other):
+                newer, older = older, newer
+            problems.append(f"{older[1]}: {key[0]!r} of machine {key[1]!r} again, older than "
+                            f"{newer[1]}; the newer result is used")
+            docs[key] = newer
+        else:
+            docs[key] = (doc, file)
+    return LoadedResults(documents=[doc for doc, _ in docs.values()], problems=problems)
+
+
+def _started(doc: dict) -> str:
+    started = (doc.get("run") or {}).get("started")
+    return started if isinstance(started, str) else ""

@@ -13,7 +13,6 @@ interrupted writes nothing: its previous result, if any, stays as it was.
 from __future__ import annotations
 
 import datetime as dt
-import platform
 import sys
 import threading
 import time
@@ -22,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from vdsomatrix import __version__, contract
+from vdsomatrix import __version__, contract, machine
 from vdsomatrix.backends import get_backend
 from vdsomatrix.backends.base import ProbeOutcome
 from vdsomatrix.errors import BadInput, VdsomatrixError
 from vdsomatrix.matrix import Environment
+from vdsomatrix.paths import project_root
 from vdsomatrix.processes import Interrupted, stopping
 from vdsomatrix.results import (
     RunStatus,
@@ -100,7 +100,7 @@ def deadline_for(env: Environment, deadline: float | None) -> float:
 
 
 def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note: str,
-             fingerprint: str | None = None) -> dict:
+             fingerprint: str | None = None, label: str | None = None) -> dict:
     """Turn what came back into a stored result: checked, named by the host, analysed.
 
     Never raises on anything the environment sent: a document that is not usable becomes a
@@ -129,8 +129,9 @@ def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note
         "status": str(status),
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(outcome.seconds, 2),
-        "machine": platform.node(),
+        "machine": machine.identity(label),
         "vdsomatrix": __version__,
+        "commit": machine.vdsomatrix_commit(project_root()),
         "concurrency": note,
         "fingerprint": fingerprint,
     }
@@ -149,7 +150,7 @@ def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note
 
 
 def measure(env: Environment, out_dir: Path, *, deadline: float | None, note: str,
-            log) -> RunRecord:
+            log, label: str | None = None) -> RunRecord:
     backend = get_backend(env.backend)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
@@ -171,7 +172,7 @@ def measure(env: Environment, out_dir: Path, *, deadline: float | None, note: st
         return record(RunStatus.INTERRUPTED, "interrupted; no result written")
     outcome.seconds = outcome.seconds or time.monotonic() - t0
     try:
-        doc = finalize(env, outcome, started, note, _fingerprint(env, log))
+        doc = finalize(env, outcome, started, note, _fingerprint(env, log), label)
     except Exception as exc:  # a bug of ours: still a result that says so
         doc = failure_document(env, RunStatus.CRASHED,
                                [f"finalizing failed: {type(exc).__name__}: {one_line(exc)}"],
@@ -197,9 +198,10 @@ def _fingerprint(env: Environment, log) -> str | None:
         return None
 
 
-def reusable(env: Environment, out_dir: Path, log) -> Path | None:
+def reusable(env: Environment, out_dir: Path, log, label: str | None = None) -> Path | None:
     """The stored result of ``env`` if it is complete and was made by the same probe, image and
-    kernel as what would run now (its backend's fingerprint); None otherwise."""
+    kernel as what would run now (its backend's fingerprint), under the same label; None
+    otherwise."""
     path = out_dir / f"{env.name}.json"
     if not path.is_file():
         return None
@@ -208,8 +210,11 @@ def reusable(env: Environment, out_dir: Path, log) -> Path | None:
     except BadInput:
         return None
     run = doc.get("run") or {}
+    stored_label = run["machine"].get("label") if isinstance(run.get("machine"), dict) else None
+    if run.get("status") != RunStatus.OK or stored_label != label:
+        return None
     now = _fingerprint(env, log)
-    if run.get("status") != RunStatus.OK or not now or run.get("fingerprint") != now:
+    if not now or run.get("fingerprint") != now:
         return None
     return path
 
@@ -260,7 +265,8 @@ def sweep_orphans(backends: Iterable, log) -> None:
 
 def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebuild: bool = False,
                      deadline: float | None = None, resume: bool = False,
-                     progress: Progress | None = None) -> list[RunRecord]:
+                     label: str | None = None, progress: Progress | None = None
+                     ) -> list[RunRecord]:
     stopping.clear()
     progress = progress or Progress(len(envs))
     log = progress.log
@@ -283,7 +289,7 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
     # 2. Prepare in parallel.
     def prep(env: Environment) -> None:
         rec = prepare(env, rebuild=rebuild, log=log)
-        if rec is None and resume and (path := reusable(env, out_dir, log)):
+        if rec is None and resume and (path := reusable(env, out_dir, log, label)):
             rec = RunRecord(env, RunStatus.OK, "", path, reused=True)
             _mark_reused(path, log)
         if rec is not None:
@@ -303,7 +309,7 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
 
     def run_one(env: Environment, note: str) -> None:
         progress.start(env.name)
-        done(measure(env, out_dir, deadline=deadline, note=note, log=log))
+        done(measure(env, out_dir, deadline=deadline, note=note, log=log, label=label))
 
     try:
         for env in shared:

@@ -43,6 +43,15 @@ API_TIMEOUT = 120.0  # seconds for ordinary engine requests (create, start, kill
 SELF_KILL_GRACE = 15.0
 
 
+def _engine_version(client) -> dict[str, str | None]:
+    """The engine's version, for the record (a result says what ran it); never fails a run."""
+    try:
+        version = client.version()
+    except Exception:  # the engine went away after the run: the result still stands
+        return {"version": None}
+    return {"version": str(version.get("Version")), "api": str(version.get("ApiVersion"))}
+
+
 class DockerBackend(Backend):
     """The probe inside a hardened container of a locally built image; never pulls."""
 
@@ -141,10 +150,11 @@ class DockerBackend(Backend):
                                       lifetime=remaining + SELF_KILL_GRACE)
             run = run_container(client, kwargs, timeout=remaining,
                                 stdout_cap=contract.MAX_OUTPUT, log=log)
+            engine = _engine_version(client)
         finally:
             close(client)
         return outcome(**self._judge(run, deadline),
-                       identity={"image": {"tag": tag, "id": image.id}})
+                       identity={"image": {"tag": tag, "id": image.id}, "engine": engine})
 
     def _probe_argv(self, env: Environment, deadline: float) -> list[str]:
         return contract.probe_argv(
