@@ -85,6 +85,6 @@ def stamp_identity(doc: dict[str, Any], env: Environment, facts: dict[str, Any])
         identity["probe_name"] = claimed
     identity.update(facts)
     identity.update(name=env.name, backend=str(env.backend), suite=env.suite,
-                    build=str(env.build))
+                    build=str(env.build), description=env.description or None)
     if env.kernel is not None:
         identity.update(kernel_suite=env.kernel.suite, matrix_cmdline=env.cmdline)
