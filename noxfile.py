@@ -4,13 +4,17 @@ renders reports/REPORT.md.
     nox                      every runnable environment (building images as needed), the report
     nox -s images            build or refresh the Docker images (-- --rebuild forces it)
     nox -s "probe(bookworm)" one environment (for fanning the matrix out over CI jobs)
+    nox -t docker            every environment of one backend (tags: host, docker, qemu)
     nox -s report            re-render the report from reports/results/ without probing
     nox -s tests             unit tests and the real-engine / real-QEMU integration tests
     nox -s lint              ruff
     nox -s bench             the probe against an independent reference (benchmarks/)
     nox -s clean             remove what killed runs left behind (-- --images: old images too)
+    nox -s docs              the documentation site (docs/, mkdocs.yml) built with --strict
 """
 
+import fcntl
+import hashlib
 import sys
 from pathlib import Path
 
@@ -25,11 +29,35 @@ nox.options.sessions = ["matrix", "report"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-ENVIRONMENTS = list(load_matrix(ROOT / "images" / "matrix.toml").environments)
+MATRIX = load_matrix(ROOT / "images" / "matrix.toml")
 
 
 def install(session: nox.Session, extras: str = "") -> None:
     session.install("-e", f".{extras}")
+
+
+def shared_probe_venv(session: nox.Session) -> Path:
+    """The bin folder of the one virtualenv every probe(<env>) session runs vdsomatrix from.
+
+    nox gives each session a virtualenv of its own (it has no option to share one), so every
+    probe session would install the package again. This one lives in nox's cache folder,
+    which nox keeps for use across sessions; it is made again when pyproject.toml or the Python
+    running nox changes (the install is editable, so source edits need nothing). A lock keeps
+    parallel sessions from building it twice.
+    """
+    venv = session.cache_dir / "probe-venv"
+    python = venv / "bin" / "python"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
+                            + sys.version.encode()).hexdigest()
+    stamp = venv / "vdsomatrix-install"
+    with open(session.cache_dir / "probe-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+            session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+            session.run(str(python), "-m", "pip", "install", "-q", "-e", str(ROOT),
+                        external=True)
+            stamp.write_text(wanted)
+    return venv / "bin"
 
 
 @nox.session
@@ -46,12 +74,14 @@ def matrix(session: nox.Session) -> None:
     session.run("vdsomatrix", "run", *session.posargs)
 
 
-@nox.session
-@nox.parametrize("env", ENVIRONMENTS, ids=ENVIRONMENTS)
+# One probe(<env>) session per environment, tagged with its backend: `nox -t qemu`.
+@nox.session(venv_backend="none")
+@nox.parametrize("env", [nox.param(name, id=name, tags=[str(env.backend)])
+                         for name, env in MATRIX.environments.items()])
 def probe(session: nox.Session, env: str) -> None:
     """Probe one environment: writes reports/results/<env>.json."""
-    install(session)
-    session.run("vdsomatrix", "probe", "--env", env, *session.posargs)
+    vdsomatrix = shared_probe_venv(session) / "vdsomatrix"
+    session.run(str(vdsomatrix), "probe", "--env", env, *session.posargs, external=True)
 
 
 @nox.session
@@ -80,6 +110,13 @@ def bench(session: nox.Session) -> None:
     """The probe's system-call cost against perf bench, side by side in one run."""
     install(session)
     session.run("python", "benchmarks/syscall_cost.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: docs/ with the exported tables of reports/tables/ included."""
+    install(session, "[test]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

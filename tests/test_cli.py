@@ -51,7 +51,7 @@ def test_probe_host_writes_its_result(tmp_path):
     (["images", "--jobs", "0"], "at least 1"),
     (["run", "--jobs", "two"], "not a whole number"),
     (["run", "--backend", "vmware"], "invalid choice"),
-    (["report", "--format", "pdf"], "unrecognized arguments"),
+    (["report", "--format", "pdf"], "unknown format"),
     (["probe"], "name one environment"),
     (["probe", "host", "--env", "sid"], "name one environment"),
 ])

@@ -1,10 +1,13 @@
 """The report is a pure function of result documents, and hostile text stays inert."""
 
 import json
+import re
 from pathlib import Path
 
+from fakes import markdown_tables
+
 from vdsomatrix import SCHEMA
-from vdsomatrix.report import render_report
+from vdsomatrix.report import build_report, render_report
 from vdsomatrix.report.cells import mechanism
 from vdsomatrix.report.measurements import ratio
 
@@ -38,18 +41,49 @@ def test_mechanism_comes_from_counts_not_speed():
 
 
 def test_ratio():
-    assert ratio(ok("c", "syscall", 120.0, 1), ok("c", "vdso", 15.0, 0)).startswith("8.0×")
-    assert ratio(None, ok("c", "vdso", 15.0, 0)) == "—"
-    assert ratio(ok("t", "syscall", 80.0, 1), ok("t", "vdso", 0.01, 0)).startswith("> 80×")
+    speedup = ratio(ok("c", "syscall", 120.0, 1), ok("c", "vdso", 15.0, 0))
+    assert (speedup.text, speedup.number, speedup.unit, speedup.bound) == ("8.0×", 8.0, "×", None)
+    assert ratio(None, ok("c", "vdso", 15.0, 0)).text == "—"
+    bound = ratio(ok("t", "syscall", 80.0, 1), ok("t", "vdso", 0.01, 0))
+    assert (bound.text, bound.number, bound.bound) == ("≥ 80×", 80.0, "lower")
 
 
-def test_one_column_per_environment_in_matrix_order():
+def table_rows(markdown: str, first_column: str) -> list[list[str]]:
+    """The body rows of every page table whose first header is ``first_column``."""
+    rows = []
+    for table in markdown_tables(markdown):
+        cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
+        if cells[0][0] == first_column:
+            rows += cells[2:]
+    return rows
+
+
+def test_one_row_per_environment_in_matrix_order_grouped():
     docs = [doc("b"), doc("host", backend="host"), doc("a"), doc("k", backend="qemu", accel="tcg")]
+    report = build_report(docs, order=["host", "b", "a", "k"])
+    environments = report.tables()[0]
+    assert [row[0].text for row in environments.rows] == ["host", "b", "a", "k †"]
+    parts = environments.parts()
+    assert [(group, [r[0].text for r in part.rows]) for group, _title, part in parts] == [
+        ("native", ["host", "b", "a"]), ("qemu", ["k †"])]
     text = render_report(docs, order=["host", "b", "a", "k"])
-    env_header = next(line for line in text.splitlines() if line.startswith("| environment"))
-    assert [c.strip() for c in env_header.strip("|").split("|")][1:] == ["host", "b", "a"]
-    assert "| k †" in text  # emulated guests are marked
-    assert "Kernels under QEMU" in text
+    assert "**Kernels under QEMU (†: emulated time)**" in text
+    natives = text.split("**Host and containers", 1)[1].split("**Kernels", 1)[0]
+    assert [r[0] for r in table_rows(natives, "environment")][:3] == ["host", "b", "a"]
+
+
+def test_the_columns_layout_has_a_column_per_environment():
+    docs = [doc("b"), doc("host", backend="host"), doc("k", backend="qemu", accel="tcg")]
+    report = build_report(docs, order=["host", "b", "k"], layout="columns")
+    part = report.tables()[0].parts()[0][2]
+    assert part.layout == "columns" and part.columns == ["environment", "host", "b"]
+    assert [row[0].text for row in part.rows][:3] == ["userland", "libc", "kernel"]
+    from vdsomatrix.report.exports import render_markdown
+
+    page = render_markdown(report)
+    headers = [row for table in markdown_tables(page)
+               for row in [[c.strip() for c in table[0].strip("|").split("|")]]]
+    assert ["environment", "host", "b"] in headers and ["environment", "k †"] in headers
 
 
 def test_rows_show_crashes_and_unsupported():
@@ -57,10 +91,28 @@ def test_rows_show_crashes_and_unsupported():
         {"call": "gettimeofday", "path": "vsyscall", "status": "crashed", "signal": "SIGSEGV"},
         {"call": "time", "path": "vdso", "status": "unsupported", "reason": "no vDSO"},
     ]
+    report = build_report([doc("e", calls=calls)])
+    vsyscall = next(t for t in report.tables() if t.id == "vsyscall")
+    row = vsyscall.rows[0]
+    crash = row[vsyscall.columns.index("gettimeofday")]
+    assert (crash.text, crash.status, crash.detail, crash.number) == (
+        "crashed (SIGSEGV)", "crashed", "SIGSEGV", None)
+    assert row[vsyscall.columns.index("legacy binary runs")].text == "no: SIGSEGV"
+    time_row = next(t for t in report.tables() if t.id == "latency-time").rows[0]
+    assert time_row[2].text == "unsupported" and time_row[2].detail == "no vDSO"
     text = render_report([doc("e", calls=calls)])
-    assert "crashed (SIGSEGV)" in text
-    assert "unsupported" in text
-    assert "**no**: SIGSEGV" in text
+    assert "**no: SIGSEGV**" in text  # emphasised: a legacy binary dies here
+
+
+def test_a_measured_cell_keeps_number_mechanism_and_spread_apart():
+    report = build_report([doc("e", calls=[
+        {**ok("getppid", "syscall", 112.0, 1), "ns": {"min": 109.0, "median": 112.0, "p90": 114.0}},
+        ok("gettimeofday", "vsyscall", 387.0, 0.0, faults=1.0)])])
+    cost = next(t for t in report.tables() if t.id == "syscall-cost").rows[0][1]
+    assert (cost.text, cost.number, cost.unit, cost.low, cost.high, cost.mechanism) == (
+        "112 (109–114)", 112.0, "ns", 109.0, 114.0, "syscall")
+    trap = next(t for t in report.tables() if t.id == "vsyscall").rows[0][4]
+    assert (trap.text, trap.mechanism, trap.status) == ("387 ns trap", "trap", "ok")
 
 
 def test_hostile_text_is_inert():
@@ -73,9 +125,8 @@ def test_hostile_text_is_inert():
     assert "<script>" not in text
     assert "[link](" not in text
     assert "\n# heading" not in text
-    for line in text.splitlines():
-        if line.startswith("| libc"):
-            assert line.count(" | ") == 1  # the | inside the value is escaped
+    for table in markdown_tables(text):
+        assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1
 
 
 def test_report_of_a_real_host_result_renders(tmp_path):
@@ -87,7 +138,8 @@ def test_report_of_a_real_host_result_renders(tmp_path):
     backend.prepare(env, log=lambda m: None)
     outcome = backend.run_probe(env, deadline=240)
     text = render_report([outcome.document])
-    assert "| vDSO mapped (AT_SYSINFO_EHDR)" in text
+    assert table_rows(text, "environment")[0][0] == "host"
+    assert '<a id="vdso"></a>' in text
     json.dumps(outcome.document)  # serialisable as stored
     Path(tmp_path / "R.md").write_text(text)
 
@@ -104,7 +156,7 @@ def test_summary_is_computed_from_the_rows():
     no_vdso = doc("vdso0", backend="qemu", calls=[ok("getppid", "syscall", 400.0, 1)])
     no_vdso["vdso"] = {"present": False}
     text = render_report([native, slow_clock, no_vdso])
-    glance = text.split("## At a glance", 1)[1].split("## Environments", 1)[0]
+    glance = text.split("## At a glance", 1)[1].split("## How to read", 1)[0]
     assert "mapped in 2 of 3 environments; absent in: vdso0" in glance
     assert "kill the caller in 1: hpet" in glance
     assert "costs 90–90 ns natively" in glance
@@ -114,8 +166,7 @@ def test_summary_is_computed_from_the_rows():
 
 def test_one_threshold_for_entering_the_kernel():
     """Half a system call per call, on average, is where every table starts saying "syscall"."""
-    from vdsomatrix.report.binary import render_analysis
-    from vdsomatrix.report.cells import ENTERS_KERNEL, enters_kernel, read_results
+    from vdsomatrix.report.cells import ENTERS_KERNEL, enters_kernel
 
     below, at = ENTERS_KERNEL - 0.01, ENTERS_KERNEL
     assert mechanism(ok("x", "libc", 20.0, below)) == "user"
@@ -127,15 +178,12 @@ def test_one_threshold_for_entering_the_kernel():
     docs = [doc(name, calls=[ok(clock, "libc", 20.0, spc), ok(clock, "vdso", 20.0, spc),
                              ok(clock, "syscall", 90.0, 1.0)])
             for name, spc in (("under", below), ("at", at))]
-    glance = render_report(docs).split("## Environments", 1)[0]
+    glance = render_report(docs).split("## How to read", 1)[0]
     assert "every call in: at." in glance and "system call itself in: at." in glance
-    # section 6 shows the measurement beside the (here absent) static reading
-    entry_rows = {line.split("|")[1].strip(): line
-                  for line in render_analysis(read_results(docs)).splitlines()
-                  if line.startswith(("| under ", "| at "))
-                  and "measured" in line}
-    assert "—; measured: no syscall" in entry_rows["under"]
-    assert "—; measured: syscall" in entry_rows["at"]
+    # the entry-point table shows the measurement beside the (here absent) static reading
+    entry = next(t for t in build_report(docs).tables() if t.id == "binary-entry-points")
+    cells = {row[0].text: [v.text for v in row[2:4]] for row in entry.rows}
+    assert cells == {"under": ["—", "user"], "at": ["—", "0.5 syscalls"]}
 
 
 def test_a_huge_median_is_written_compactly():

@@ -1,4 +1,4 @@
-"""Section 6 of the report (binary analysis): real data renders, hostile data stays inert."""
+"""The binary-analysis sections of the report: real data renders, hostile data stays inert."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from analysis_support import HOST_LIBC, host_ldso, host_vdso, make_doc, static_m
 from fakes import markdown_tables
 
 from vdsomatrix.analysis import analyse_result
-from vdsomatrix.report.binary import render_analysis as render_results
-from vdsomatrix.report.cells import read_results
+from vdsomatrix.report import build_report
+from vdsomatrix.report.exports import render_disassembly, render_markdown
 
 HOSTILE = "x|y<script>alert(1)</script>`rm -rf`[link](http://evil)\n| a | b |"
 
@@ -39,9 +39,18 @@ def real_docs() -> list[dict]:
     return copy.deepcopy(list(_real_docs()))
 
 
+BINARY = ("binary-symbols", "binary-census", "binary-usage", "binary-entry-points")
+
+
 def render_analysis(docs) -> str:
-    """Section 6 of the documents, read as the page reads them."""
-    return render_results(read_results(docs))
+    """The binary sections of the documents as Markdown (every table shown, none linked), then
+    the disassembly page."""
+    report = build_report(docs).only(list(BINARY))
+    return render_markdown(report, tables=None, disassembly=None) + render_disassembly(report)
+
+
+def table(docs, table_id: str):
+    return next(t for t in build_report(docs).tables() if t.id == table_id)
 
 
 def _columns(line: str) -> int:
@@ -67,17 +76,22 @@ def _assert_well_formed(markdown: str) -> None:
 def test_real_results_render():
     markdown = render_analysis(real_docs())
     _assert_well_formed(markdown)
-    for heading in ("### vDSO symbols", "### Kernel-entry instructions",
-                    "### vDSO: what the kernel offers", "### The `syscall()` wrapper"):
-        assert heading in markdown
+    for anchor in BINARY:
+        assert f'<a id="{anchor}"></a>' in markdown
+    assert "# The syscall() wrapper, per distinct libc" in markdown
     assert "LINUX\\_2.6" in markdown
     assert "k6.1-vdso0: no vDSO in this environment" in markdown
     assert "Permission denied" in markdown
-    assert "vdso-then-syscall-fallback" in markdown
+    assert "vDSO, else syscall" in markdown
     # host-musl and host-musl-again share one libc: one listing for both
-    assert markdown.count("in host-musl, host-musl-again") == 1
-    assert markdown.count("<details>") == (2 if HOST_LIBC.exists() else 1)
+    assert markdown.count("In: host-musl, host-musl-again") == 1
+    assert markdown.count("<pre>") == (2 if HOST_LIBC.exists() else 1)
     assert "syscall" in markdown.split("<pre>", 1)[1]
+    # all three share the host's vDSO: one column of symbols for them
+    symbols = table(real_docs(), "vdso-symbols")
+    assert len(symbols.columns) == 2
+    assert any(note.endswith(": host, host-musl, host-musl-again") or
+               note.endswith(": host-musl, host-musl-again") for note in symbols.notes)
 
 
 def test_hostile_names_stay_inert():
@@ -103,9 +117,9 @@ def test_hostile_names_stay_inert():
     assert not re.search(r"(?<!\\)`rm", outside_pre)  # an environment's backticks are escaped
     assert "\\`rm -rf\\`" in markdown
     assert "&lt;/pre&gt;&lt;script&gt;" in markdown
-    summary = [line for line in markdown.splitlines() if line.startswith("<summary>")]
-    assert summary and all(line.endswith("</summary>") and line.count("<") == 2
-                           for line in summary)
+    # a listing's title is a heading of the disassembly page: one line, escaped
+    titles = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert titles and all("<" not in line for line in titles)
 
 
 @pytest.mark.parametrize("analysis", [
@@ -122,7 +136,8 @@ def test_malformed_analysis_never_crashes(analysis):
 
 
 def test_empty_and_unanalysed():
-    assert "No results" in render_analysis([])
+    empty = render_analysis([])
+    assert "No environment has an analysed vDSO." in empty
     markdown = render_analysis([make_doc("bare")])
     assert "bare: no analysis in this result" in markdown
     assert "No libc was disassembled." in markdown
@@ -132,28 +147,23 @@ def _row(call: str, path: str, syscalls, status: str = "ok") -> dict:
     return {"call": call, "path": path, "status": status, "syscalls_per_call": syscalls}
 
 
-def _entry_table(markdown: str) -> dict[str, list[str]]:
-    """The entry-point table as environment -> its cells (syscall(), clock_gettime, ...)."""
-    section = markdown.split("### How the libc's entry points", 1)[1]
-    table = markdown_tables(section)[0]
-    rows = {}
-    for line in table[2:]:
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        rows[cells[0]] = cells[1:]
-    return rows
+def _entry_table(docs) -> dict[str, list[str]]:
+    """The entry-point table as environment -> its cells (syscall(), clock_gettime, measured,
+    gettimeofday, measured, time, measured)."""
+    rows = table(docs, "binary-entry-points").rows
+    return {row[0].text: [v.text for v in row[1:]] for row in rows}
 
 
 def test_usage_says_which_object_asks():
     if not HOST_LIBC.exists():
         pytest.skip(f"{HOST_LIBC} does not exist on this machine")
-    markdown = render_analysis(real_docs())
-    usage = markdown.split("### vDSO: what the kernel offers", 1)[1].split("###", 1)[0]
-    host = [line for line in usage.splitlines() if line.startswith("| host ")][0]
-    assert "\\_\\_vdso\\_clock\\_gettime (ld.so)" in host
-    assert "(libc, ld.so)" in host
+    usage = table(real_docs(), "binary-usage")
+    host = next(row for row in usage.rows if row[0].text == "host")
+    asks = host[usage.columns.index("asks for")].text.split(", ")
+    assert "clock_gettime°" in asks  # only ld.so asks for it
+    assert "time" in asks  # libc asks too: no mark
     # ld.so was analysed: no undercount note for host (still there for older results)
-    assert not any(line.startswith("- host:") and "undercount" in line
-                   for line in usage.splitlines())
+    assert not any(note.startswith("host:") and "undercount" in note for note in usage.notes)
 
 
 def test_old_results_without_ldso_still_render():
@@ -182,26 +192,26 @@ def test_entry_points_show_the_measurement_beside_the_static_reading():
                         _row("time", "vdso", None, "unsupported")]
     markdown = render_analysis(docs)
     _assert_well_formed(markdown)
-    table = _entry_table(markdown)
-    syscall_fn, cgt, gtod, time_ = table["host-musl"]
-    assert syscall_fn == "syscall; not measured"
-    assert cgt == "vdso-then-syscall-fallback; measured: no syscall"
+    rows = _entry_table(docs)
+    syscall_fn, cgt, cgt_m, gtod, gtod_m, time_, time_m = rows["host-musl"]
+    assert syscall_fn == "syscall"  # syscall() itself is not measured: no column for it
+    assert (cgt, cgt_m) == ("vDSO, else syscall", "no syscall")  # traps not counted here
     # the vDSO itself fell back to the kernel here (a clock source it cannot read): agreement
-    assert gtod == "vdso-then-syscall-fallback; measured: syscall"
+    assert (gtod, gtod_m) == ("vDSO, else syscall", "syscall")
     # the vDSO answered without the kernel, the libc call did not: the reading is wrong
-    assert time_ == "vdso-then-syscall-fallback; measured: syscall (disagrees)"
-    _s, cgt, gtod, time_ = table["host-musl-again"]
-    assert gtod == "syscall; measured: no syscall (disagrees)"
-    assert time_ == "vdso-then-syscall-fallback; system calls not counted"
-    assert cgt == "vdso-then-syscall-fallback; measured: crashed"
+    assert (time_, time_m) == ("vDSO, else syscall", "syscall (disagrees)")
+    _s, cgt, cgt_m, gtod, gtod_m, time_, time_m = rows["host-musl-again"]
+    assert (gtod, gtod_m) == ("syscall", "no syscall (disagrees)")
+    assert time_m == "not counted"
+    assert cgt_m == "crashed"
     # no libc analysis, yet the measurement is still shown; no vDSO: the fallback, agreement
-    assert table["k6.1-vdso0"][3] == "—; measured: syscall"
-    footnote = markdown.split("Static reading and measurement disagree", 1)[1]
-    assert "- host-musl: time: static vdso-then-syscall-fallback, measured syscall" in footnote
-    assert "- host-musl-again: gettimeofday: static syscall, measured no syscall" in footnote
-    assert footnote.count("\n- ") == 2
+    assert rows["k6.1-vdso0"][5:] == ["—", "syscall"]
+    notes = table(docs, "binary-entry-points").notes
+    after = notes[notes.index(next(n for n in notes if n.startswith("Static reading"))) + 1:]
+    assert after == ["host-musl: time: static vdso-then-syscall-fallback, measured syscall",
+                     "host-musl-again: gettimeofday: static syscall, measured no syscall"]
     if HOST_LIBC.exists():  # the real host libc: IFUNCs read as the vDSO, no measurement here
-        assert table["host"][2] == "vdso-via-ifunc-resolver; not measured"
+        assert rows["host"][3:5] == ["IFUNC to vDSO", "not measured"]
 
 
 @pytest.mark.parametrize("calls", [None, "x", [None, 1, "row"],

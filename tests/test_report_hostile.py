@@ -1,17 +1,21 @@
-"""The report against hostile and malformed result documents.
+"""The report against hostile and malformed result documents, in every format it exports.
 
 The fixtures are two real results of a full run (tests/data/result-*.json: a static-musl
 container and a guest on the hpet clock source under TCG), with the shipped bytes (the vDSO image,
 the compressed libc and loader) and the analysis's per-function table removed: the report renders
 from ``doc["analysis"]``, which stays. Every string an environment wrote is replaced by hostile
 text, every field by arbitrary JSON, fields are removed; the report must render each time, and
-nothing an environment said may become markup, a link, a heading or a terminal escape.
+nothing an environment said may become markup, a link, a heading or a terminal escape: not in
+REPORT.md, the disassembly page or a table's snippet file, not a formula in a CSV cell, and
+report.json stays valid (and valid against its schema).
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import functools
+import io
 import json
 import re
 import subprocess
@@ -24,8 +28,16 @@ from fakes import markdown_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vdsomatrix.report import render_report
+from vdsomatrix.report import build_report, render_report
 from vdsomatrix.report.cells import MISSING, cell, code_block, html_line
+from vdsomatrix.report.exports import (
+    render_csv,
+    render_disassembly,
+    render_json,
+    render_markdown,
+    table_snippet,
+)
+from vdsomatrix.report.model import Report
 from vdsomatrix.results import check_document
 
 DATA = Path(__file__).parent / "data"
@@ -54,8 +66,9 @@ HOSTILE = (
 # Every construct in one line, for the walk that places one string per field.
 MEDLEY = ("<script>a</script><img src=x>[x](javascript:a)![i](http://x/i.png) www.e.example "
           "|a|`b`\n## h\x1b[31m\u202e&lt;")
-# The only tags the report writes itself.
-OWN_TAGS = {"details", "/details", "summary", "/summary", "pre", "/pre"}
+# The only tags the report writes itself (anchors: <a id="section-id"></a>).
+OWN_TAGS = {"details", "/details", "summary", "/summary", "pre", "/pre", "a", "/a"}
+OWN_ANCHOR = re.compile(r'<a id="[a-z0-9-]+"></a>')
 LONGEST_RUN = 600  # the widest cell the report writes
 
 
@@ -138,26 +151,33 @@ def _headings(markdown: str) -> set[str]:
     return {line for line in markdown.splitlines() if re.match(r" {0,3}#", line)}
 
 
-def assert_inert(markdown: str) -> None:
+def assert_markup_inert(markdown: str, own_tags: set[str] = OWN_TAGS) -> None:
     """Nothing in ``markdown`` that the report did not write itself: no tag, link, image, bare
-    URL, heading, setext underline, table cell, code span or control character."""
-    assert "could not be rendered" not in markdown
+    URL, setext underline, table cell, code span or control character."""
+    assert "could not be rendered" not in markdown and "could not be built" not in markdown
     tags = set(re.findall(r"<(/?[A-Za-z!][^\s>/]*)", markdown))
-    assert tags <= OWN_TAGS, tags - OWN_TAGS
+    assert tags <= own_tags, tags - own_tags
+    assert len(re.findall(r"<a\b", markdown)) == len(OWN_ANCHOR.findall(markdown))
     assert markdown.count("<pre>") == markdown.count("</pre>")
     assert markdown.count("<details>") == markdown.count("</details>")
-    assert not re.search(r"(?<!\\)\]\(", markdown), "a live [text](link)"
+    outside = _outside_pre(markdown)
+    # the report's own links are to its own files: tables/<id>.md and disassembly.md
+    links = re.findall(r"(?<!\\)\]\(([^)]*)\)", outside)
+    assert all(re.fullmatch(r"(tables/[a-z0-9-]+\.md|disassembly\.md)", link)
+               for link in links), links
+    assert not re.search(r"(?<!\\)\]\(", _outside_pre(markdown).replace(
+        "](tables/", "").replace("](disassembly.md)", "")), "a live [text](link)"
     assert "://" not in markdown, "a bare URL"
     assert not re.search(r"(?i)www\.", markdown), "a bare www. link"
-    assert _headings(markdown) <= _headings(own()), _headings(markdown) - _headings(own())
-    for heading in (h for h in _headings(own()) if h.startswith("## ")):
-        assert heading in markdown.splitlines(), f"section lost: {heading}"
-    outside = _outside_pre(markdown)
     assert not re.search(r"(?m)^ {0,3}(=+|-+)\s*$", outside), "a setext underline"
     for line in outside.splitlines():  # a list item's text opens no heading, list or quote
         item = re.match(r" {0,3}[-+*] +(.*)", line)
         assert not (item and re.match(r"\s*(#|>|[-+*=](\s|$)|\d+[.)](\s|$)|```|~~~)",
                                       item.group(1))), line
+        # nor does a line that continues a wrapped list item
+        more = re.match(r"  (\S.*)", line)
+        assert not (more and re.match(r"(#|>|[-+*=](\s|$)|\d+[.)](\s|$)|```|~~~)",
+                                      more.group(1))), line
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", markdown), "a control character"
     assert not re.search(r"[\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]", markdown)
     # the report's own code spans (some only shown when there is a number for them)
@@ -167,6 +187,121 @@ def assert_inert(markdown: str) -> None:
     for table in markdown_tables(markdown):
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table}
         assert len(widths) == 1, table
+
+
+def assert_inert(markdown: str) -> None:
+    """REPORT.md: inert, with no heading the report does not write and none of its sections
+    lost."""
+    assert_markup_inert(markdown)
+    assert _headings(markdown) <= _headings(own()), _headings(markdown) - _headings(own())
+    for heading in (h for h in _headings(own()) if h.startswith("## ")):
+        assert heading in markdown.splitlines(), f"section lost: {heading}"
+
+
+def assert_disassembly_inert(markdown: str, listings: int) -> None:
+    """disassembly.md: its title, one heading per listing, and nothing else that acts."""
+    assert_markup_inert(markdown, {"pre", "/pre"})
+    headings = _headings(_outside_pre(markdown))
+    assert len(headings) == 1 + listings, headings
+
+
+def assert_snippet_inert(text: str, table_id: str) -> None:
+    """A table's own file: the snippet markers around an inert table and its notes."""
+    lines = text.splitlines()
+    assert lines[0] == f"<!-- --8<-- [start:{table_id}] -->"
+    assert lines[-1] == f"<!-- --8<-- [end:{table_id}] -->"
+    body = "\n".join(lines[1:-1])
+    assert "<!--" not in body and "-->" not in body
+    assert_markup_inert(body, set())
+    assert not _headings(body)
+
+
+FORMULA = ("=", "+", "@", "\t", "\r")
+
+
+def assert_csv_safe(text: str) -> None:
+    """Every record as wide as the header, and no field a spreadsheet would run as a formula
+    (a field starting with "-" is a number)."""
+    records = list(csv.reader(io.StringIO(text)))
+    assert records and all(len(r) == len(records[0]) for r in records)
+    for record in records:
+        for field in record:
+            assert not field.startswith(FORMULA), field
+            if field.startswith("-"):
+                float(field)
+            assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", field)
+
+
+@functools.cache
+def _report_validator():
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[1] / "src" / "vdsomatrix" / "schema"
+                         / "report.schema.json").read_text("utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def assert_json_valid(text: str) -> dict:
+    data = json.loads(text)  # strict: NaN or Infinity would fail below
+    assert "NaN" not in text and "Infinity" not in text
+    errors = [e.message for e in _report_validator().iter_errors(data)]
+    assert not errors, errors[:3]
+    return data
+
+
+def exports_of(docs: list, load_problems: list[str] | None = None) -> tuple[Report, dict]:
+    """The report of ``docs`` and every file an export writes but the HTML, by name."""
+    report = build_report(docs, load_problems=load_problems)
+    files = {"REPORT.md": render_markdown(report), "disassembly.md": render_disassembly(report),
+             "report.json": render_json(report)}
+    for table in report.tables():
+        files[f"tables/{table.id}.md"] = table_snippet(table)
+        files[f"tables/{table.id}.csv"] = render_csv(table)
+    return report, files
+
+
+def assert_exports_inert(docs: list, load_problems: list[str] | None = None, *,
+                         schema: bool = True) -> dict:
+    """Every export of ``docs`` inert; ``schema``: report.json checked against its schema too
+    (the slow part: the loops over every field leave it to the other tests)."""
+    report, files = exports_of(docs, load_problems)
+    assert_inert(files["REPORT.md"])
+    assert_disassembly_inert(files["disassembly.md"], len(report.listings()))
+    for table in report.tables():
+        assert_snippet_inert(files[f"tables/{table.id}.md"], table.id)
+        assert_csv_safe(files[f"tables/{table.id}.csv"])
+    if schema:
+        assert_json_valid(files["report.json"])
+    else:
+        json.loads(files["report.json"])
+    return files
+
+
+def render_html_of(docs: list, load_problems: list[str] | None = None) -> str | None:
+    """The HTML page, where its renderer exists (another module, built beside this one)."""
+    try:
+        from vdsomatrix.report.html import render_html
+    except ImportError:
+        return None
+    return render_html(build_report(docs, load_problems=load_problems))
+
+
+@functools.cache
+def own_html() -> str | None:
+    return render_html_of(fixtures())
+
+
+def assert_html_inert(page: str | None) -> None:
+    """No tag an environment wrote: the page's own single script, no image, no live link."""
+    if page is None:
+        return
+    lowered = page.lower()
+    assert lowered.count("<script") == (own_html() or "").lower().count("<script")
+    assert "<img" not in lowered and "<iframe" not in lowered
+    assert not re.search(r"(?i)(href|src)\s*=\s*[\"']?\s*(javascript|https?):", page)
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", page)
 
 
 def _with_problems(docs: list[dict], text: str) -> None:
@@ -184,9 +319,11 @@ def test_the_fixtures_are_real_valid_results():
     for doc in docs:
         assert check_document(doc) == []
     assert_inert(own())
-    assert "## 6. Binary analysis" in own()
-    assert "### The `syscall()` wrapper" in own() and "<pre>" in own()
+    files = assert_exports_inert(docs)
+    assert '<a id="binary-symbols"></a>' in own() and "[disassembly.md](disassembly.md)" in own()
+    assert "<pre>" not in own() and "<pre>" in files["disassembly.md"]
     assert "crashed (SIGSEGV)" in own()  # the hpet guest's legacy vsyscall calls
+    assert_html_inert(own_html())
 
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h[:24]))
@@ -198,8 +335,10 @@ def test_hostile_text_in_every_field_at_once(hostile):
         # a few fields only the report's readers look for
         doc.setdefault("method", {})["batches"] = hostile
         doc["environment"]["matrix_cmdline"] = hostile
-    markdown = render_report(docs, load_problems=[hostile])
-    assert_inert(markdown)
+        doc["environment"]["description"] = hostile
+        doc["run"]["machine"] = {"id": hostile, "label": hostile, "mitigations": {hostile: hostile}}
+    assert_exports_inert(docs, load_problems=[hostile])
+    assert_html_inert(render_html_of(docs, load_problems=[hostile]))
 
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: repr(h[:24]))
@@ -211,16 +350,18 @@ def test_hostile_text_in_the_strings_only(hostile):
             if path[-1] not in ("call", "path", "status", "backend", "type", "classification"):
                 replace(doc, path, hostile)
     _with_problems(docs, hostile)
-    markdown = render_report(docs, load_problems=[hostile])
-    assert_inert(markdown)
-    assert "## Problems\n\nNone." not in markdown
+    files = assert_exports_inert(docs, load_problems=[hostile])
+    assert "## Problems\n\nNone." not in files["REPORT.md"]
+    if hostile.startswith(("=", "+", "-", "@")):
+        assert any(f"'{hostile[:10]}" in text for name, text in files.items()
+                   if name.endswith(".csv"))
 
 
 def test_hostile_text_in_each_field_alone():
     """One field at a time, every field: what one field controls is escaped where it shows."""
     docs = fixtures()
     _with_problems(docs, "a problem")
-    corpus = (*HOSTILE, MEDLEY)
+    corpus = (*HOSTILE, MEDLEY, "=HYPERLINK(\"http://e\")", "@SUM(A1)", "+1+cmd|' /C calc'!A0")
     count = 0
     for doc in docs:
         for path in scalar_paths(doc):
@@ -228,7 +369,7 @@ def test_hostile_text_in_each_field_alone():
             count += 1
             undo = replace(doc, path, hostile)
             try:
-                assert_inert(render_report([doc]))
+                assert_exports_inert([doc], schema=False)
             except AssertionError as exc:
                 raise AssertionError(f"{'/'.join(map(str, path))} = {hostile[:40]!r}") from exc
             undo()
@@ -245,44 +386,51 @@ def test_each_field_removed_alone():
                 continue
             removed += 1
             try:
-                assert_inert(render_report([doc]))
+                assert_exports_inert([doc], schema=False)
             except AssertionError as exc:
                 raise AssertionError("/".join(map(str, path))) from exc
             undo()
     assert removed > 1000
 
 
-def _column(markdown: str, label: str, environment: str) -> str:
-    """The cell of row ``label`` in the column of ``environment``."""
+def _cell(markdown: str, column: str, environment: str) -> str:
+    """The cell in ``column`` of the row of ``environment``, in the page's tables."""
     for table in markdown_tables(markdown):
-        header = [c.strip() for c in table[0].strip("|").split("|")]
-        if environment not in header:
+        header = [c.strip() for c in re.split(r"(?<!\\)\|", table[0])[1:-1]]
+        if column not in header:
             continue
         for line in table[2:]:
             cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-            if cells[0] == label:
-                return cells[header.index(environment)]
-    raise AssertionError(f"no row {label!r} for {environment}")
+            if cells[0] == environment:
+                return cells[header.index(column)]
+    raise AssertionError(f"no column {column!r} for {environment}")
 
 
-@pytest.mark.parametrize("path, label", [
-    (("environment", "kernel", "release"), "kernel"),
-    (("environment", "kernel"), "clocksource"),
-    (("environment", "libc"), "libc"),
-    (("environment", "libc"), "linkage"),
-    (("environment", "cpu"), "CPU"),
-    (("environment", "userland"), "userland"),
-    (("run",), "probed"),
-    (("vdso", "size"), "size (bytes)"),
-    (("vdso", "present"), "vDSO mapped (AT_SYSINFO_EHDR)"),
-    (("vsyscall", "mode"), "mode (from /proc/self/maps)"),
-    (("vsyscall", "readable"), "page readable"),
-    (("calls",), "getppid, raw `syscall`"),
-    (("calls",), "system calls counted per getppid"),
-    (("calls",), "a legacy static binary calling it runs"),
-    (("analysis",), "functions exported"),
+def value_of(report: Report, table_id: str, column: str, environment: str):
+    """A cell of the model: table, column title, environment label."""
+    table = next(t for t in report.tables() if t.id == table_id)
+    row = next(r for r in table.rows if r[0].text == environment)
+    return row[table.columns.index(column)]
+
+
+@pytest.mark.parametrize("path, table, column", [
+    (("environment", "kernel", "release"), "environments", "kernel"),
+    (("environment", "kernel"), "environments", "clocksource"),
+    (("environment", "libc"), "environments", "libc"),
+    (("environment", "cpu"), "environments-run", "CPU"),
+    (("environment", "userland"), "environments", "userland"),
+    (("run",), "environments-run", "probed (UTC)"),
+    (("vdso", "size"), "vdso", "size (bytes)"),
+    (("vdso", "present"), "vdso", "mapped"),
+    (("vsyscall", "mode"), "vsyscall", "mode"),
+    (("vsyscall", "readable"), "vsyscall", "readable"),
+    (("calls",), "syscall-cost", "getppid syscall (ns)"),
+    (("calls",), "latency-getppid", "syscall"),
+    (("calls",), "vsyscall", "legacy binary runs"),
+    (("analysis",), "vdso", "functions"),
+    (("analysis",), "binary-entry-points", "clock_gettime"),
 ])
-def test_a_missing_field_is_the_mark(path, label):
+def test_a_missing_field_is_the_mark(path, table, column):
     docs = fixtures()
     doc = docs[1]
     if path == ("environment", "userland"):
@@ -291,21 +439,38 @@ def test_a_missing_field_is_the_mark(path, label):
         doc["calls"] = []  # required by the schema: an environment that measured nothing
     else:
         replace(doc, path, DELETE)
-    markdown = render_report(docs)
-    assert _column(markdown, label, doc["environment"]["name"] + " †") == MISSING
-    assert_inert(markdown)
+    report, files = exports_of(docs)
+    label = doc["environment"]["name"] + " †"
+    value = value_of(report, table, column, label)
+    assert value.text == MISSING and value.number is None
+    assert_inert(files["REPORT.md"])
+    # in the CSV, a missing value is an empty field
+    rows = list(csv.DictReader(io.StringIO(files[f"tables/{table}.csv"])))
+    row = next(r for r in rows if r["environment"] == doc["environment"]["name"])
+    key = next(t for t in report.tables() if t.id == table).keys[
+        next(t for t in report.tables() if t.id == table).columns.index(column)]
+    fields = re.compile(re.escape(key) + r"(_(ns|x|bytes|min_\w+|p90_\w+|bound|text|mechanism"
+                        r"|status|detail))?")
+    assert [k for k in row if fields.fullmatch(k)]
+    assert all(v == "" for k, v in row.items() if fields.fullmatch(k))
+    # in the JSON, the cell says it is missing
+    data = json.loads(files["report.json"])
+    json_table = next(t for t in data["tables"] if t["id"] == table)
+    json_row = next(r for r in json_table["rows"] if r["environment"] == doc["environment"]["name"])
+    assert json_row["cells"][[c["key"] for c in json_table["columns"]].index(key)] == {
+        "text": MISSING, "missing": True}
 
 
-def test_a_result_without_analysis_says_so_in_section_6():
+def test_a_result_without_analysis_says_so_under_the_binary_tables():
     docs = fixtures()
     del docs[0]["analysis"]
     markdown = render_report(docs)
-    section = markdown.split("## 6. Binary analysis", 1)[1].split("## Method", 1)[0]
-    assert "- bookworm-musl: no analysis in this result" in section
+    section = markdown.split('<a id="binary-symbols"></a>', 1)[1].split('<a id="method">', 1)[0]
+    assert "- — bookworm-musl: no analysis in this result" in section
     assert "k6.1-hpet" in section
 
 
-def test_a_result_that_names_no_backend_keeps_its_column():
+def test_a_result_that_names_no_backend_keeps_its_row():
     docs = fixtures()
     failed = {"schema": "vdsomatrix/1", "environment": {"name": "k9-failed"}, "vdso": {},
               "vsyscall": {}, "calls": [], "errors": ["boot failed"],
@@ -313,8 +478,8 @@ def test_a_result_that_names_no_backend_keeps_its_column():
     assert check_document(failed) == []
     markdown = render_report([*docs, failed])
     assert "**Results that name no known backend**" in markdown
-    assert _column(markdown, "status", "k9-failed") == "failed"
-    assert _column(markdown, "kernel", "k9-failed") == MISSING
+    assert _cell(markdown, "status", "k9-failed") == "**failed**"
+    assert _cell(markdown, "kernel", "k9-failed") == MISSING
     assert "- **k9-failed**: boot failed" in markdown
 
 
@@ -344,8 +509,7 @@ def test_a_result_that_names_no_backend_keeps_its_column():
 def test_documents_that_crashed_the_report_render(change):
     docs = fixtures()
     docs[1].update(change)
-    markdown = render_report(docs)
-    assert_inert(markdown)
+    assert_exports_inert(docs)
 
 
 def test_numbers_beyond_a_float_show_the_mark():
@@ -354,7 +518,9 @@ def test_numbers_beyond_a_float_show_the_mark():
         if row["call"] == "getppid" and row["path"] == "syscall":
             row["ns"]["median"] = 10 ** 400
     markdown = render_report(docs)
-    assert _column(markdown, "getppid, raw `syscall`", "k6.1-hpet †").startswith(f"{MISSING} ns")
+    assert _cell(markdown, "getppid syscall (ns)", "k6.1-hpet †").startswith(f"{MISSING} (")
+    report, _files = exports_of(docs)
+    assert value_of(report, "latency-getppid", "syscall", "k6.1-hpet †").number is None
 
 
 # ------------------------------------------------------------------ any valid document ------
@@ -382,7 +548,7 @@ def test_any_schema_valid_document_renders(changes):
         if undo is not None and check_document(doc):
             undo()
     assert check_document(doc) == []
-    assert_inert(render_report(docs))
+    assert_exports_inert(docs)
 
 
 # ------------------------------------------------------------------ the escaper itself -------
@@ -420,7 +586,7 @@ def test_rendering_reads_the_analysis_and_never_disassembles():
         "from vdsomatrix.report import render_report\n"
         f"docs = [json.loads((Path({str(DATA)!r}) / n).read_text()) for n in {FIXTURES!r}]\n"
         "text = render_report(docs)\n"
-        "assert '### vDSO symbols' in text, text\n"
+        "assert '<a id=\"binary-symbols\"></a>' in text, text\n"
         "loaded = [m for m in sys.modules\n"
         "          if m.split('.')[0] in ('capstone', 'elftools') or m == 'vdsomatrix.analysis']\n"
         "assert not loaded, loaded\n"

@@ -166,9 +166,23 @@ def cmd_images(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from vdsomatrix.report import render_report
-    from vdsomatrix.results import load_results, write_atomic
+    """Render the report of result files: REPORT.md, per-table Markdown and CSV, report.json,
+    and REPORT.html."""
+    from vdsomatrix.report import build_report
+    from vdsomatrix.report.exports import parse_formats, write_exports
+    from vdsomatrix.report.model import SECTION_IDS
+    from vdsomatrix.results import load_results
 
+    try:
+        formats = parse_formats(args.format)
+    except ValueError as exc:
+        print(f"vdsomatrix report: {exc}", file=sys.stderr)
+        return 2
+    unknown = [s for s in args.section or [] if s not in SECTION_IDS]
+    if unknown:
+        print(f"vdsomatrix report: unknown section {', '.join(unknown)} "
+              f"(valid: {', '.join(SECTION_IDS)})", file=sys.stderr)
+        return 2
     sources = [Path(p) for p in args.results] if args.results else [default_results_dir()]
     loaded = load_results(sources)
     for problem in loaded.problems:
@@ -189,11 +203,37 @@ def cmd_report(args) -> int:
         order = list(_matrix(args).environments)
     except VdsomatrixError:
         order = None
-    text = render_report(loaded.documents, order=order, load_problems=loaded.problems)
+    report = build_report(loaded.documents, order=order, load_problems=loaded.problems,
+                          layout=args.layout).only(args.section)
     out_dir = Path(args.out) if args.out else project_root() / "reports"
-    target = write_atomic(out_dir / "REPORT.md", text)
-    print(f"wrote {target} ({len(loaded.documents)} environments)", file=sys.stderr)
+    written = write_exports(report, out_dir, formats)
+    print(f"wrote {len(written)} files under {out_dir} ({len(loaded.documents)} environments)",
+          file=sys.stderr)
     return 0
+
+
+def cmd_compare(args) -> int:
+    """Behaviour and latency changes between two runs, as Markdown for a pull request."""
+    from vdsomatrix import compare
+    from vdsomatrix.results import write_atomic
+
+    def warn(problem: str) -> None:
+        print(f"vdsomatrix: skipped {problem}", file=sys.stderr)
+
+    threshold = compare.parse_percent(args.threshold)
+    old = compare.load_side(Path(args.old), "OLD", warn)
+    new = compare.load_side(Path(args.new), "NEW", warn)
+    comparison = compare.compare(old, new, threshold=threshold, same_machine=args.same_machine)
+    text = compare.render(comparison)
+    if args.out:
+        print(f"wrote {write_atomic(Path(args.out), text)}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    code = compare.exit_code(comparison, args.fail_on)
+    if code:
+        print(f"vdsomatrix: {compare.summary(comparison)} (--fail-on {args.fail_on})",
+              file=sys.stderr)
+    return code
 
 
 def cmd_clean(args) -> int:
@@ -294,13 +334,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_images)
 
-    p = sub.add_parser("report", help="render REPORT.md from result files")
+    p = sub.add_parser("report", help="render the report (REPORT.md, tables, report.json, "
+                                      "REPORT.html) from result files")
     p.add_argument("--results", action="append",
                    help="result file or folder (repeatable; default: reports/results)")
-    p.add_argument("--out", help="folder for REPORT.md (default: reports)")
+    p.add_argument("--out", help="folder for the report's files (default: reports)")
+    p.add_argument("--format", action="append", metavar="md,html,csv,json",
+                   help="formats to write, comma-separated and/or repeated (default: all)")
+    p.add_argument("--section", action="append", metavar="ID",
+                   help="only this section (repeatable; ids as in the report's anchors)")
+    p.add_argument("--layout", choices=("rows", "columns"), default="rows",
+                   help="rows: a row per environment (default); columns: a column per "
+                        "environment (Markdown and HTML; CSV and JSON keep a record per row)")
     p.add_argument("--reanalyse", action="store_true",
                    help="redo the binary analysis from the bytes stored in each result")
     p.set_defaults(func=cmd_report)
+
+    # vdsomatrix.compare is imported by the handler only (as report is), so that no other
+    # command depends on it; its tests check these choices against compare.FAIL_ON.
+    p = sub.add_parser("compare", help="behaviour and latency changes between two runs, as "
+                                       "Markdown (exit 1 on changes, see --fail-on)")
+    p.add_argument("old", help="OLD run: a folder of result files, or one result file")
+    p.add_argument("new", help="NEW run: the same")
+    p.add_argument("--threshold", default="10", metavar="PERCENT",
+                   help="relative change of the median a latency must exceed (default: 10)")
+    p.add_argument("--fail-on", choices=("behaviour", "latency", "none"), default="behaviour",
+                   help="exit 1 on behaviour changes (default), on behaviour or latency "
+                        "changes, or never")
+    p.add_argument("--same-machine", action="store_true",
+                   help="compare no latency of an environment whose runs came from different "
+                        "machines")
+    p.add_argument("--out", help="write the Markdown here instead of to stdout")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("clean", help="remove containers and files that killed runs left behind")
     p.add_argument("--images", action="store_true",

@@ -13,6 +13,7 @@ interrupted writes nothing: its previous result, if any, stays as it was.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import threading
 import time
@@ -58,6 +59,8 @@ class Progress:
         self.running: set[str] = set()
         self.lock = threading.Lock()
         self.live = self.stream.isatty()
+        # GitHub Actions folds the lines between ::group:: and ::endgroup:: in a job's log.
+        self.folds = os.environ.get("GITHUB_ACTIONS") == "true"
 
     def _status(self) -> None:
         if self.live:
@@ -65,14 +68,25 @@ class Progress:
             self.stream.write(f"\r\033[K[{self.done}/{self.total}] running: {running}"[:200])
             self.stream.flush()
 
-    def log(self, message: str) -> None:
+    def _line(self, text: str) -> None:
         with self.lock:
             if self.live:
                 self.stream.write("\r\033[K")
-            stamp = dt.datetime.now().strftime("%H:%M:%S")
-            self.stream.write(f"{stamp} {message}\n")
+            self.stream.write(f"{text}\n")
             self._status()
             self.stream.flush()
+
+    def log(self, message: str) -> None:
+        self._line(f"{dt.datetime.now():%H:%M:%S} {message}")
+
+    def group(self, title: str) -> None:
+        """Start a folded section of the log under GitHub Actions; elsewhere, nothing."""
+        if self.folds:
+            self._line(f"::group::{title}")
+
+    def end_group(self) -> None:
+        if self.folds:
+            self._line("::endgroup::")
 
     def start(self, name: str) -> None:
         with self.lock:
@@ -295,7 +309,9 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
         if rec is not None:
             done(rec)
 
+    progress.group("prepare: images and kernels")
     in_parallel(jobs, prep, ready)
+    progress.end_group()
     if stopping.is_set():
         raise KeyboardInterrupt
     ready = [env for env in ready if env.name not in records]

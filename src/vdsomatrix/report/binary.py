@@ -1,10 +1,12 @@
-"""Section 6 of the report: the binary analysis of what each environment shipped.
+"""The binary-analysis tables: what each environment shipped, as read from its bytes.
 
-``render_analysis(results)`` reads ``doc["analysis"]``, computed beforehand (by the runner, or by
-``vdsomatrix report --reanalyse``) from the bytes the probe copied out: rendering decodes no
-machine code. Everything in a document came from an environment and is written through
-:mod:`cells`; a document with missing or malformed parts shows the missing-value mark and the
-reason.
+Built from ``doc["analysis"]``, computed beforehand (by the runner, or by ``vdsomatrix report
+--reanalyse``) from the bytes the probe copied out: building the report decodes no machine code.
+Four sections: the vDSO's symbols (one column per distinct vDSO), the kernel-entry instructions
+in each libc, which vDSO functions each libc asks for, and how libc's entry points reach the
+kernel (a static reading beside the measurement), with the ``syscall()`` disassembly as
+listings. A document with missing or malformed parts shows the missing-value mark, and a note
+under the table says why.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from vdsomatrix.report.cells import (
     MISSING,
     Result,
     call_row,
-    cell,
-    code_block,
     enters_kernel,
     entries,
-    html_line,
+    mechanism,
+    number,
     part,
-    table,
+    plain_line,
     text,
     whole_number,
 )
+from vdsomatrix.report.measurements import label_value, plain, slug, vdso_name
+from vdsomatrix.report.model import MISSING_VALUE, Listing, Section, Table, Value
 
 ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
 # The row of calls[] that measures each entry point (path "libc"); the probe does not time
@@ -30,6 +33,11 @@ ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
 MEASURED_CALL = {"clock_gettime": "clock_gettime(CLOCK_MONOTONIC)",
                  "gettimeofday": "gettimeofday", "time": "time"}
 VDSO_CLASSES = ("vdso-then-syscall-fallback", "vdso-via-ifunc-resolver")
+# The static classifications, as a table shows them (the section's intro spells them out).
+CLASS_SHOWN = {"vdso-then-syscall-fallback": "vDSO, else syscall",
+               "vdso-via-ifunc-resolver": "IFUNC to vDSO", "syscall": "syscall"}
+VDSO_PREFIX = "__vdso_"
+LISTING_LINES = 200
 
 
 def libc_label(result: Result) -> str:
@@ -65,152 +73,163 @@ def libc_reason(result: Result) -> str:
     return _reason(result, "libc artefact:", fallback)
 
 
-def _footnotes(missing: list[tuple[str, str]]) -> list[str]:
-    if not missing:
-        return []
-    lines = ["", f"{MISSING}: no data for that environment:"]
-    lines += [f"- {cell(name)}: {cell(reason, 240)}" for name, reason in missing]
-    return lines
+def _missing_notes(missing: list[tuple[str, str]]) -> list[str]:
+    return [f"{MISSING} {plain_line(name, 80)}: {plain_line(reason, 240)}"
+            for name, reason in missing]
 
 
-def _identity(vdso: dict | None) -> str:
-    """A vDSO's soname and the start of its build-id."""
-    if vdso is None:
-        return MISSING
-    soname = text(vdso.get("soname")) or "?"
-    return cell(f"{soname} {(text(vdso.get('build_id')) or '')[:12]}")
+def _symbol_versions(vdso: dict) -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for sym in entries(vdso.get("symbols")):
+        if not isinstance(sym, dict) or not isinstance(sym.get("name"), str):
+            continue
+        if sym.get("type") not in ("FUNC", "GNU_IFUNC") or sym.get("section") == "*UND*":
+            continue
+        version = sym.get("version") if isinstance(sym.get("version"), str) else "unversioned"
+        shown = f"({version})" if sym.get("version_hidden") is True else version
+        if sym.get("syscall_fallback") is True:
+            shown += " *"
+        versions[sym["name"]] = shown
+    return versions
 
 
-def _vdso_symbols(results: list[Result]) -> list[str]:
-    out = ["### vDSO symbols", "",
-           "Functions each environment's vDSO exports, with their symbol version (the "
-           "`objdump -T` view). \\* marks a function whose code holds a `syscall` fallback.", ""]
-    per_result: list[dict[str, str] | None] = []
-    names: set[str] = set()
+def symbols_section(results: list[Result]) -> Section:
+    """The symbols of each distinct vDSO (containers share their host's): a row per symbol."""
+    images: dict[str, dict[str, str]] = {}
+    users: dict[str, list[str]] = {}
     missing = []
     for result in results:
-        if result.vdso_analysis is None:
-            per_result.append(None)
-            missing.append((result.name, vdso_reason(result)))
+        name = vdso_name(result)
+        if name is None:
+            missing.append((result.label, vdso_reason(result)))
             continue
-        versions: dict[str, str] = {}
-        for sym in entries(result.vdso_analysis.get("symbols")):
-            if not isinstance(sym, dict) or not isinstance(sym.get("name"), str):
-                continue
-            if sym.get("type") not in ("FUNC", "GNU_IFUNC") or sym.get("section") == "*UND*":
-                continue
-            version = sym.get("version") if isinstance(sym.get("version"), str) else "unversioned"
-            shown = f"({version})" if sym.get("version_hidden") is True else version
-            if sym.get("syscall_fallback") is True:
-                shown += " *"
-            versions[sym["name"]] = shown
-            names.add(sym["name"])
-        per_result.append(versions)
-    if not names and all(t is None for t in per_result):
-        out.append("No environment has an analysed vDSO.")
-        return out + _footnotes(missing)
-    ordered = sorted(names, key=lambda n: (n.lstrip("_").removeprefix("vdso_"), n))
-    rows = []
-    for name in ordered:
-        row = [cell(name)]
-        for versions in per_result:
-            row.append(MISSING if versions is None else cell(versions.get(name, "")))
-        rows.append(row)
-    rows.append(["*soname / build-id*"] + [_identity(r.vdso_analysis) for r in results])
-    out.append(table(["symbol"] + [cell(r.name) for r in results], rows))
-    return out + _footnotes(missing)
+        if name not in images:
+            images[name] = _symbol_versions(result.vdso_analysis or {})
+            users[name] = []
+        users[name].append(result.label)
+    names = sorted({n for versions in images.values() for n in versions},
+                   key=lambda n: (n.removeprefix(VDSO_PREFIX).lstrip("_"), n))
+    rows = [[plain(n, 60)] + [plain(images[i].get(n, ""), 60) if images[i].get(n)
+                              else Value("") for i in images] for n in names]
+    notes = [f"vDSO {i}: {', '.join(users[i])}" for i in images] + _missing_notes(missing)
+    if not images:
+        notes.insert(0, "No environment has an analysed vDSO.")
+    table = Table(
+        id="vdso-symbols", title="vDSO symbols", section="binary-symbols",
+        question="Which functions each distinct vDSO exports, with their symbol version (the "
+                 "objdump -T view); * marks a function whose code holds a syscall fallback.",
+        columns=["symbol"] + [f"vDSO {i}" for i in images],
+        keys=["symbol"] + [f"vdso_{slug(i)}" for i in images],
+        rows=rows, subjects=[None] * len(rows), notes=notes)
+    return Section("binary-symbols", "vDSO symbols", [
+        "Read from the vDSO image each environment's probe copied out, with pyelftools on the "
+        "host. One column per distinct vDSO, named by the start of its build-id: containers "
+        "share their host's vDSO, so the host's column stands for all of them (the notes say "
+        "which environments have which)."], [table])
 
 
-def _census(results: list[Result]) -> list[str]:
-    out = ["### Kernel-entry instructions", "",
-           "Instructions that enter the kernel, counted in the executable code of the libc the "
-           "environment loaded, the way `objdump -d` decodes it. Static builds count the whole "
-           "probe binary: libc linked in, plus the probe's own deliberate `syscall` and "
-           "`int 0x80`. *functions*: how many functions hold them; an estimate when the binary "
-           "has no full symbol table.", ""]
-    rows = []
-    missing = []
+def _count(value: object) -> Value:
+    n = number(whole_number(value))  # None for more digits than a float holds
+    return Value(f"{n:.0f}", number=n, unit="count") if n is not None else MISSING_VALUE
+
+
+def census_section(results: list[Result]) -> Section:
+    rows, missing = [], []
     for result in results:
         census = part(result.libc_analysis, "census")
         vdso_census = part(result.vdso_analysis, "census")
-        vdso_text = MISSING
-        if isinstance(vdso_census, dict):
-            vdso_text = cell(whole_number(vdso_census.get("syscall")))
+        in_vdso = _count(vdso_census.get("syscall")) if isinstance(vdso_census, dict) \
+            else MISSING_VALUE
+        libc = plain(libc_label(result), 40)
         if not isinstance(census, dict):
-            missing.append((result.name, libc_reason(result)))
-            rows.append([cell(result.name), cell(libc_label(result)), *[MISSING] * 5, vdso_text])
+            missing.append((result.label, libc_reason(result)))
+            rows.append([label_value(result), libc, *[MISSING_VALUE] * 5, in_vdso])
             continue
         functions = whole_number(census.get("functions"))
         symbols = part(result.libc_analysis, "symbols")
         rows.append([
-            cell(result.name), cell(libc_label(result)),
-            cell(whole_number(census.get("syscall"))), cell(whole_number(census.get("sysenter"))),
-            cell(whole_number(census.get("int80"))),
-            cell(functions if functions is not None else "?"),
-            cell(symbols if isinstance(symbols, str) else ""),
-            vdso_text,
+            label_value(result), libc, _count(census.get("syscall")),
+            _count(census.get("sysenter")), _count(census.get("int80")),
+            _count(functions) if functions is not None else Value("?"),
+            plain(symbols, 30) if isinstance(symbols, str) else Value(""),
+            in_vdso,
         ])
-    out.append(table(["environment", "libc", "syscall", "sysenter", "int 0x80", "functions",
-                      "symbols from", "syscall in vDSO"], rows))
-    return out + _footnotes(missing)
+    columns = ["environment", "libc", "syscall", "sysenter", "int 0x80", "functions",
+               "symbols from", "syscall in vDSO"]
+    table = Table(
+        id="binary-census", title="Kernel-entry instructions", section="binary-census",
+        question="How many instructions that enter the kernel each libc's executable code "
+                 "holds, and in how many functions.",
+        columns=columns, keys=[slug(c) for c in columns], rows=rows,
+        subjects=[r.subject for r in results], notes=_missing_notes(missing), on_page=False)
+    return Section("binary-census", "Kernel-entry instructions in each libc", [
+        "Counted in the executable code of the libc the environment loaded, the way objdump -d "
+        "decodes it. Static builds count the whole probe binary: libc linked in, plus the "
+        "probe's own deliberate syscall and int 0x80. functions: how many functions hold them "
+        "(an estimate when the binary has no full symbol table)."], [table])
 
 
-def _usage(results: list[Result]) -> list[str]:
-    out = ["### vDSO: what the kernel offers, what the libc uses", "",
-           "*offers*: the vDSO's `__vdso_*` functions; *asks for*: the `__vdso_*` names in the "
-           "libc's read-only data (in a static probe binary, without the names only the probe's "
-           "own code mentions) and, for a dynamic build, in its loader's (ld.so, where dynamic "
-           "glibc looks most of them up); each name says which object asks for it when both "
-           "were analysed; *used*: both.", ""]
-    rows = []
-    missing = []
-    notes: list[tuple[str, str]] = []
+def _names(names: list[str]) -> str:
+    return ", ".join(n.removeprefix(VDSO_PREFIX) for n in names)
+
+
+def usage_section(results: list[Result]) -> Section:
+    rows, missing, notes = [], [], []
     for result in results:
         usage = part(result.libc_analysis, "vdso_usage")
         if not isinstance(usage, dict):
-            missing.append((result.name, libc_reason(result)))
-            rows.append([cell(result.name), cell(libc_label(result)), *[MISSING] * 4])
+            missing.append((result.label, libc_reason(result)))
+            rows.append([label_value(result), plain(libc_label(result), 40),
+                         *[MISSING_VALUE] * 3])
             continue
         offered = [n for n in entries(usage.get("offered")) if isinstance(n, str)]
         asked = [n for n in entries(usage.get("requested")) if isinstance(n, str)]
         used = [n for n in entries(usage.get("used")) if isinstance(n, str)]
         gone = [n for n in entries(usage.get("missing")) if isinstance(n, str)]
         by = usage.get("requested_by")
+        shown = [n.removeprefix(VDSO_PREFIX) for n in asked]
         if isinstance(by, dict) and len(entries(usage.get("objects"))) > 1:
-            asked = [n + (" (" + ", ".join(o for o in entries(by.get(n)) if isinstance(o, str))
-                          + ")" if entries(by.get(n)) else "") for n in asked]
-        offered_text = (f"{len(offered)}: " + ", ".join(offered)) if offered else "none"
-        if result.vdso_analysis is None:
-            offered_text = f"{MISSING} (no vDSO data)"
-        rows.append([
-            cell(result.name), cell(libc_label(result)), cell(offered_text, 400),
-            cell(", ".join(asked) or "none", 600),
-            cell(f"{len(used)} of {len(offered)}" if result.vdso_analysis is not None else MISSING),
-            cell(", ".join(gone), 400),
-        ])
-        notes.extend((result.name, n) for n in entries(usage.get("notes")) if isinstance(n, str))
-    out.append(table(["environment", "libc", "kernel offers", "libc asks for", "used",
-                      "asked for, not offered"], rows))
-    out += _footnotes(missing)
-    if notes:
-        out += ["", "Notes:"] + [f"- {cell(name)}: {cell(note, 300)}" for name, note in notes]
-    return out
+            # Only the names the loader alone asks for are marked: the libc asks for the rest.
+            shown = [s + ("°" if [o for o in entries(by.get(n)) if isinstance(o, str)]
+                          == ["ld.so"] else "") for s, n in zip(shown, asked, strict=True)]
+        count = (Value(f"{len(used)} of {len(offered)}", number=float(len(used)), unit="count")
+                 if result.vdso_analysis is not None else MISSING_VALUE)
+        rows.append([label_value(result), plain(libc_label(result), 40),
+                     plain(", ".join(shown) or "none", 300), count,
+                     plain(_names(gone), 200) if gone else Value("")])
+        notes.extend(f"{result.label}: {plain_line(n, 300)}" for n in entries(usage.get("notes"))
+                     if isinstance(n, str))
+    columns = ["environment", "libc", "asks for", "used", "asked for, not offered"]
+    table = Table(
+        id="binary-usage", title="vDSO functions each libc uses", section="binary-usage",
+        question="Which of the vDSO's functions each libc asks for, and how many of those the "
+                 "kernel offers.",
+        columns=columns, keys=[slug(c) for c in columns], rows=rows,
+        subjects=[r.subject for r in results], notes=_missing_notes(missing) + notes,
+        on_page=False)
+    return Section("binary-usage", "What the kernel offers, what the libc uses", [
+        "Names are the vDSO's __vdso_* functions, written without that prefix. asks for: the "
+        "names in the libc's read-only data (in a static probe binary, without those only the "
+        "probe's own code mentions) and, for a dynamic build, in its loader's (ld.so, where "
+        "dynamic glibc looks most of them up); ° marks a name only ld.so asks for. used: asked "
+        "for and offered, of all the vDSO offers."], [table])
 
 
-def _measured(result: Result, name: str) -> tuple[str, bool | None]:
-    """The measured mechanism of an entry point's libc call, as text, and as syscall or not."""
+def _measured(result: Result, name: str) -> tuple[Value, bool | None]:
+    """The counted mechanism of an entry point's libc call, and whether it entered the kernel."""
     call = MEASURED_CALL.get(name)
-    if call is None:
-        return "not measured", None
-    row = call_row(result, call, "libc")
+    row = call_row(result, call, "libc") if call else None
     if row is None:
-        return "not measured", None
+        return Value("not measured"), None
     entered = enters_kernel(row)
     if entered is None:
         status = row.get("status")
-        return ("system calls not counted" if status == "ok"
-                else f"measured: {status if isinstance(status, str) else '?'}"), None
-    return ("syscall" if entered else "no syscall"), entered
+        if status == "ok":
+            return Value("not counted", status="ok"), None
+        shown = plain_line(status, 40) or "?"
+        return Value(shown, status=shown), None
+    how = mechanism(row)  # the glossary's words: user, trap, syscall, no syscall
+    return Value(how, mechanism=how, status="ok"), entered
 
 
 def _expected(result: Result, name: str, klass: str) -> bool | None:
@@ -228,100 +247,92 @@ def _expected(result: Result, name: str, klass: str) -> bool | None:
     return enters_kernel(row)
 
 
-def _entry_points(results: list[Result]) -> list[str]:
-    out = ["### How the libc's entry points reach the kernel (static estimate, and measured)", "",
-           "From a bounded linear walk of each function's code: *vdso-then-syscall-fallback* "
-           "means an indirect call through a pointer loaded from data (where a libc keeps the "
-           "vDSO's address) plus a `syscall` on another path; *vdso-via-ifunc-resolver* means an "
-           "IFUNC whose resolver returns the vDSO's own function (looked up by name, or read from "
-           "glibc's `GLRO(dl_vdso_*)`), so calls jump straight into the vDSO, with libc code that "
-           "makes the system call as the fallback; *syscall* means a `syscall` and no such call. "
-           "A reading of the code, not a trace: after each, *measured* is what the probe counted "
-           "for the same libc call in the same environment (`clock_gettime` on "
-           "`CLOCK_MONOTONIC`; `syscall()` itself is not timed), and *(disagrees)* marks a "
-           "static reading the measurement contradicts (a vDSO route is expected to behave like "
-           "the vDSO symbol called directly there).", ""]
-    rows = []
-    missing = []
-    disagreements: list[tuple[str, str]] = []
-    for result in results:
-        eps = part(result.libc_analysis, "entry_points")
-        row = [cell(result.name)]
-        for name in ENTRY_POINTS:
-            measured, entered = _measured(result, name)
-            beside = f"measured: {measured}" if entered is not None else measured
-            if not isinstance(eps, dict):
-                row.append(cell(f"{MISSING}; {beside}"))
-                continue
-            ep = eps.get(name)
-            klass = part(ep, "classification")
-            reading = klass if isinstance(klass, str) else MISSING
-            if part(ep, "ifunc") is True and "ifunc" not in reading:
-                reading += " (IFUNC)"
-            reading += f"; {beside}"
-            expected = _expected(result, name, klass) if isinstance(klass, str) else None
-            if expected is not None and entered is not None and expected != entered:
-                reading += " (disagrees)"
-                disagreements.append((result.name, f"{name}: static {klass}, measured {measured}"))
-            row.append(cell(reading))
-        if not isinstance(eps, dict):
-            missing.append((result.name, libc_reason(result)))
-        rows.append(row)
-    out.append(table(["environment"] + [f"`{n}`" if n != "syscall" else "`syscall()`"
-                                        for n in ENTRY_POINTS], rows))
-    out += _footnotes(missing)
-    if disagreements:
-        out += ["", "Static reading and measurement disagree (the measurement is the truth; "
-                "the analysis misreads this code):"]
-        out += [f"- {cell(name)}: {cell(reading, 300)}" for name, reading in disagreements]
-    return out
+def _reading(ep: object) -> tuple[Value, str | None]:
+    klass = part(ep, "classification")
+    if not isinstance(klass, str):
+        return MISSING_VALUE, None
+    shown = CLASS_SHOWN.get(klass, plain_line(klass, 40))
+    if part(ep, "ifunc") is True and "IFUNC" not in shown:
+        shown += " (IFUNC)"
+    return Value(shown), klass
 
 
-def _wrappers(results: list[Result]) -> list[str]:
-    out = ["### The `syscall()` wrapper, per distinct libc", ""]
+def _listings(results: list[Result]) -> list[Listing]:
+    """The syscall() wrapper's disassembly, once per distinct libc."""
     groups: dict[str, list[Result]] = {}
-    order: list[str] = []
     for result in results:
-        ep = part(result.libc_analysis, "entry_points", "syscall")
-        listing = part(ep, "listing")
+        listing = part(result.libc_analysis, "entry_points", "syscall", "listing")
         if not isinstance(listing, list) or not listing:
             continue
         digest = part(result.libc_analysis, "sha256")
         key = digest if isinstance(digest, str) and digest else f"unhashed:{result.name}"
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        groups[key].append(result)
-    if not groups:
-        out.append("No libc was disassembled.")
-        return out
-    for key in order:
-        members = groups[key]
+        groups.setdefault(key, []).append(result)
+    out = []
+    for key, members in groups.items():
         first = members[0]
         ep = part(first.libc_analysis, "entry_points", "syscall")
-        lines = [text(x) or "" for x in entries(part(ep, "listing"))[:200]]
         path = part(first.libc_analysis, "path")
         role = part(first.libc_analysis, "role")
-        summary = (f"{libc_label(first) or 'libc'}: {path if isinstance(path, str) else '?'}"
-                   f"{' (probe binary)' if role == 'probe-binary' else ''}"
-                   f" in {', '.join(e.name for e in members)}"
-                   f" (sha256 {key[:12]}, {text(part(ep, 'classification')) or '?'})")
-        out += ["<details>", f"<summary>{html_line(summary, 400)}</summary>", "",
-                code_block(lines), "", "</details>", ""]
+        title = (f"{libc_label(first) or 'libc'}: {path if isinstance(path, str) else '?'}"
+                 f"{' (probe binary)' if role == 'probe-binary' else ''}"
+                 f" (sha256 {key[:12]}, {text(part(ep, 'classification')) or '?'})")
+        lines = [plain_line(x, 400) for x in entries(part(ep, "listing"))[:LISTING_LINES]]
+        out.append(Listing(plain_line(title, 300), [m.label for m in members], lines))
     return out
 
 
-def render_analysis(results: list[Result]) -> str:
-    """Markdown: vDSO symbols, instruction census, vDSO use and syscall() listings.
+def entry_points_section(results: list[Result]) -> Section:
+    rows, missing, disagreements = [], [], []
+    for result in results:
+        eps = part(result.libc_analysis, "entry_points")
+        if not isinstance(eps, dict):
+            missing.append((result.label, libc_reason(result)))
+        row = [label_value(result)]
+        for name in ENTRY_POINTS:
+            reading, klass = _reading(eps.get(name)) if isinstance(eps, dict) \
+                else (MISSING_VALUE, None)
+            row.append(reading)
+            if name not in MEASURED_CALL:
+                continue
+            measured, entered = _measured(result, name)
+            expected = _expected(result, name, klass) if klass else None
+            if expected is not None and entered is not None and expected != entered:
+                measured = Value(f"{measured.text} (disagrees)", mechanism=measured.mechanism,
+                                 status=measured.status, detail="disagrees", strong=True)
+                disagreements.append(f"{result.label}: {name}: static {klass}, measured "
+                                     f"{measured.mechanism}")
+            row.append(measured)
+        rows.append(row)
+    columns = ["environment", "syscall()"]
+    keys = ["environment", "syscall_static"]
+    for name in ENTRY_POINTS[1:]:
+        columns += [name, "measured"]
+        keys += [f"{name}_static", f"{name}_measured"]
+    notes = _missing_notes(missing)
+    if disagreements:
+        notes.append("Static reading and measurement disagree (the measurement is the truth; "
+                     "the analysis misreads this code):")
+        notes += disagreements
+    table = Table(
+        id="binary-entry-points", title="How libc's entry points reach the kernel",
+        section="binary-entry-points",
+        question="What a reading of each libc's code predicts for syscall(), clock_gettime, "
+                 "gettimeofday and time, beside what the probe counted for the same call.",
+        columns=columns, keys=keys, rows=rows, subjects=[r.subject for r in results],
+        notes=notes)
+    return Section("binary-entry-points", "How libc's entry points reach the kernel", [
+        "A static estimate from a bounded linear walk of each function's code. vDSO, else "
+        "syscall: an indirect call through a pointer loaded from data (where a libc keeps the "
+        "vDSO's address) plus a syscall on another path. IFUNC to vDSO: an IFUNC whose resolver "
+        "returns the vDSO's own function, so calls jump straight into the vDSO, with libc code "
+        "that makes the system call as the fallback. syscall: a syscall instruction and no such "
+        "call.",
+        "measured: what the probe counted for the same libc call in the same environment "
+        "(clock_gettime on CLOCK_MONOTONIC; syscall() itself is not timed); (disagrees) marks "
+        "a static reading the measurement contradicts (a vDSO route is expected to behave like "
+        "the vDSO symbol called directly there)."], [table], _listings(results))
 
-    Level-3 sections under no heading of their own: the caller puts them under its "Binary
-    analysis" heading.
-    """
-    if not results:
-        return "No results to analyse.\n"
-    out = ["Read from the bytes each environment shipped (its vDSO image and its libc) with "
-           "pyelftools and capstone, on the host. Classifications are static estimates.", ""]
-    for section in (_vdso_symbols, _census, _usage, _entry_points, _wrappers):
-        out += section(results)
-        out.append("")
-    return "\n".join(out)
+
+def analysis_sections(results: list[Result]) -> list[Section]:
+    return [symbols_section(results), census_section(results), usage_section(results),
+            entry_points_section(results)]

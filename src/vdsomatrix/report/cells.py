@@ -91,6 +91,9 @@ class Result:
         self.libc_analysis = libc if isinstance(libc, dict) else None
         self.analysis_errors = [e for e in entries(part(self.analysis, "errors"))
                                 if isinstance(e, str)]
+        self.machine = machine_of(self.doc)
+        self.label = self.name  # what the tables call it; the page adds machine and †
+        self.subject = None  # its model.Subject, given by the page
 
     def get(self, *keys: str) -> Any:
         return part(self.doc, *keys)
@@ -101,6 +104,17 @@ class Result:
     @property
     def run_status(self) -> str:
         return self.text("run", "status") or "ok"
+
+
+def machine_of(doc: dict) -> str | None:
+    """The machine a result names (``run.machine``: an object since 0.2, a host name before),
+    as its label or id; None when it names none."""
+    machine = part(doc, "run", "machine")
+    if isinstance(machine, dict):
+        name = text(machine.get("label")) or text(machine.get("id"))
+    else:
+        name = text(machine)
+    return plain_line(name, 60) or None if name else None
 
 
 def read_results(docs: Any) -> list[Result]:
@@ -146,6 +160,17 @@ def mechanism(row: dict) -> str:
 
 
 # ----------------------------------------------------------------------- writing --------------
+
+def plain_line(value: object, limit: int = 120) -> str:
+    """Untrusted text for the report's model: one line, control and invisible characters
+    replaced, bounded; NOT escaped for any format (each renderer escapes). Objects, lists and
+    booleans give ""."""
+    raw = text(value)
+    if raw is None:
+        return ""
+    return _bounded(plain(raw).replace("\r", " ").replace("\n", " ").replace("\t", " "),
+                    limit)
+
 
 def fmt_ns(value: Any) -> str:
     """Nanoseconds: one decimal below 10, whole above; the mark for anything not a number."""
@@ -194,6 +219,12 @@ def cell(value: object, limit: int = 120) -> str:
     # (emphasis, code, links, the cell separator) get a backslash.
     escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(line, quote=False))
     return _unlinked(_BLOCK_START.sub(_escape_block_start, escaped, count=1))
+
+
+def unblocked(line: str) -> str:
+    """An escaped line that continues a wrapped paragraph or list item, with the character
+    that would open a heading, list or ordered list there backslashed."""
+    return _BLOCK_START.sub(_escape_block_start, line, count=1)
 
 
 def _escape_block_start(match: re.Match) -> str:

@@ -1,198 +1,322 @@
-"""The measured tables: a row per fact, a column per environment.
+"""The measured tables, as :class:`~vdsomatrix.report.model.Table`: a row per environment.
 
-Identity, the vDSO, the vsyscall page, what a system call costs, what the vDSO saves, and every
-way into the kernel with its latency. Each builder takes the results of one group of columns and
-returns one Markdown table; every value is read through :mod:`cells`.
+Identity, the vDSO, the vsyscall page, what a system call costs, what the vDSO saves, which way
+libc goes, and every way into the kernel with its latency (one table per call family). Every
+value is read through :mod:`cells` and kept as data: the number, its unit, the counted
+mechanism and the status in separate fields, the display text unescaped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Callable
+
 from vdsomatrix.matrix import BackendName
 from vdsomatrix.report.cells import (
-    MISSING,
     Result,
     call_row,
-    cell,
     entries,
     fmt_ns,
     mechanism,
     median,
+    number,
     part,
-    table,
+    plain_line,
+    text,
+    whole_number,
 )
+from vdsomatrix.report.model import MISSING_VALUE, Table, Value
 
 CLOCKS = ("CLOCK_MONOTONIC", "CLOCK_REALTIME", "CLOCK_MONOTONIC_COARSE", "CLOCK_BOOTTIME",
           "CLOCK_PROCESS_CPUTIME_ID")
 VDSO_CALLS = [f"clock_gettime({c})" for c in CLOCKS] + ["gettimeofday", "time", "getcpu"]
 VSYSCALL_CALLS = ("gettimeofday", "time", "getcpu")
-ROW_ORDER = [("getppid", p) for p in ("libc", "syscall", "int80")] + [
-    (call, p)
+# Every call family and the paths it is measured by, in the order of the latency tables.
+FAMILIES: list[tuple[str, tuple[str, ...]]] = [("getppid", ("libc", "syscall", "int80"))] + [
+    (call, ("libc", "vdso", "syscall") if call.startswith("clock_gettime")
+     else ("libc", "vdso", "syscall", "vsyscall"))
     for call in VDSO_CALLS
-    for p in ("libc", "vdso", "syscall", "vsyscall")
-    if p != "vsyscall" or not call.startswith("clock_gettime")
 ]
+PATH_TITLES = {"libc": "libc", "vdso": "vDSO", "syscall": "syscall", "int80": "int $0x80",
+               "vsyscall": "vsyscall"}
+BUILD_ID_SHOWN = 8  # characters of a build-id that name a vDSO in the tables
 RESOLUTION_NS = 1.0  # below this, a median is within the noise of the subtracted loop overhead
+SECTION_TITLES = {
+    "environments": "Environments",
+    "vdso": "Is there a vDSO, and what does it export?",
+    "vsyscall": "The vsyscall page: which mode, and does a legacy call work?",
+    "syscall-cost": "What does a system call cost?",
+    "speedup": "How much faster is the vDSO than the system call?",
+    "latency": "Every way into the kernel: latency and mechanism",
+}
 
 
-def header(result: Result) -> str:
-    return cell(result.name) + (" †" if result.emulated else "")
+def short_call(call: str) -> str:
+    """A call as a column header: ``clock_gettime(CLOCK_X)`` is written ``X`` (the glossary
+    says so)."""
+    return call.removeprefix("clock_gettime(CLOCK_").removesuffix(")") if call.startswith(
+        "clock_gettime(") else call
 
 
-def outcome(row: dict | None, *, with_mechanism: bool = True) -> str:
-    """One latency cell: median ns and how the call got there, or why there is no number."""
+def slug(label: str) -> str:
+    """A field name for CSV and JSON: lower case, words joined by '_', without a unit in
+    brackets (the field's suffix says the unit)."""
+    label = re.sub(r"\s*\([^)]*\)", "", label) or label
+    out = "".join(c if c.isalnum() else "_" for c in label.lower())
+    return "_".join(w for w in out.split("_") if w)
+
+
+def label_value(result: Result) -> Value:
+    return Value(result.label)
+
+
+def plain(value: object, limit: int = 120) -> Value:
+    """A text cell from a document field; the mark when the field is not text."""
+    shown = plain_line(value, limit)
+    return Value(shown) if shown else MISSING_VALUE
+
+
+def yes_no(value: object, *, no_is_news: bool = False) -> Value:
+    """yes, no, or the mark; ``no_is_news``: a "no" the reader must not miss (emphasised)."""
+    if value is True:
+        return Value("yes")
+    if value is False:
+        return Value("no", strong=no_is_news)
+    return MISSING_VALUE
+
+
+def outcome(row: dict | None, *, with_mechanism: bool = True) -> Value:
+    """One measured call: median ns and the counted mechanism, or why there is no number."""
     if row is None:
-        return MISSING
+        return MISSING_VALUE
     status = row.get("status")
     if status == "ok":
-        latency = f"{fmt_ns(part(row, 'ns', 'median'))} ns"
-        return f"{latency} · {mechanism(row)}" if with_mechanism else latency
+        ns = row.get("ns")
+        how = mechanism(row)
+        shown = f"{fmt_ns(part(ns, 'median'))} ns"
+        return Value(f"{shown} {how}" if with_mechanism else shown,
+                     number=number(part(ns, "median")), unit="ns", mechanism=how, status="ok",
+                     low=number(part(ns, "min")), high=number(part(ns, "p90")))
     if status == "crashed":
-        return f"crashed ({cell(row.get('signal') or 'signal')})"
+        signal = plain_line(row.get("signal"), 40) or "signal"
+        return Value(f"crashed ({signal})", status="crashed", detail=signal)
     if status == "unsupported":
-        return "unsupported"
-    return cell(status) or "?"
+        return Value("unsupported", status="unsupported",
+                     detail=plain_line(row.get("reason"), 120) or None)
+    shown = plain_line(status, 40) or "?"
+    return Value(shown, status=shown)
 
 
-def ratio(slow: dict | None, fast: dict | None) -> str:
-    """How many times faster ``fast`` is than ``slow``, with both medians."""
+def spread(row: dict | None) -> Value:
+    """A median with its min–p90 range, for the tables about cost."""
+    value = outcome(row)
+    if value.status != "ok":
+        return value
+    return Value(f"{fmt_ns(value.number)} ({fmt_ns(value.low)}–{fmt_ns(value.high)})",
+                 number=value.number, unit="ns", mechanism=value.mechanism, status="ok",
+                 low=value.low, high=value.high)
+
+
+def ratio(slow: dict | None, fast: dict | None) -> Value:
+    """How many times faster ``fast`` is than ``slow`` (medians)."""
     s, f = median(slow), median(fast)
     if s is None or f is None:
-        return MISSING
+        return MISSING_VALUE
     if f < RESOLUTION_NS:
         # Below a nanosecond the fast path is lost in the loop overhead that was subtracted:
         # a quotient would be noise, a bound is not.
-        return f"> {s / RESOLUTION_NS:.0f}× (< {RESOLUTION_NS:g} vs {fmt_ns(s)} ns)"
-    return f"{s / f:.1f}× ({fmt_ns(f)} vs {fmt_ns(s)} ns)"
+        bound = s / RESOLUTION_NS
+        return Value(f"≥ {bound:.0f}×", number=bound, unit="×", bound="lower")
+    return Value(f"{s / f:.1f}×", number=s / f, unit="×")
 
 
-def transposed(title: str, rows: list[tuple[str, list[str]]], results: list[Result]) -> str:
-    """A table with a row per fact and a column per environment."""
-    return table([title, *(header(r) for r in results)],
-                 [[label, *values] for label, values in rows])
+def vdso_name(result: Result) -> str | None:
+    """The start of a vDSO's build-id (its sha256 where it has none): the vDSO's name in the
+    tables; None when the vDSO was not analysed."""
+    vdso = result.vdso_analysis
+    if vdso is None:
+        return None
+    key = text(vdso.get("build_id")) or text(vdso.get("sha256"))
+    return plain_line(key[:BUILD_ID_SHOWN]) if key else "no build-id"
 
 
-def _yes_no(value) -> str:
-    if value is True:
-        return "yes"
-    if value is False:
-        return "**no**"
-    return MISSING
+def _table(table_id: str, section: str, title: str, question: str,
+           columns: list[tuple[str, Callable[[Result], Value]]], results: list[Result],
+           notes: list[str] | None = None) -> Table:
+    """A table with a row per environment: the first column names it, then ``columns``."""
+    return Table(
+        id=table_id, title=title, section=section, question=question,
+        columns=["environment"] + [title for title, _ in columns],
+        keys=["environment"] + [slug(title) for title, _ in columns],
+        rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
+        subjects=[r.subject for r in results], notes=notes or [],
+    )
 
 
-def identity_table(results: list[Result]) -> str:
-    def libc(r: Result) -> str:
-        words = (r.text("environment", "libc", "name"), r.text("environment", "libc", "version"))
-        return cell(" ".join(w for w in words if w)) or MISSING
+# ----------------------------------------------------------------------- the tables ----------
 
-    def userland(r: Result) -> str:
-        return cell(r.text("environment", "userland", "pretty_name")
-                    or r.text("environment", "userland", "codename")
-                    or r.text("environment", "suite")) or MISSING
+def identity_tables(results: list[Result], machines: bool) -> list[Table]:
+    def libc(r: Result) -> Value:
+        words = [r.text("environment", "libc", k) for k in ("name", "version", "linkage")]
+        return plain(" ".join(w for w in words if w), 40)
 
-    def cmdline(r: Result) -> str:
+    def userland(r: Result) -> Value:
+        # "Debian GNU/Linux 12 (bookworm)" says no more than "Debian 12 (bookworm)"
+        return plain((r.text("environment", "userland", "pretty_name") or "").replace(
+            " GNU/Linux ", " ") or r.text("environment", "userland", "codename")
+            or r.text("environment", "suite"), 40)
+
+    def cmdline(r: Result) -> Value:
         if r.backend == BackendName.QEMU:
-            return cell(r.text("environment", "matrix_cmdline") or "(default)")
-        return "(host's)"
+            return plain(r.text("environment", "matrix_cmdline") or "(default)", 60)
+        return Value("(host's)")
 
-    def started(r: Result) -> str:
-        return cell((r.text("run", "started") or "")[:16]) or MISSING
+    def started(r: Result) -> Value:
+        return plain((r.text("run", "started") or "")[:16].replace("T", " "))
 
-    def field(*keys: str, limit: int = 120) -> list[str]:
-        return [cell(r.get("environment", *keys), limit) or MISSING for r in results]
+    def field(*keys: str, limit: int = 40) -> Callable[[Result], Value]:
+        return lambda r: plain(r.get("environment", *keys), limit)
 
-    rows = [
-        ("status", [cell(r.run_status) for r in results]),
-        ("userland", [userland(r) for r in results]),
-        ("libc", [libc(r) for r in results]),
-        ("linkage", field("libc", "linkage")),
-        ("kernel", field("kernel", "release")),
-        ("added to kernel command line", [cmdline(r) for r in results]),
-        ("clocksource", field("kernel", "clocksource")),
+    status = ("status", lambda r: Value(plain_line(r.run_status, 40),
+                                         strong=r.run_status != "ok"))
+    columns = [
+        ("userland", userland), ("libc", libc), ("kernel", field("kernel", "release")),
+        ("kernel cmdline added", cmdline),
+        ("clocksource", field("kernel", "clocksource")), status,
+    ]
+    if machines:
+        columns.insert(0, ("machine", lambda r: plain(r.machine, 60)))
+    second = [
         ("CPU", field("cpu", "model", limit=40)),
-        ("accelerator", [cell(r.text("environment", "accel") or "none (native)")
-                         for r in results]),
-        ("probed", [started(r) for r in results]),
+        ("accelerator", lambda r: plain(r.text("environment", "accel") or "none (native)")),
+        ("probed (UTC)", started),
+        ("description", lambda r: plain(r.text("environment", "description"), 80)),
     ]
-    return transposed("environment", rows, results)
-
-
-def vdso_table(results: list[Result]) -> str:
-    def symbols(r: Result) -> str:
-        functions = [s for s in entries(part(r.vdso_analysis, "symbols"))
-                     if isinstance(s, dict) and s.get("type") == "FUNC"]
-        if not functions:
-            return MISSING
-        names = {n for s in functions if isinstance(n := s.get("name"), str)}
-        return cell(", ".join(sorted(n for n in names if not n.startswith("__"))), 200)
-
-    rows = [
-        ("vDSO mapped (AT_SYSINFO_EHDR)", [_yes_no(r.get("vdso", "present")) for r in results]),
-        ("size (bytes)", [cell(r.get("vdso", "size")) or MISSING for r in results]),
-        ("functions exported", [symbols(r) for r in results]),
-        ("libc clock_gettime(CLOCK_MONOTONIC)",
-         [outcome(call_row(r, "clock_gettime(CLOCK_MONOTONIC)", "libc")) for r in results]),
+    cpus = {}
+    for r in results:
+        if (model := plain_line(r.get("environment", "cpu", "model"), 60)):
+            cpus.setdefault(model, []).append(r)
+    notes = ["CPU: " + "; ".join(f"{model} ({len(members)})" for model, members in cpus.items())
+             ] if cpus else []
+    return [
+        _table("environments", "environments", "Userland, libc and kernel",
+               "Which userland, libc and kernel each environment ran.", columns, results,
+               notes=notes),
+        dataclasses.replace(_table(
+            "environments-run", "environments", "Where and when each environment ran",
+            "On which CPU, under which accelerator, and when each environment was probed.",
+            second, results), on_page=False),
     ]
-    return transposed("vDSO", rows, results)
 
 
-def vsyscall_table(results: list[Result]) -> str:
-    def legacy_runs(r: Result) -> str:
-        rows = [row for c in VSYSCALL_CALLS if (row := call_row(r, c, "vsyscall"))]
-        if not rows:
-            return MISSING
-        if all(row.get("status") == "ok" for row in rows):
-            return "yes"
-        crashed = [row for row in rows if row.get("status") == "crashed"]
-        if crashed:
-            return f"**no**: {cell(crashed[0].get('signal') or 'crash')}"
-        return "**no**"
+def vdso_table(results: list[Result]) -> Table:
+    def functions(r: Result) -> Value:
+        symbols = [s for s in entries(part(r.vdso_analysis, "symbols"))
+                   if isinstance(s, dict) and s.get("type") == "FUNC"]
+        names = {n for s in symbols if isinstance(n := s.get("name"), str)}
+        shown = [n for n in names if not n.startswith("__")]
+        return Value(str(len(shown)), number=float(len(shown)), unit="count") if shown \
+            else MISSING_VALUE
 
-    rows = [
-        ("mode (from /proc/self/maps)",
-         [cell(r.get("vsyscall", "mode")) or MISSING for r in results]),
-        ("page readable", [_yes_no(r.get("vsyscall", "readable")) for r in results]),
-        ("a legacy static binary calling it runs", [legacy_runs(r) for r in results]),
+    def size(r: Result) -> Value:
+        n = number(whole_number(r.get("vdso", "size")))  # None for more digits than a float
+        return Value(f"{n:.0f}", number=n, unit="bytes") if n is not None else MISSING_VALUE
+
+    def build_id(r: Result) -> Value:
+        return plain(vdso_name(r))
+
+    return _table("vdso", "vdso", "The vDSO",
+                  "Whether the kernel maps a vDSO, how large it is, how many functions it "
+                  "exports, and which vDSO it is (the start of its build-id: the vDSO symbols "
+                  "section lists each one's functions).", [
+                      ("mapped", lambda r: yes_no(r.get("vdso", "present"), no_is_news=True)),
+                      ("size (bytes)", size),
+                      ("functions", functions),
+                      ("build-id", build_id),
+                  ], results)
+
+
+def legacy_runs(r: Result) -> Value:
+    rows = [row for c in VSYSCALL_CALLS if (row := call_row(r, c, "vsyscall"))]
+    if not rows:
+        return MISSING_VALUE
+    if all(row.get("status") == "ok" for row in rows):
+        return Value("yes")
+    crashed = [row for row in rows if row.get("status") == "crashed"]
+    if crashed:
+        signal = plain_line(crashed[0].get("signal"), 40) or "crash"
+        return Value(f"no: {signal}", status="crashed", detail=signal, strong=True)
+    return Value("no", strong=True)
+
+
+def vsyscall_table(results: list[Result]) -> Table:
+    columns = [
+        ("mode", lambda r: plain(r.get("vsyscall", "mode"), 40)),
+        ("readable", lambda r: yes_no(r.get("vsyscall", "readable"))),
+        ("legacy binary runs", legacy_runs),
     ]
-    for call in VSYSCALL_CALLS:
-        rows.append((f"{call} via vsyscall",
-                     [outcome(call_row(r, call, "vsyscall")) for r in results]))
-    return transposed("vsyscall", rows, results)
+    columns += [(call, lambda r, call=call: outcome(call_row(r, call, "vsyscall")))
+                for call in VSYSCALL_CALLS]
+    return _table("vsyscall", "vsyscall", "The vsyscall page",
+                  "The vsyscall mode (from /proc/self/maps), whether the page can be read, and "
+                  "whether a legacy static binary that calls it runs, with the latency of each "
+                  "legacy call.", columns, results)
 
 
-def syscall_cost_table(results: list[Result]) -> str:
-    def spread(row: dict | None) -> str:
-        if not row or row.get("status") != "ok":
-            return outcome(row)
-        ns = row.get("ns")
-        return (f"{fmt_ns(part(ns, 'median'))} ns "
-                f"({fmt_ns(part(ns, 'min'))}–{fmt_ns(part(ns, 'p90'))})")
+def syscall_cost_table(results: list[Result]) -> Table:
+    clock = "clock_gettime(CLOCK_MONOTONIC)"
 
-    rows = [
-        ("getppid, raw `syscall`", [spread(call_row(r, "getppid", "syscall")) for r in results]),
-        ("getppid, libc", [spread(call_row(r, "getppid", "libc")) for r in results]),
-        ("getppid, `int $0x80`", [spread(call_row(r, "getppid", "int80")) for r in results]),
-        ("clock_gettime(MONOTONIC), raw `syscall`",
-         [spread(call_row(r, "clock_gettime(CLOCK_MONOTONIC)", "syscall")) for r in results]),
-        ("system calls counted per getppid",
-         [cell(part(call_row(r, "getppid", "syscall"), "syscalls_per_call")) or MISSING
-          for r in results]),
-    ]
-    return transposed("system call: median (min–p90)", rows, results)
+    counts = [number(part(call_row(r, "getppid", "syscall"), "syscalls_per_call"))
+              for r in results]
+    once = sum(1 for c in counts if c is not None and round(c) == 1)
+    return _table("syscall-cost", "syscall-cost", "What a system call costs",
+                  "The median cost of one system call in ns (min–p90 in brackets), by each way "
+                  "of making it.", [
+                      ("getppid syscall (ns)", lambda r: spread(call_row(r, "getppid", "syscall"))),
+                      ("getppid libc (ns)", lambda r: spread(call_row(r, "getppid", "libc"))),
+                      ("getppid int $0x80 (ns)", lambda r: spread(call_row(r, "getppid", "int80"))),
+                      ("MONOTONIC syscall (ns)", lambda r: spread(call_row(r, clock, "syscall"))),
+                  ], results,
+                  notes=[f"ptrace counted one system call per raw getppid in {once} of "
+                         f"{len(results)} environments (the latency tables show every count)."])
 
 
-def speedup_table(results: list[Result]) -> str:
-    def libc_takes(row: dict | None) -> str:
-        return mechanism(row) if row and row.get("status") == "ok" else outcome(row)
+def speedup_table(results: list[Result]) -> Table:
+    speedups = [(short_call(call), lambda r, call=call: ratio(
+        call_row(r, call, "syscall"), call_row(r, call, "vdso"))) for call in VDSO_CALLS]
+    return _table("speedup", "speedup", "vDSO speed-up",
+                  "How many times faster the vDSO answers than the system call (ratio of "
+                  "medians: syscall ÷ vDSO).", speedups, results,
+                  notes=[f"A vDSO median under {RESOLUTION_NS:g} ns is within the noise of the "
+                         "subtracted loop overhead: the speed-up is then a lower bound "
+                         "(\"≥ N×\")."])
 
-    rows = [(f"{call}: vDSO vs syscall",
-             [ratio(call_row(r, call, "syscall"), call_row(r, call, "vdso")) for r in results])
-            for call in VDSO_CALLS]
-    rows += [(f"{call}: libc takes", [libc_takes(call_row(r, call, "libc")) for r in results])
-             for call in VDSO_CALLS]
-    return transposed("speed-up (syscall ÷ vDSO)", rows, results)
+
+def libc_path_table(results: list[Result]) -> Table:
+    def libc_takes(call: str) -> Callable[[Result], Value]:
+        def build(r: Result) -> Value:
+            value = outcome(call_row(r, call, "libc"))
+            if value.status == "ok":
+                return Value(value.mechanism or "?", mechanism=value.mechanism, status="ok")
+            return value
+        return build
+
+    libc = [(short_call(call), libc_takes(call)) for call in VDSO_CALLS]
+    return _table("libc-path", "latency", "Which way libc's call goes",
+                  "Whether libc's own call answers in user space or makes the system call, as "
+                  "counted (the latency of every path is in the tables linked below).",
+                  libc, results)
 
 
-def latency_table(results: list[Result]) -> str:
-    rows = [(f"{call} · {path}", [outcome(call_row(r, call, path)) for r in results])
-            for call, path in ROW_ORDER]
-    return transposed("call · path", rows, results)
+def latency_tables(results: list[Result]) -> list[Table]:
+    tables = [libc_path_table(results)]
+    for call, paths in FAMILIES:
+        table_id = "latency-" + slug(short_call(call)).replace("_", "-")
+        columns = [(PATH_TITLES[p], lambda r, p=p, call=call: outcome(call_row(r, call, p)))
+                   for p in paths]
+        tables.append(dataclasses.replace(_table(
+            table_id, "latency", call, "The median latency of each path (libc, vDSO, raw "
+            "syscall, vsyscall or int $0x80), and how it entered the kernel.", columns, results),
+            on_page=False))
+    return tables

@@ -1,90 +1,116 @@
-"""The report page: the answers to the questions that close "linux syscalls on x86_64" (atp,
-*Atp's external memory*, 21 May 2011), as Markdown tables with one column per environment.
+"""The report's content, assembled: the answers to the questions that close "linux syscalls on
+x86_64" (atp, *Atp's external memory*, 21 May 2011).
 
-A pure function of result documents: ``render_report(docs)`` reads nothing else, so a report can
-be re-rendered without re-probing and results from several machines can be merged. This module
-lays the page out (sections in order, the at-a-glance summary, the method, the problems); the
-tables are built in :mod:`measurements` and :mod:`binary`, and every value that came from an
-environment is written through :mod:`cells`.
+``assemble(docs)`` reads nothing but the result documents, so a report can be re-rendered
+without re-probing and results from several machines can be merged. This module orders the
+environments, names them (with their machine when there are several), and builds the parts of
+the page that are not tables: at a glance, the glossary, the method, the problems and the
+metadata that makes the report reproducible. The tables come from :mod:`measurements` and
+:mod:`binary`. Everything here is plain text: the renderers in :mod:`exports` escape it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from vdsomatrix import __version__
 from vdsomatrix.matrix import BackendName
 from vdsomatrix.report import measurements
-from vdsomatrix.report.binary import render_analysis
+from vdsomatrix.report.binary import analysis_sections
 from vdsomatrix.report.cells import (
     Result,
     call_row,
-    cell,
     enters_kernel,
     entries,
     fmt_ns,
     median,
+    number,
     part,
+    plain_line,
     read_results,
     text,
     whole_number,
 )
-from vdsomatrix.report.measurements import RESOLUTION_NS, VSYSCALL_CALLS
+from vdsomatrix.report.measurements import RESOLUTION_NS, SECTION_TITLES, VSYSCALL_CALLS
+from vdsomatrix.report.model import Finding, Problem, Report, Section, Subject, Term
 
 # Where the questions come from: the seed article, cited (it is not part of this repository).
-ARTICLE = "“linux syscalls on x86_64”, by atp, on the blog *Atp's external memory* (21 May 2011)"
+ARTICLE = "“linux syscalls on x86_64”, by atp, on the blog Atp's external memory (21 May 2011)"
 BACKEND_ORDER = {str(b): i for i, b in enumerate(BackendName)}
 NATIVE = (BackendName.HOST, BackendName.DOCKER)  # share this machine's kernel
 EMULATED = (BackendName.QEMU,)
-GROUPS = (
-    ("Userlands on this machine's kernel (host and containers)", NATIVE),
-    ("Kernels under QEMU", EMULATED),
-)
-# A result that names no backend (a failed environment's, an old or hand-made one) still gets a
-# column: a missing field shows as the mark, it does not hide the environment.
-OTHERS = "Results that name no known backend"
+EMULATED_MARK = " †"
+MACHINE_JOIN = " @ "
+UNKNOWN_MACHINE = "unknown machine"
+
+
+def group_of(result: Result) -> str:
+    if result.backend in NATIVE:
+        return "native"
+    if result.backend in EMULATED:
+        return "qemu"
+    return "other"  # a failed environment's, an old or hand-made result: still a row
 
 
 def ordered(results: list[Result], order: list[str] | None = None) -> list[Result]:
-    """Matrix order where known, then by backend and name."""
+    """Matrix order where known, then by backend and name; machines apart, in name order."""
     position = {name: i for i, name in enumerate(order or [])}
     return sorted(results, key=lambda r: (position.get(r.name, len(position)),
-                                          BACKEND_ORDER.get(r.backend or "", 9), r.name))
+                                          BACKEND_ORDER.get(r.backend or "", 9), r.name,
+                                          r.machine or ""))
 
 
-def grouped(results: list[Result], build: Callable[[list[Result]], str]) -> str:
-    """Render ``build(results_of_group)`` once per backend group that has results."""
-    groups = [(title, [r for r in results if r.backend in backends]) for title, backends in GROUPS]
-    groups.append((OTHERS, [r for r in results if r.backend not in BACKEND_ORDER]))
-    return "\n\n".join(f"**{title}**\n\n{build(members)}" for title, members in groups if members)
+def name_subjects(results: list[Result]) -> list[str]:
+    """Give each result its Subject and label; returns the distinct machines the results name.
+    With results of more than one machine every label names its machine too (a result that
+    names none is then of "unknown machine")."""
+    machines = sorted({r.machine for r in results if r.machine})
+    several = len(machines) > 1
+    for r in results:
+        label = plain_line(r.name, 80)
+        machine = (r.machine or UNKNOWN_MACHINE) if several else None
+        if machine:
+            label += MACHINE_JOIN + machine
+        if r.emulated:
+            label += EMULATED_MARK
+        r.label = label
+        r.subject = Subject(environment=plain_line(r.name, 200), machine=machine,
+                            backend=plain_line(r.backend, 40) or None, emulated=r.emulated,
+                            group=group_of(r), label=label)
+    return machines
 
 
 def _names(results: list[Result]) -> str:
-    return ", ".join(cell(r.name) for r in results) or "none"
+    # without the † of emulated guests: the summary comes before the glossary that explains it
+    return ", ".join(r.label.removesuffix(EMULATED_MARK) for r in results) or "none"
 
 
-def summary_section(results: list[Result]) -> str:
+def summary(results: list[Result]) -> list[Finding]:
     """The answers in a few lines, each computed from the tables below (no expectations)."""
     probed = [r for r in results if r.calls]
-    lines = []
+    found = []
     with_vdso = [r for r in probed if r.get("vdso", "present") is True]
     without = [r for r in probed if r not in with_vdso]
-    lines.append(f"- **vDSO**: mapped in {len(with_vdso)} of {len(probed)} environments; "
-                 f"absent in: {_names(without)}.")
+    found.append(Finding("The vDSO", f"is mapped in {len(with_vdso)} of {len(probed)} "
+                                     f"environments; absent in: {_names(without)}."))
     runs = [r for r in probed if all(
         (row := call_row(r, c, "vsyscall")) and row.get("status") == "ok" for c in VSYSCALL_CALLS)]
     dies = [r for r in probed if any(
         (row := call_row(r, c, "vsyscall")) and row.get("status") == "crashed"
         for c in VSYSCALL_CALLS)]
-    lines.append(f"- **Legacy vsyscall calls** work in {len(runs)} environments and kill the "
-                 f"caller in {len(dies)}: {_names(dies)}.")
+    found.append(Finding("Legacy vsyscall calls",
+                         f"work in {len(runs)} environments and kill the caller in "
+                         f"{len(dies)}: {_names(dies)}."))
     for where, backends in (("natively", NATIVE), ("under QEMU", EMULATED)):
         costs = [c for r in probed if r.backend in backends
                  if (c := median(call_row(r, "getppid", "syscall"))) is not None]
         if costs:
-            lines.append(f"- **A system call** (getppid, raw `syscall`) costs "
-                         f"{fmt_ns(min(costs))}–{fmt_ns(max(costs))} ns {where} "
-                         f"({len(costs)} environments, medians)"
-                         + (", emulated time" if where == "under QEMU" else "") + ".")
+            found.append(Finding("A system call",
+                                 f"(getppid, raw syscall instruction) costs "
+                                 f"{fmt_ns(min(costs))}–{fmt_ns(max(costs))} ns {where} "
+                                 f"({len(costs)} environments, medians)"
+                                 + (", emulated time" if where == "under QEMU" else "") + "."))
     call = "clock_gettime(CLOCK_MONOTONIC)"
     speedups, fallbacks = [], []
     for r in probed:
@@ -97,97 +123,205 @@ def summary_section(results: list[Result]) -> str:
         elif fast >= RESOLUTION_NS:
             speedups.append(slow / fast)
     if speedups:
-        lines.append(f"- **The vDSO's {call}** is {min(speedups):.1f}–{max(speedups):.1f}× "
-                     f"faster than the system call where it stays in user space; it makes the "
-                     f"system call itself in: {_names(fallbacks)}.")
+        found.append(Finding(f"The vDSO's {call}",
+                             f"is {min(speedups):.1f}–{max(speedups):.1f}× faster than the "
+                             f"system call where it stays in user space; it makes the system "
+                             f"call itself in: {_names(fallbacks)}."))
     libc_kernel = [r for r in probed if enters_kernel(call_row(r, call, "libc"))]
-    lines.append(f"- **libc's {call}** enters the kernel on every call in: "
-                 f"{_names(libc_kernel)}.")
-    return "\n".join(lines)
+    found.append(Finding(f"libc's {call}",
+                         f"enters the kernel on every call in: {_names(libc_kernel)}."))
+    return found
 
 
-def method_section(results: list[Result]) -> str:
+GLOSSARY = [
+    Term("vDSO", "a small shared library the kernel maps into every process (AT_SYSINFO_EHDR); "
+                 "its clock functions answer in user space when the clock source allows it."),
+    Term("vsyscall", "the older fixed page at 0xffffffffff600000 with gettimeofday, time and "
+                     "getcpu. Modes: xonly (execute only: a call traps and the kernel emulates "
+                     "it; the page cannot be read), emulate (readable, calls emulated), none "
+                     "(no page: a legacy call is killed by SIGSEGV)."),
+    Term("user", "the call made no system call and no trap: the vDSO or libc answered in user "
+             "space."),
+    Term("trap", "no system call, but one page-fault trap per call (how vsyscall emulation "
+             "enters the kernel)."),
+    Term("syscall", "one system call per call, as ptrace counts them (the way strace does); "
+                    "\"N syscalls\" when there were several."),
+    Term("no syscall", "no system call, but traps could not be counted (Docker's default "
+                       "seccomp profile forbids perf_event_open)."),
+    Term("?", "the environment allowed no counting at all."),
+    Term("ns", "median nanoseconds per call; (a–b) after it: the min and p90 over the same "
+               "batches."),
+    Term("†", "a guest under TCG software emulation: its nanoseconds are emulated time, "
+              "compare ratios only."),
+    Term("—", "no value: the result lacks it (the notes or Problems say why where known)."),
+    Term("MONOTONIC, REALTIME, …", "clock_gettime(CLOCK_MONOTONIC), clock_gettime("
+                                   "CLOCK_REALTIME), … in column headers."),
+]
+MACHINE_TERM = Term("env @ machine", "an environment as measured on one machine (the report "
+                                     "merges results of several).")
+
+
+def method_lines(results: list[Result]) -> list[str]:
     batches = sorted({b for r in results
                       if (b := whole_number(part(r.get("method"), "batches")))})
-    concurrency = sorted({c for r in results if (c := r.text("run", "concurrency"))})
+    concurrency = sorted({plain_line(c, 300) for r in results
+                          if (c := r.text("run", "concurrency"))})
     lines = [
-        "- Each latency is the median of "
-        f"{', '.join(cell(b) for b in batches) or '?'} batches, one batch lasting at least "
-        "1 ms, on a single pinned CPU, with the measured empty-loop overhead subtracted; min and "
-        "p90 are over the same batches. Every call runs in a child process, so a crash is a "
-        "result.",
-        "- The mechanism after each number was counted, not inferred from speed: `syscall` = "
-        "the system calls ptrace saw per call (as strace counts them), `trap` = no system call "
-        "but a page-fault trap per call (the kernel's software page-fault counter; this is how "
-        "vsyscall emulation enters the kernel), `user` = neither (the vDSO or libc answered in "
-        "user space), `no syscall` = no system call, but traps could not be counted (Docker's "
-        "default seccomp profile forbids perf_event_open), `?` = the environment allowed no "
-        "counting at all.",
-        "- Speed-ups below 1 ns on the fast side are shown as bounds: such a median is within "
-        "the noise of the subtracted loop overhead.",
-        "- Containers enter the kernel through Docker's default seccomp filter, which every "
-        "system call pays for; the host column has no filter.",
-        "- † marks guests under TCG software emulation: their absolute nanoseconds are "
-        "emulated; compare ratios only.",
+        f"Each latency is the median of {', '.join(str(b) for b in batches) or '?'} batches, "
+        "one batch lasting at least 1 ms, on a single pinned CPU, with the measured empty-loop "
+        "overhead subtracted; min and p90 are over the same batches. Every call runs in a child "
+        "process, so a crash is a result.",
+        "The mechanism after each number was counted, not inferred from speed: system calls "
+        "with ptrace, traps with the kernel's software page-fault counter (see the glossary).",
+        f"Speed-ups with a vDSO median under {RESOLUTION_NS:g} ns are shown as lower bounds: "
+        "such a median is within the noise of the subtracted loop overhead.",
+        "Containers enter the kernel through Docker's default seccomp filter, which every "
+        "system call pays for; the host has no filter.",
+        "The binary analysis reads the bytes each environment shipped (its vDSO image and its "
+        "libc) with pyelftools and capstone, on the host; its classifications are static "
+        "estimates.",
     ]
-    lines += [f"- Concurrency: {cell(c, 300)}." for c in concurrency]
-    return "\n".join(lines)
+    return lines + [f"Concurrency: {c}." for c in concurrency]
 
 
-def problems_section(results: list[Result], load_problems: list[str]) -> str:
-    lines = []
+def problems(results: list[Result], load_problems: list[str]) -> list[Problem]:
+    out = []
     for r in results:
         for error in entries(r.get("errors")):
-            lines.append(f"- **{cell(r.name)}**: {cell(error, 300)}")
-        tail = [line for line in entries(r.get("log_tail")) if text(line) is not None]
+            if (shown := plain_line(error, 300)):
+                out.append(Problem(r.label, shown))
+        tail = [plain_line(line, 160) for line in entries(r.get("log_tail"))
+                if text(line) is not None]
         if tail and r.run_status != "ok":
-            lines.append(f"- **{cell(r.name)}** last lines: "
-                         + " ⏎ ".join(cell(line, 160) for line in tail[-5:]))
-    lines += [f"- result file skipped: {cell(p, 300)}" for p in load_problems]
-    return "\n".join(lines) if lines else "None."
+            out.append(Problem(r.label, "last lines: " + " ⏎ ".join(tail[-5:])))
+    out += [Problem(None, "result file skipped: " + plain_line(p, 300)) for p in load_problems]
+    return out
 
 
-def _section(build: Callable[[], str]) -> str:
-    """A section's text; if a bug breaks it, one line that says so, not a missing report."""
+def _machine(doc: dict) -> dict[str, Any]:
+    """``run.machine`` as JSON for report.json (older results name a host only)."""
+    machine = part(doc, "run", "machine")
+    if not isinstance(machine, dict):
+        return {"id": plain_line(machine, 200) or "unknown machine", "label": None, "cpu": None,
+                "kernel": None, "hypervisor": None, "mitigations": {},
+                "mitigations_param": None}
+    mitigations = machine.get("mitigations")
+    return {
+        "id": plain_line(machine.get("id"), 200) or "unknown machine",
+        "label": plain_line(machine.get("label"), 200) or None,
+        "cpu": plain_line(machine.get("cpu"), 200) or None,
+        "kernel": plain_line(machine.get("kernel"), 200) or None,
+        "hypervisor": machine.get("hypervisor") if isinstance(machine.get("hypervisor"), bool)
+        else None,
+        # older results have a string here; keep it as the one text it is
+        "mitigations": ({plain_line(k, 100): plain_line(v, 300)
+                         for k, v in mitigations.items() if text(v) is not None}
+                        if isinstance(mitigations, dict)
+                        else ({"all": plain_line(mitigations, 300)}
+                              if text(mitigations) is not None else {})),
+        "mitigations_param": plain_line(machine.get("mitigations_param"), 200) or None,
+    }
+
+
+def meta(results: list[Result], machines: list[str]) -> dict[str, Any]:
+    """What a reader needs to reproduce the report: versions, machines, environments."""
+    def distinct(*keys: str) -> list[str]:
+        return sorted({v for r in results if (v := plain_line(r.get(*keys), 200))})
+
+    machine_docs: dict[str, dict] = {}
+    for r in results:
+        if r.machine:
+            machine_docs.setdefault(r.machine, _machine(r.doc))
+    return {
+        "report_vdsomatrix": __version__,
+        "vdsomatrix": distinct("run", "vdsomatrix"),
+        "commits": distinct("run", "commit"),
+        "docker_engines": distinct("environment", "engine", "version"),
+        "qemu": distinct("environment", "qemu", "version"),
+        "machines": [{"name": name, **machine_docs.get(name, {})} for name in machines],
+        "environments": [{
+            "environment": r.subject.environment,
+            "machine": r.machine,
+            "label": r.label,
+            "backend": r.subject.backend,
+            "group": r.subject.group,
+            "emulated": r.emulated,
+            "status": plain_line(r.run_status, 40),
+            "description": plain_line(r.get("environment", "description"), 300) or None,
+            "started": plain_line(r.get("run", "started"), 40) or None,
+            "seconds": number(r.get("run", "seconds")),
+            "vdsomatrix": plain_line(r.get("run", "vdsomatrix"), 40) or None,
+            "commit": plain_line(r.get("run", "commit"), 60) or None,
+            "docker_engine": plain_line(r.get("environment", "engine", "version"), 100) or None,
+            "qemu": plain_line(r.get("environment", "qemu", "version"), 100) or None,
+            "kernel_package": plain_line(r.get("environment", "kernel_package"), 200) or None,
+            "image": plain_line(r.get("environment", "image", "id"), 200) or None,
+            "fingerprint": plain_line(r.get("run", "fingerprint"), 300) or None,
+        } for r in results],
+    }
+
+
+def _guarded(section_id: str, title: str, build: Callable[[], list[Section] | Section],
+             broken: list[Problem]) -> list[Section]:
+    """A section's content; if a bug breaks it, a section that says so, not a lost report."""
     try:
-        return build()
+        built = build()
     except Exception as exc:  # the report is the product: the other sections still stand
-        return f"(this section could not be rendered: {cell(type(exc).__name__)})"
+        broken.append(Problem(None, f"the section {section_id} could not be built: "
+                                    f"{type(exc).__name__}"))
+        return [Section(section_id, title, [f"(this section could not be built: "
+                                            f"{type(exc).__name__})"])]
+    return built if isinstance(built, list) else [built]
 
 
-def render_report(docs: list[dict], *, order: list[str] | None = None,
-                  load_problems: list[str] | None = None) -> str:
-    results = ordered(read_results(list(docs)), order)
-    tables = (
-        ("## Environments", measurements.identity_table),
-        ("## 1. Is there a vDSO, and what does it export?", measurements.vdso_table),
-        ("## 2. The vsyscall page: which mode, and does a legacy vsyscall call work?",
-         measurements.vsyscall_table),
-        ("## 3. What does a system call cost?", measurements.syscall_cost_table),
-        ("## 4. How much faster is each vDSO path than its system call?",
-         measurements.speedup_table),
-        ("## 5. Every way into the kernel: median latency and mechanism",
-         measurements.latency_table),
+def _table_section(section_id: str, build: Callable[[], list]) -> Callable[[], Section]:
+    def make() -> Section:
+        return Section(section_id, SECTION_TITLES[section_id], [], build())
+    return make
+
+
+def assemble(docs: Any, *, order: list[str] | None = None,
+             load_problems: list[str] | None = None) -> Report:
+    results = ordered(read_results(list(docs) if isinstance(docs, list | tuple) else []), order)
+    machines = name_subjects(results)
+    several = len(machines) > 1
+    broken: list[Problem] = []
+    sections: list[Section] = []
+    for section_id, build in (
+        ("environments", lambda: measurements.identity_tables(results, several)),
+        ("vdso", lambda: [measurements.vdso_table(results)]),
+        ("vsyscall", lambda: [measurements.vsyscall_table(results)]),
+        ("syscall-cost", lambda: [measurements.syscall_cost_table(results)]),
+        ("speedup", lambda: [measurements.speedup_table(results)]),
+        ("latency", lambda: measurements.latency_tables(results)),
+    ):
+        sections += _guarded(section_id, SECTION_TITLES[section_id],
+                             _table_section(section_id, build), broken)
+    sections += _guarded("binary-symbols", "Binary analysis",
+                         lambda: analysis_sections(results), broken)
+
+    def guarded_list(build: Callable[[], list], what: str) -> list:
+        try:
+            return build()
+        except Exception as exc:  # as above: one broken part, the rest still stands
+            broken.append(Problem(None, f"the {what} could not be built: {type(exc).__name__}"))
+            return []
+
+    glossary = GLOSSARY + ([MACHINE_TERM] if several else [])
+    where = f" on {len(machines)} machines ({', '.join(machines)})" if several else ""
+    return Report(
+        title="vdsomatrix report",
+        intro=(f"{len(results)} environments{where}. Generated by vdsomatrix report from result "
+               "files alone; every number was measured in the environment of its row. The "
+               f"questions are those that close {ARTICLE}: the vDSO and the vsyscall page are "
+               "the kernel's ways of answering a few calls (the clocks, getcpu) without a system "
+               "call; how to read the tables follows the answers."),
+        summary=guarded_list(lambda: summary(results), "summary"),
+        glossary=glossary,
+        sections=sections,
+        method_lines=guarded_list(lambda: method_lines(results), "method"),
+        problems=guarded_list(lambda: problems(
+            results, [text(p) or "" for p in load_problems or []]), "problems") + broken,
+        meta=(guarded_list(lambda: [meta(results, machines)], "metadata") or [{}])[0],
+        machines=machines,
     )
-    parts = [
-        "# vdsomatrix report",
-        "",
-        f"{len(results)} environments. Generated by `vdsomatrix report` from result files "
-        "alone; every number below was measured in the environment of its column. The questions "
-        f"are those that close {ARTICLE}.",
-        "",
-        "## At a glance",
-        _section(lambda: summary_section(results)),
-    ]
-    for heading, build in tables:
-        parts += [heading, _section(lambda build=build: grouped(results, build))]
-    parts += [
-        "## 6. Binary analysis",
-        _section(lambda: render_analysis(results)),
-        "## Method",
-        _section(lambda: method_section(results)),
-        "## Problems",
-        _section(lambda: problems_section(results, [text(p) or "" for p in load_problems or []])),
-        "",
-    ]
-    return "\n\n".join(parts).replace("\n\n\n", "\n\n")

@@ -1,0 +1,250 @@
+"""The report as data: every table built once from the result documents, rendered by format.
+
+``build_report(docs)`` reads the result documents (through :mod:`cells`, defensively) and returns
+a :class:`Report`. Every renderer (Markdown, CSV and JSON in :mod:`exports`, HTML
+in :mod:`html`) is a function of that Report alone, so the formats cannot disagree.
+
+The API, which renderers may rely on (it stays stable):
+
+``Value``        one cell. ``text`` is the display text, UNESCAPED (each renderer escapes it for
+                 its format) but already plain: one line, bounded, control and invisible
+                 characters replaced. ``number`` is the measured number in ``unit`` ("ns", "×",
+                 "bytes" or "count"; None when the cell is not a number), ``low``/``high`` the min
+                 and p90 when ``number`` is a median, ``mechanism`` how the call entered the
+                 kernel as counted (see ``MECHANISMS``), ``status`` the probe's status of the
+                 measured call ("ok", "crashed", "unsupported", ...), ``bound`` is "lower" when
+                 ``number`` is only a lower bound (the text says "≥ 80×"), ``detail`` what the
+                 text adds to the status (the signal of a crash), ``strong`` asks for
+                 emphasis (a "no" a reader must not miss). A missing value has ``text == MISSING``
+                 and every other field None.
+``Subject``      who a row is about: ``environment``, ``machine`` (only set when the documents
+                 come from more than one machine), ``backend``, ``emulated`` (TCG: nanoseconds
+                 are emulated time), ``group`` (the id of its ``GROUPS`` entry), and ``label``, the
+                 text the tables show for it ("k6.1-hpet †", "host @ ci-amd").
+``Table``        ``id`` (stable, used as a file name and an anchor), ``title``, ``section`` (the
+                 id of its section), ``question`` (one sentence: what the table answers),
+                 ``columns`` (header texts), ``keys`` (one slug per column, for CSV and JSON
+                 field names), ``rows`` (lists of Value, one per column), ``subjects`` (one
+                 Subject per row, None for a row about no environment), ``notes`` (plain lines
+                 shown under the table), ``layout`` (how to SHOW it). ``columns``/``rows`` are
+                 always the data in the "rows" layout: a row per environment (or per symbol,
+                 for ``vdso-symbols``), the first column naming it. To render, iterate
+                 ``Table.parts()``: ``(group id, group title, table)`` per group of rows (host
+                 and containers, then QEMU guests), each part already in ``layout``
+                 ("columns": transposed, a column per environment); render the part's
+                 ``columns`` and ``rows`` literally. ``on_page``: False for reference tables
+                 too detailed for the Markdown page (it links to their own files instead); other
+                 renderers may show them all.
+``Listing``      a disassembly: ``title``, ``environments`` and the plain ``lines``.
+``Section``      ``id`` (one of ``SECTION_IDS``, stable: an anchor), ``title``, ``intro`` (plain
+                 paragraphs), ``tables``, ``listings``. ``Report.sections`` holds the sections
+                 with tables (environments ... binary-entry-points); "at-a-glance", "glossary",
+                 "method" and "problems" are the Report's own fields, shown where
+                 ``Report.shows(id)``.
+``Finding``      one line of "at a glance": ``topic`` and ``text`` (plain), one sentence when
+                 read as topic + " " + text (the topic emphasised).
+``Term``         a glossary entry: ``term`` and ``definition`` (plain).
+``Problem``      ``subject`` (an environment label or None) and ``text`` (plain).
+``Report``       ``title``, ``intro``, ``summary`` (list of Finding), ``glossary`` (list of Term),
+                 ``sections`` (list of Section, in page order), ``method_lines``, ``problems``,
+                 ``meta`` (dict, JSON-ready: versions, commits, machines, engines, QEMU versions,
+                 environment descriptions), ``machines`` (the distinct machine ids), ``layout``,
+                 ``parts`` (the section ids included). Helpers: ``section(id)``, ``tables()``,
+                 ``listings()``, ``only(section_ids)`` (a report of some sections),
+                 ``shows(id)``, ``with_layout(layout)``.
+
+``build_report(docs, *, order=None, load_problems=None, layout="rows") -> Report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vdsomatrix.report.cells import MISSING
+
+Layout = Literal["rows", "columns"]
+LAYOUTS: tuple[str, ...] = ("rows", "columns")
+MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (several per call)
+# The sections, in page order. Their ids are anchors and --section names: they do not change.
+SECTION_IDS: tuple[str, ...] = (
+    "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
+    "latency", "binary-symbols", "binary-census", "binary-usage", "binary-entry-points",
+    "method", "problems",
+)
+# (group id, title): the rows of every per-environment table, in this order.
+GROUPS: tuple[tuple[str, str], ...] = (
+    ("native", "Host and containers (this machine's kernel)"),
+    ("qemu", "Kernels under QEMU (†: emulated time)"),
+    ("other", "Results that name no known backend"),
+)
+
+
+@dataclass(frozen=True)
+class Value:
+    """One cell. See the module docstring."""
+
+    text: str
+    number: float | None = None
+    unit: str | None = None
+    mechanism: str | None = None
+    status: str | None = None
+    low: float | None = None
+    high: float | None = None
+    bound: str | None = None
+    detail: str | None = None
+    strong: bool = False
+
+    @property
+    def missing(self) -> bool:
+        return self.text == MISSING and self.number is None
+
+
+MISSING_VALUE = Value(MISSING)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who a row (or, transposed, a column) is about."""
+
+    environment: str
+    machine: str | None
+    backend: str | None
+    emulated: bool
+    group: str
+    label: str
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    section: str
+    question: str
+    columns: list[str]
+    keys: list[str]
+    rows: list[list[Value]]
+    subjects: list[Subject | None] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    layout: Layout = "rows"
+    on_page: bool = True
+
+    def parts(self) -> list[tuple[str, str, Table]]:
+        """What a renderer shows: ``(group id, group title, table)`` for each group of rows
+        that has any, in ``GROUPS`` order (host and containers, then QEMU guests), each table
+        already in this table's ``layout`` (transposed for "columns"): render its ``columns``
+        and ``rows`` as they are. A table about no environment is one part ("", "", table)."""
+        if not any(self.subjects):
+            return [("", "", self._shown(self.rows, self.subjects))]
+        out = []
+        for group, title in GROUPS:
+            members = [(row, s) for row, s in zip(self.rows, self.subjects, strict=False)
+                       if s is not None and s.group == group]
+            if members:
+                out.append((group, title, self._shown([r for r, _ in members],
+                                                      [s for _, s in members])))
+        return out
+
+    def _shown(self, rows: list[list[Value]], subjects: list[Subject | None]) -> Table:
+        part = dataclasses.replace(self, rows=rows, subjects=subjects, layout="rows")
+        return part.transposed() if self.layout == "columns" else part
+
+    def transposed(self) -> Table:
+        """A row per column of this table and a column per row: the "columns" layout, as
+        literal rows (``subjects`` then describe the columns after the first)."""
+        first = self.columns[0] if self.columns else ""
+        columns = [first] + [row[0].text if row else "" for row in self.rows]
+        rows = [[Value(self.columns[i])] + [row[i] if i < len(row) else MISSING_VALUE
+                                            for row in self.rows]
+                for i in range(1, len(self.columns))]
+        subjects = list(self.subjects) or [None] * len(self.rows)
+        keys = [self.keys[0] if self.keys else "label"] + [
+            s.environment if s else f"column_{n + 1}" for n, s in enumerate(subjects)]
+        return dataclasses.replace(self, columns=columns, keys=keys, rows=rows,
+                                   subjects=subjects, layout="columns")
+
+
+@dataclass
+class Listing:
+    title: str
+    environments: list[str]
+    lines: list[str]
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    listings: list[Listing] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Finding:
+    topic: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Term:
+    term: str
+    definition: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    subject: str | None
+    text: str
+
+
+@dataclass
+class Report:
+    title: str
+    intro: str
+    summary: list[Finding]
+    glossary: list[Term]
+    sections: list[Section]
+    method_lines: list[str]
+    problems: list[Problem]
+    meta: dict[str, Any]
+    machines: list[str]
+    layout: Layout = "rows"
+    parts: tuple[str, ...] = SECTION_IDS
+
+    def shows(self, section_id: str) -> bool:
+        """Whether a part of the page is included (see ``only``)."""
+        return section_id in self.parts
+
+    def section(self, section_id: str) -> Section | None:
+        return next((s for s in self.sections if s.id == section_id), None)
+
+    def tables(self) -> list[Table]:
+        return [t for s in self.sections for t in s.tables]
+
+    def listings(self) -> list[Listing]:
+        return [x for s in self.sections for x in s.listings]
+
+    def with_layout(self, layout: Layout) -> Report:
+        """This report with every table shown in ``layout`` (the data stays as it is)."""
+        sections = [dataclasses.replace(s, tables=[dataclasses.replace(t, layout=layout)
+                                                   for t in s.tables]) for s in self.sections]
+        return dataclasses.replace(self, sections=sections, layout=layout)
+
+    def only(self, section_ids: list[str] | None) -> Report:
+        """This report with only the named sections (all of them for None or [])."""
+        if not section_ids:
+            return self
+        wanted = set(section_ids)
+        return dataclasses.replace(self, sections=[s for s in self.sections if s.id in wanted],
+                                   parts=tuple(i for i in SECTION_IDS if i in wanted))
+
+
+def build_report(docs: Any, *, order: list[str] | None = None,
+                 load_problems: list[str] | None = None, layout: Layout = "rows") -> Report:
+    """The report of result documents (dicts as loaded; anything else reads as absent)."""
+    from vdsomatrix.report.page import assemble  # the page's builders import this module
+
+    report = assemble(docs, order=order, load_problems=load_problems or [])
+    return report.with_layout(layout)
