@@ -245,8 +245,8 @@ def labelled(doc: dict, machine_id: str, label: str) -> dict:
 
 def test_results_of_two_machines_name_their_machine(tmp_path):
     musl, hpet = fixtures()
-    docs = [labelled(musl, "m-a", "ci-amd"), labelled(musl, "m-b", "ci-intel"),
-            labelled(hpet, "m-a", "ci-amd")]
+    docs = [labelled(musl, "ci-amd", "ci-amd"), labelled(musl, "ci-intel", "ci-intel"),
+            labelled(hpet, "ci-amd", "ci-amd")]  # a --label is the id (machine.identity)
     loaded = load_results([write_results(tmp_path, docs)])
     assert len(loaded.documents) == 3  # one per (environment, machine)
     report = build_report(loaded.documents)
@@ -266,7 +266,7 @@ def test_results_of_two_machines_name_their_machine(tmp_path):
         ("bookworm-musl", "ci-amd"), ("bookworm-musl", "ci-intel"), ("k6.1-hpet", "ci-amd")]
     data = json.loads(render_json(report))
     assert schema_errors(data) == []
-    assert [m["id"] for m in data["meta"]["machines"]] == ["m-a", "m-b"]
+    assert [m["id"] for m in data["meta"]["machines"]] == ["ci-amd", "ci-intel"]
 
 
 def test_one_machine_changes_nothing():

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdsomatrix import results
 from vdsomatrix.errors import BadInput
 from vdsomatrix.report.cells import (
     MISSING,
@@ -159,11 +160,7 @@ class Comparison:
 
 
 def machine_id(result: Result) -> str | None:
-    """``run.machine``: an object with an ``id``, or (older results) the id as a string."""
-    machine = result.get("run", "machine")
-    if isinstance(machine, dict):
-        machine = machine.get("id")
-    return text(machine) or None
+    return results.machine_id(result.doc)
 
 
 def _by_environment(docs: list[dict]) -> dict[str, dict[str | None, Result]]:

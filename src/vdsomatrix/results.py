@@ -225,12 +225,14 @@ def read_result(path: Path) -> dict:
     return parse_document(data, str(path))
 
 
-def machine_id(doc: dict) -> str:
-    """Which machine a result was made on (results before 0.2 name it by host name alone)."""
-    machine = (doc.get("run") or {}).get("machine")
+def machine_id(doc: Any) -> str | None:
+    """Which machine a result was made on: ``run.machine.id`` (its --label when one was given);
+    results before 0.2 name it by host name alone; None when it says nothing."""
+    run = doc.get("run") if isinstance(doc, dict) else None
+    machine = run.get("machine") if isinstance(run, dict) else None
     if isinstance(machine, dict):
-        return str(machine.get("id"))
-    return machine if isinstance(machine, str) and machine else "unknown machine"
+        machine = machine.get("id")
+    return machine if isinstance(machine, str) and machine else None
 
 
 @dataclass
@@ -261,7 +263,7 @@ def load_results(paths: list[Path]) -> LoadedResults:
         except BadInput as exc:
             problems.append(str(exc))
             continue
-        key = (doc["environment"]["name"], machine_id(doc))
+        key = (doc["environment"]["name"], machine_id(doc) or "unknown machine")
         if key in docs:
             other, other_file = docs[key]
             newer, older = ((doc, file), (other, other_file))

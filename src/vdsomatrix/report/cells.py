@@ -18,6 +18,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vdsomatrix.results import machine_id
 from vdsomatrix.text import plain
 
 MISSING = "—"  # the mark of a value a table needs and the document does not have
@@ -108,12 +109,8 @@ class Result:
 
 def machine_of(doc: dict) -> str | None:
     """The machine a result names (``run.machine``: an object since 0.2, a host name before),
-    as its label or id; None when it names none."""
-    machine = part(doc, "run", "machine")
-    if isinstance(machine, dict):
-        name = text(machine.get("label")) or text(machine.get("id"))
-    else:
-        name = text(machine)
+    as a bounded line; None when it names none."""
+    name = machine_id(doc)
     return plain_line(name, 60) or None if name else None
 
 
