@@ -1,7 +1,8 @@
-"""The command line: list, probe, run, images, report, clean.
+"""The command line: list, probe, run, images, report, compare, clean.
 
-Exit codes: 0 ok; 1 a run that failed (an environment produced no result); 2 bad input (unknown
-environment, malformed matrix, no usable result files). Every error is one line saying what to do.
+Exit codes: 0 ok; 1 a run that failed (an environment produced no result) or, for compare, the
+changes --fail-on names; 2 bad input (unknown environment, malformed matrix, no usable result
+files); 130 interrupted. Every error is one line saying what to do.
 """
 
 from __future__ import annotations
@@ -176,13 +177,10 @@ def cmd_report(args) -> int:
     try:
         formats = parse_formats(args.format)
     except ValueError as exc:
-        print(f"vdsomatrix report: {exc}", file=sys.stderr)
-        return 2
+        raise BadInput(str(exc)) from None
     unknown = [s for s in args.section or [] if s not in SECTION_IDS]
     if unknown:
-        print(f"vdsomatrix report: unknown section {', '.join(unknown)} "
-              f"(valid: {', '.join(SECTION_IDS)})", file=sys.stderr)
-        return 2
+        raise BadInput(f"unknown section {', '.join(unknown)} (valid: {', '.join(SECTION_IDS)})")
     sources = [Path(p) for p in args.results] if args.results else [default_results_dir()]
     loaded = load_results(sources)
     for problem in loaded.problems:
