@@ -1,19 +1,31 @@
-"""Test doubles shared by the unit tests: a recording backend that stands in for a real one.
+"""Test doubles shared by the unit tests: a recording backend that stands in for a real one;
+and what the report's tests share: their fixture results, report.json's schema, reading a
+Markdown table.
 
 Unit tests only: the real Docker engine and real QEMU are exercised by the integration tests.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vdsomatrix import SCHEMA, backends
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
 
 BOOKWORM = Suite("bookworm", "bookworm")
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+# Two real results of a full run: a static-musl container, and a guest on the hpet clock source
+# under TCG (the report's tests render them).
+REPORT_FIXTURES = ("result-bookworm-musl.json", "result-k6.1-hpet.json")
 
 
 def host_env(name: str = "host") -> Environment:
@@ -133,3 +145,30 @@ def markdown_tables(markdown: str) -> list[list[str]]:
             tables.append(current)
             current = []
     return tables + ([current] if current else [])
+
+
+def markdown_cells(line: str) -> list[str]:
+    """A Markdown table line's cells, without padding (an escaped pipe is not a separator)."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+@functools.cache
+def _report_fixtures() -> tuple[dict, ...]:
+    return tuple(json.loads((DATA / name).read_text("utf-8")) for name in REPORT_FIXTURES)
+
+
+def report_fixtures() -> list[dict]:
+    """The documents of :data:`REPORT_FIXTURES`, a fresh copy each time (tests edit them)."""
+    return copy.deepcopy(list(_report_fixtures()))
+
+
+@functools.cache
+def report_validator():
+    """A validator of report.json against vdsomatrix/schema/report.schema.json."""
+    import jsonschema
+
+    schema = json.loads((ROOT / "src" / "vdsomatrix" / "schema" / "report.schema.json")
+                        .read_text("utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import markdown_cells as cells
 from fakes import markdown_tables
 
 from vdsomatrix.cli import build_parser, main
@@ -65,11 +66,6 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 def table_rows(markdown: str) -> list[str]:
     """The data rows of every table (no header, no ruler)."""
     return [line for t in markdown_tables(markdown) for line in t[2:]]
-
-
-def cells(line: str) -> list[str]:
-    """A table row's cells, without tabulate's padding."""
-    return [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
 
 
 def unescaped_pipes(line: str) -> int:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import copy
 import csv
-import functools
 import io
 import json
 import re
 from pathlib import Path
 
 import pytest
-from fakes import markdown_tables
+from fakes import markdown_tables, report_validator
+from fakes import report_fixtures as fixtures
 
 from vdsomatrix.cli import main
 from vdsomatrix.report import build_report, measurements
@@ -29,33 +29,12 @@ from vdsomatrix.report.model import SECTION_IDS
 from vdsomatrix.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parent / "data"
-FIXTURES = ("result-bookworm-musl.json", "result-k6.1-hpet.json")
 DOCS_TABLES = ("vdso", "vsyscall", "syscall-cost")  # included by id by the MkDocs site
 
 
-@functools.cache
-def _fixtures() -> tuple[dict, ...]:
-    return tuple(json.loads((DATA / name).read_text("utf-8")) for name in FIXTURES)
-
-
-def fixtures() -> list[dict]:
-    return copy.deepcopy(list(_fixtures()))
-
-
-@functools.cache
-def _validator():
-    import jsonschema
-
-    schema = json.loads((ROOT / "src" / "vdsomatrix" / "schema" / "report.schema.json")
-                        .read_text("utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
 def schema_errors(data: dict) -> list[str]:
-    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in _validator().iter_errors(data)]
+    return [f"{'/'.join(map(str, e.path))}: {e.message}"
+            for e in report_validator().iter_errors(data)]
 
 
 def write_results(folder: Path, docs: list[dict]) -> Path:

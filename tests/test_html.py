@@ -12,7 +12,6 @@ screenshot (printed path; the last one also at ``/tmp/vdsomatrix-report.png``).
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
+from fakes import report_fixtures as fixtures
 
 from vdsomatrix.report import build_report, plots
 from vdsomatrix.report import html as report_html
@@ -31,8 +31,6 @@ from vdsomatrix.report.html import render_html
 from vdsomatrix.report.model import Subject, Value
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).parent / "data"
-FIXTURES = ("result-bookworm-musl.json", "result-k6.1-hpet.json")
 RESULTS = Path(os.environ.get("VDSOMATRIX_REPORT_RESULTS", ROOT / "reports" / "results"))
 SCREENSHOT = Path("/tmp/vdsomatrix-report.png")
 # Debian's chromium and chromium-driver (.ci/setup-machine installs them); elsewhere the first
@@ -59,15 +57,6 @@ OWN_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h
 
 
 # ------------------------------------------------------------------ documents ---------------
-
-@functools.cache
-def _fixtures() -> tuple[dict, ...]:
-    return tuple(json.loads((DATA / name).read_text("utf-8")) for name in FIXTURES)
-
-
-def fixtures() -> list[dict]:
-    return copy.deepcopy(list(_fixtures()))
-
 
 def full_run() -> list[dict]:
     files = sorted(RESULTS.glob("*.json")) if RESULTS.is_dir() else []

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from fakes import markdown_tables
+from fakes import markdown_cells, markdown_tables
 
 from vdsomatrix import SCHEMA
 from vdsomatrix.report import build_report, render_report
@@ -52,7 +52,7 @@ def table_rows(markdown: str, first_column: str) -> list[list[str]]:
     """The body rows of every page table whose first header is ``first_column``."""
     rows = []
     for table in markdown_tables(markdown):
-        cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
+        cells = [markdown_cells(line) for line in table]
         if cells[0][0] == first_column:
             rows += cells[2:]
     return rows

@@ -12,7 +12,6 @@ report.json stays valid (and valid against its schema).
 
 from __future__ import annotations
 
-import copy
 import csv
 import functools
 import io
@@ -20,11 +19,11 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import markdown_tables
+from fakes import DATA, REPORT_FIXTURES, markdown_cells, markdown_tables, report_validator
+from fakes import report_fixtures as fixtures
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,11 +36,10 @@ from vdsomatrix.report.exports import (
     render_markdown,
     table_snippet,
 )
+from vdsomatrix.report.html import render_html
 from vdsomatrix.report.model import Report
 from vdsomatrix.results import check_document
 
-DATA = Path(__file__).parent / "data"
-FIXTURES = ("result-bookworm-musl.json", "result-k6.1-hpet.json")
 HOSTILE = (
     "<script>alert(1)</script>",
     "# heading",
@@ -70,15 +68,6 @@ MEDLEY = ("<script>a</script><img src=x>[x](javascript:a)![i](http://x/i.png) ww
 OWN_TAGS = {"details", "/details", "summary", "/summary", "pre", "/pre", "a", "/a"}
 OWN_ANCHOR = re.compile(r'<a id="[a-z0-9-]+"></a>')
 LONGEST_RUN = 600  # the widest cell the report writes
-
-
-@functools.cache
-def _fixtures() -> tuple[dict, ...]:
-    return tuple(json.loads((DATA / name).read_text("utf-8")) for name in FIXTURES)
-
-
-def fixtures() -> list[dict]:
-    return copy.deepcopy(list(_fixtures()))
 
 
 @functools.cache
@@ -232,21 +221,10 @@ def assert_csv_safe(text: str) -> None:
             assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", field)
 
 
-@functools.cache
-def _report_validator():
-    import jsonschema
-
-    schema = json.loads((Path(__file__).parents[1] / "src" / "vdsomatrix" / "schema"
-                         / "report.schema.json").read_text("utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
 def assert_json_valid(text: str) -> dict:
     data = json.loads(text)  # strict: NaN or Infinity would fail below
     assert "NaN" not in text and "Infinity" not in text
-    errors = [e.message for e in _report_validator().iter_errors(data)]
+    errors = [e.message for e in report_validator().iter_errors(data)]
     assert not errors, errors[:3]
     return data
 
@@ -279,26 +257,19 @@ def assert_exports_inert(docs: list, load_problems: list[str] | None = None, *,
     return files
 
 
-def render_html_of(docs: list, load_problems: list[str] | None = None) -> str | None:
-    """The HTML page, where its renderer exists (another module, built beside this one)."""
-    try:
-        from vdsomatrix.report.html import render_html
-    except ImportError:
-        return None
+def render_html_of(docs: list, load_problems: list[str] | None = None) -> str:
     return render_html(build_report(docs, load_problems=load_problems))
 
 
 @functools.cache
-def own_html() -> str | None:
+def own_html() -> str:
     return render_html_of(fixtures())
 
 
-def assert_html_inert(page: str | None) -> None:
+def assert_html_inert(page: str) -> None:
     """No tag an environment wrote: the page's own single script, no image, no live link."""
-    if page is None:
-        return
     lowered = page.lower()
-    assert lowered.count("<script") == (own_html() or "").lower().count("<script")
+    assert lowered.count("<script") == own_html().lower().count("<script")
     assert "<img" not in lowered and "<iframe" not in lowered
     assert not re.search(r"(?i)(href|src)\s*=\s*[\"']?\s*(javascript|https?):", page)
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", page)
@@ -396,11 +367,11 @@ def test_each_field_removed_alone():
 def _cell(markdown: str, column: str, environment: str) -> str:
     """The cell in ``column`` of the row of ``environment``, in the page's tables."""
     for table in markdown_tables(markdown):
-        header = [c.strip() for c in re.split(r"(?<!\\)\|", table[0])[1:-1]]
+        header = markdown_cells(table[0])
         if column not in header:
             continue
         for line in table[2:]:
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            cells = markdown_cells(line)
             if cells[0] == environment:
                 return cells[header.index(column)]
     raise AssertionError(f"no column {column!r} for {environment}")
@@ -533,7 +504,7 @@ JSON = st.recursive(
     | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=12,
 )
-PATHS = [p for p, _ in nodes(_fixtures()[1]) if p]
+PATHS = [p for p, _ in nodes(fixtures()[1]) if p]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -584,7 +555,7 @@ def test_rendering_reads_the_analysis_and_never_disassembles():
         "import json, sys\n"
         "from pathlib import Path\n"
         "from vdsomatrix.report import render_report\n"
-        f"docs = [json.loads((Path({str(DATA)!r}) / n).read_text()) for n in {FIXTURES!r}]\n"
+        f"docs = [json.loads((Path({str(DATA)!r}) / n).read_text()) for n in {REPORT_FIXTURES!r}]\n"
         "text = render_report(docs)\n"
         "assert '<a id=\"binary-symbols\"></a>' in text, text\n"
         "loaded = [m for m in sys.modules\n"

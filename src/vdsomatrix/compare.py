@@ -32,6 +32,7 @@ from vdsomatrix.report.cells import (
     part,
     table,
     text,
+    vdso_functions,
 )
 from vdsomatrix.results import LoadedResults, load_results
 from vdsomatrix.text import one_line
@@ -227,16 +228,6 @@ FACTS: list[tuple[str, Callable[[Result], str | None]]] = [
 ]
 
 
-def vdso_functions(result: Result) -> set[str] | None:
-    """The vDSO's FUNC symbols as the analysis read them; None when there is no analysis."""
-    symbols = part(result.vdso_analysis, "symbols")
-    if not isinstance(symbols, list):
-        return None
-    return {name for s in symbols
-            if isinstance(s, dict) and s.get("type") == "FUNC"
-            and isinstance(name := s.get("name"), str)}
-
-
 def _some(names: list[str]) -> str:
     shown = ", ".join(names[:NAMES_PER_CELL])
     more = len(names) - NAMES_PER_CELL
@@ -409,8 +400,7 @@ def summary(comparison: Comparison) -> str:
 
 
 def _environments_cell(names: list[str]) -> str:
-    return ", ".join(cell(n, 60) for n in names[:NAMES_PER_CELL]) + (
-        f" and {len(names) - NAMES_PER_CELL} more" if len(names) > NAMES_PER_CELL else "")
+    return _some([cell(n, 60) for n in names])
 
 
 def _folded(headers: list[str], rows: list[list[str]], noun: str) -> list[str]:

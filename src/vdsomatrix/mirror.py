@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from vdsomatrix.errors import BadInput
+from vdsomatrix.processes import run_bounded
 from vdsomatrix.text import one_line
 
 APT_DIR = Path("/etc/apt")
@@ -55,16 +55,15 @@ def apt_sources(apt_dir: Path = APT_DIR, *, release_info: bool = False) -> list[
     # Without release information apt leaves $(LABEL) as it is: ask for it only with.
     argv += ["--format", f"{fields} $(LABEL)"] if release_info else ["--format", fields,
                                                                       "--no-release-info"]
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "LC_ALL": "C"})
-    except subprocess.TimeoutExpired:
-        raise BadInput(f"`apt-get indextargets` did not answer within 60 s: {NO_MIRROR}") from None
-    if result.returncode != 0:
+    result = run_bounded(argv, timeout=60, stdout_cap=16 << 20, env={**os.environ, "LC_ALL": "C"})
+    if result.timed_out:
+        raise BadInput(f"`apt-get indextargets` did not answer within 60 s: {NO_MIRROR}")
+    if result.returncode != 0 or result.overflow:
+        stderr = result.stderr.decode("utf-8", "replace")
         raise BadInput(f"apt cannot read its sources in {apt_dir} "
-                       f"({one_line(result.stderr or result.returncode)}): {NO_MIRROR}")
+                       f"({one_line(stderr or result.returncode)}): {NO_MIRROR}")
     sources: list[AptSource] = []
-    for line in result.stdout.splitlines():  # one line per index file: many per source
+    for line in result.stdout.decode("utf-8", "replace").splitlines():  # one per index file
         words = line.split(maxsplit=3)
         if len(words) >= 3:
             source = AptSource(*words[:3], label=words[3] if len(words) == 4 else "")
@@ -85,9 +84,12 @@ def debian_mirror(apt_dir: Path = APT_DIR) -> str:
     if override:
         return override.rstrip("/")
     # Best: a source whose Release file says it is Debian's main archive. Before the first
-    # `apt-get update` nothing says so, and the first source serving whole suites is taken.
-    labelled = [s for s in apt_sources(apt_dir, release_info=True) if s.label == "Debian"]
-    for source in [*labelled, *apt_sources(apt_dir)]:
+    # `apt-get update` nothing says so, and the first source serving whole suites is taken
+    # (apt is asked for all its sources only then).
+    for source in apt_sources(apt_dir, release_info=True):
+        if source.label == "Debian" and _serves_whole_suites(source):
+            return source.uri.rstrip("/")
+    for source in apt_sources(apt_dir):
         if _serves_whole_suites(source):
             return source.uri.rstrip("/")
     raise BadInput(f"no Debian mirror found in apt's sources ({apt_dir}): {NO_MIRROR}")

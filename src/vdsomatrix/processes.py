@@ -4,13 +4,15 @@ Every long-running child (the probe on the host, debootstrap, QEMU) is started h
 group of its own (so that Ctrl-C on the terminal reaches vdsomatrix alone, which then stops its
 children in order instead of having them die half-way through a write), with the kernel's
 parent-death signal set (so that even a SIGKILL of vdsomatrix takes them down), and killed as a
-whole group on a deadline or an interrupt.
+whole group on a deadline or an interrupt. A process is named by its pid and start time within
+one boot (:func:`start_time`, :func:`boot_id`): what leftovers are told from live runs by.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import selectors
 import signal
@@ -18,6 +20,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 # Set by the runner when the run is interrupted (Ctrl-C, SIGTERM, SIGHUP): loops that wait on a
@@ -80,6 +83,29 @@ def wait(proc: subprocess.Popen, timeout: float, *, grace: float = 2.0) -> int |
     except BaseException:
         kill_group(proc, grace)
         raise
+
+
+def start_time(pid: int | str = "self") -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of /proc/<pid>/stat);
+    None when there is no such process. With its pid it names one process, never a later one
+    that got the same pid. Any other failure to read it raises: whoever asks must then assume
+    the process is alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from the last ")".
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot of this machine ("" when unknown): pids and start times mean something only
+    within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 @dataclass

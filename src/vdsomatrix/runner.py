@@ -292,8 +292,9 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
 
     # 1. Fast refusal for environments whose backend cannot work here at all (no engine...).
     ready: list[Environment] = []
+    gates = {name: get_backend(name).can_start() for name in {e.backend for e in envs}}
     for env in envs:
-        verdict = get_backend(env.backend).can_start()
+        verdict = gates[env.backend]
         if verdict.ok:
             ready.append(env)
         else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from vdsomatrix.processes import run_bounded
 from vdsomatrix.text import plain_tail
 
 COMPILERS = {Build.DYNAMIC: "cc", Build.STATIC: "cc", Build.MUSL: "musl-gcc"}
+BUILD_TIMEOUT = 600.0  # seconds for one build of the helper (a few seconds, normally)
 _build_lock = threading.Lock()
 
 
@@ -55,14 +55,14 @@ class HostBackend(Backend):
                 return
             helper.parent.mkdir(parents=True, exist_ok=True)
             log(f"{env.name}: building the probe helper ({env.build}) with the host's toolchain")
-            proc = subprocess.run(
+            done = run_bounded(
                 ["sh", str(probes_dir() / "build.sh"), str(helper.parent), str(env.build)],
-                capture_output=True, text=True,
+                timeout=BUILD_TIMEOUT, stdout_cap=1 << 20,
             )
-            if proc.returncode != 0:
-                raise EnvironmentUnavailable(
-                    f"{env.name}: building the probe failed: {' | '.join(tail(proc.stderr, 3))}"
-                )
+            if done.returncode != 0:
+                why = (f"it took over {BUILD_TIMEOUT:.0f} s" if done.timed_out
+                       else " | ".join(tail(done.stderr, 3)))
+                raise EnvironmentUnavailable(f"{env.name}: building the probe failed: {why}")
 
     def fingerprint(self, env) -> str | None:
         # The probe sources (and so the helper), on this machine's kernel.

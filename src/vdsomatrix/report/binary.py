@@ -11,6 +11,8 @@ under the table says why.
 
 from __future__ import annotations
 
+import dataclasses
+
 from vdsomatrix.report.cells import (
     MISSING,
     Result,
@@ -24,7 +26,7 @@ from vdsomatrix.report.cells import (
     text,
     whole_number,
 )
-from vdsomatrix.report.measurements import label_value, plain, slug, vdso_name
+from vdsomatrix.report.measurements import label_value, libc_label, plain, slug, vdso_name
 from vdsomatrix.report.model import MISSING_VALUE, Listing, Section, Table, Value
 
 ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
@@ -38,12 +40,6 @@ CLASS_SHOWN = {"vdso-then-syscall-fallback": "vDSO, else syscall",
                "vdso-via-ifunc-resolver": "IFUNC to vDSO", "syscall": "syscall"}
 VDSO_PREFIX = "__vdso_"
 LISTING_LINES = 200
-
-
-def libc_label(result: Result) -> str:
-    """The libc an environment reports, as "name version linkage"."""
-    return " ".join(w for key in ("name", "version", "linkage")
-                    if (w := part(result.environment, "libc", key)) and isinstance(w, str))
 
 
 def _reason(result: Result, prefix: str, fallback: str) -> str:
@@ -71,6 +67,16 @@ def libc_reason(result: Result) -> str:
     fallback = ("the probe shipped no libc artefact" if result.get("artefacts", "libc") is None
                 else "libc not analysed")
     return _reason(result, "libc artefact:", fallback)
+
+
+def _libc_part(result: Result, key: str, missing: list[tuple[str, str]]) -> dict | None:
+    """The object ``key`` of the libc's analysis; None, with why noted in ``missing``, when
+    the result has none."""
+    found = part(result.libc_analysis, key)
+    if isinstance(found, dict):
+        return found
+    missing.append((result.label, libc_reason(result)))
+    return None
 
 
 def _missing_notes(missing: list[tuple[str, str]]) -> list[str]:
@@ -136,13 +142,12 @@ def _count(value: object) -> Value:
 def census_section(results: list[Result]) -> Section:
     rows, missing = [], []
     for result in results:
-        census = part(result.libc_analysis, "census")
+        census = _libc_part(result, "census", missing)
         vdso_census = part(result.vdso_analysis, "census")
         in_vdso = _count(vdso_census.get("syscall")) if isinstance(vdso_census, dict) \
             else MISSING_VALUE
         libc = plain(libc_label(result), 40)
-        if not isinstance(census, dict):
-            missing.append((result.label, libc_reason(result)))
+        if census is None:
             rows.append([label_value(result), libc, *[MISSING_VALUE] * 5, in_vdso])
             continue
         functions = whole_number(census.get("functions"))
@@ -176,9 +181,8 @@ def _names(names: list[str]) -> str:
 def usage_section(results: list[Result]) -> Section:
     rows, missing, notes = [], [], []
     for result in results:
-        usage = part(result.libc_analysis, "vdso_usage")
-        if not isinstance(usage, dict):
-            missing.append((result.label, libc_reason(result)))
+        usage = _libc_part(result, "vdso_usage", missing)
+        if usage is None:
             rows.append([label_value(result), plain(libc_label(result), 40),
                          *[MISSING_VALUE] * 3])
             continue
@@ -284,21 +288,18 @@ def _listings(results: list[Result]) -> list[Listing]:
 def entry_points_section(results: list[Result]) -> Section:
     rows, missing, disagreements = [], [], []
     for result in results:
-        eps = part(result.libc_analysis, "entry_points")
-        if not isinstance(eps, dict):
-            missing.append((result.label, libc_reason(result)))
+        eps = _libc_part(result, "entry_points", missing)
         row = [label_value(result)]
         for name in ENTRY_POINTS:
-            reading, klass = _reading(eps.get(name)) if isinstance(eps, dict) \
-                else (MISSING_VALUE, None)
+            reading, klass = _reading(part(eps, name))
             row.append(reading)
             if name not in MEASURED_CALL:
                 continue
             measured, entered = _measured(result, name)
             expected = _expected(result, name, klass) if klass else None
             if expected is not None and entered is not None and expected != entered:
-                measured = Value(f"{measured.text} (disagrees)", mechanism=measured.mechanism,
-                                 status=measured.status, detail="disagrees", strong=True)
+                measured = dataclasses.replace(measured, text=f"{measured.text} (disagrees)",
+                                               detail="disagrees", strong=True)
                 disagreements.append(f"{result.label}: {name}: static {klass}, measured "
                                      f"{measured.mechanism}")
             row.append(measured)

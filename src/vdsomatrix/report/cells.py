@@ -93,8 +93,12 @@ class Result:
         self.analysis_errors = [e for e in entries(part(self.analysis, "errors"))
                                 if isinstance(e, str)]
         self.machine = machine_of(self.doc)
-        self.label = self.name  # what the tables call it; the page adds machine and †
         self.subject = None  # its model.Subject, given by the page
+
+    @property
+    def label(self) -> str:
+        """What the tables call it: its Subject's label (the page adds machine and †)."""
+        return self.subject.label if self.subject is not None else self.name
 
     def get(self, *keys: str) -> Any:
         return part(self.doc, *keys)
@@ -116,6 +120,17 @@ def machine_of(doc: dict) -> str | None:
 
 def read_results(docs: Any) -> list[Result]:
     return [Result(doc, i) for i, doc in enumerate(docs if isinstance(docs, list) else [])]
+
+
+def vdso_functions(result: Result) -> set[str] | None:
+    """The names of the vDSO's FUNC symbols as the analysis read them; None when the result
+    has no analysed symbol table."""
+    symbols = part(result.vdso_analysis, "symbols")
+    if not isinstance(symbols, list):
+        return None
+    return {name for s in symbols
+            if isinstance(s, dict) and s.get("type") == "FUNC"
+            and isinstance(name := s.get("name"), str)}
 
 
 def call_row(result: Result, call: str, path: str) -> dict | None:

@@ -24,7 +24,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from vdsomatrix.report.cells import MISSING, cell, code_block, unblocked
-from vdsomatrix.report.model import Listing, Report, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Listing, Report, Table, Value
 
 FORMATS = ("md", "html", "csv", "json")
 REPORT_SCHEMA = "vdsomatrix-report/1"
@@ -242,7 +242,7 @@ def render_csv(table: Table) -> str:
     header: list[str] = ["environment", "machine", "group", "emulated"] if about else []
     getters = []
     for i in range(first, len(table.columns)):
-        values = [row[i] if i < len(row) else Value(MISSING) for row in table.rows]
+        values = [row[i] if i < len(row) else MISSING_VALUE for row in table.rows]
         for name, get in _fields(table.keys[i], values):
             header.append(name)
             getters.append((i, get))
@@ -256,7 +256,7 @@ def render_csv(table: Table) -> str:
             record = ["", "", "", ""] if subject is None else [
                 csv_text(subject.environment), csv_text(subject.machine or ""), subject.group,
                 "true" if subject.emulated else "false"]
-        record += [get(row[i] if i < len(row) else Value(MISSING)) for i, get in getters]
+        record += [get(row[i] if i < len(row) else MISSING_VALUE) for i, get in getters]
         writer.writerow(record)
     return buffer.getvalue()
 

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -251,51 +250,30 @@ def figures(report: Report) -> tuple[dict[str, list[plots.Plot]], dict[str, list
     could not be drawn (a figure never stops the page)."""
     drawn: dict[str, list[plots.Plot]] = {}
     problems: dict[str, list[str]] = {}
-
-    def attempt(section: str, build: Callable[[], plots.Plot | None]) -> None:
+    # (section, draw, id, title, caption, the panels' (title, column[, mechanism from]))
+    for section, draw, plot_id, title, caption, specs in (
+        ("syscall-cost", plots.latency_plot, "figure-latency",
+         "Latency per call, by environment.",
+         "The mark is the median of the batches, the bar runs from the fastest batch to the 90th "
+         "percentile; colour and shape say how the call entered the kernel, as counted. A panel "
+         "with a wide range has a log scale.", LATENCY_PANELS),
+        ("speedup", plots.speedup_plot, "figure-speedup", "vDSO speed-up (syscall ÷ vDSO).",
+         "Bars run from 1× (no gain) to the quotient of the medians, on a log scale; the mark's "
+         "colour is how the vDSO call entered the kernel: a vDSO that falls back to the system "
+         "call gains nothing.", SPEEDUP_PANELS),
+        ("latency", plots.mechanism_plot, "figure-mechanism", "How each call entered the kernel.",
+         "libc's own calls and the legacy vsyscall calls, by environment; a crashed or "
+         "unsupported call is named instead.", MECHANISM_COLUMNS),
+    ):
         if report.section(section) is None:
-            return
+            continue
         try:
-            plot = build()
+            panels = _same_rows([p for spec in specs if (p := _panel(report, *spec))])
+            if panels:
+                drawn.setdefault(section, []).append(draw(plot_id, title, caption, panels))
         except Exception as exc:  # a figure is an extra: the tables still carry every number
             problems.setdefault(section, []).append(
                 f"A figure could not be drawn: {plain(str(exc), '?')[:200]}")
-            return
-        if plot is not None:
-            drawn.setdefault(section, []).append(plot)
-
-    def latency() -> plots.Plot | None:
-        panels = _same_rows([p for t, w in LATENCY_PANELS if (p := _panel(report, t, w))])
-        if not panels:
-            return None
-        return plots.latency_plot(
-            "figure-latency", "Latency per call, by environment.",
-            "The mark is the median of the batches, the bar runs from the fastest batch to the "
-            "90th percentile; colour and shape say how the call entered the kernel, as "
-            "counted. A panel with a wide range has a log scale.", panels)
-
-    def speedup() -> plots.Plot | None:
-        panels = _same_rows([p for t, w, m in SPEEDUP_PANELS if (p := _panel(report, t, w, m))])
-        if not panels:
-            return None
-        return plots.speedup_plot(
-            "figure-speedup", "vDSO speed-up (syscall ÷ vDSO).",
-            "Bars run from 1× (no gain) to the quotient of the medians, on a log scale; the "
-            "mark's colour is how the vDSO call entered the kernel: a vDSO that falls back to "
-            "the system call gains nothing.", panels)
-
-    def mechanisms() -> plots.Plot | None:
-        panels = _same_rows([p for t, w in MECHANISM_COLUMNS if (p := _panel(report, t, w))])
-        if not panels:
-            return None
-        return plots.mechanism_plot(
-            "figure-mechanism", "How each call entered the kernel.",
-            "libc's own calls and the legacy vsyscall calls, by environment; a crashed or "
-            "unsupported call is named instead.", panels)
-
-    attempt("syscall-cost", latency)
-    attempt("speedup", speedup)
-    attempt("latency", mechanisms)
     return drawn, problems
 
 
@@ -345,12 +323,10 @@ def render_html(report: Report) -> str:
     sections = []
     for section in report.sections:
         view = section_view(section)
-        view.plots = drawn.get(section.id, [])
+        # The one unescaped insertion of generated markup: SVG checked by plots.checked_svg.
+        view.plots = [dataclasses.replace(p, svg=Markup(p.svg)) for p in drawn.get(section.id, [])]
         view.plot_problems = plot_problems.get(section.id, [])
         sections.append(view)
-    for view in sections:
-        # The one unescaped insertion of generated markup: SVG checked by plots.checked_svg.
-        view.plots = [dataclasses.replace(p, svg=Markup(p.svg)) for p in view.plots]
     contents = []
     if report.shows("at-a-glance") and report.summary:
         contents.append({"anchor": "at-a-glance", "title": "At a glance"})

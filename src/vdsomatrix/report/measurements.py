@@ -16,7 +16,6 @@ from vdsomatrix.matrix import BackendName
 from vdsomatrix.report.cells import (
     Result,
     call_row,
-    entries,
     fmt_ns,
     mechanism,
     median,
@@ -24,6 +23,7 @@ from vdsomatrix.report.cells import (
     part,
     plain_line,
     text,
+    vdso_functions,
     whole_number,
 )
 from vdsomatrix.report.model import MISSING_VALUE, Table, Value
@@ -86,7 +86,7 @@ def yes_no(value: object, *, no_is_news: bool = False) -> Value:
     return MISSING_VALUE
 
 
-def outcome(row: dict | None, *, with_mechanism: bool = True) -> Value:
+def outcome(row: dict | None) -> Value:
     """One measured call: median ns and the counted mechanism, or why there is no number."""
     if row is None:
         return MISSING_VALUE
@@ -94,8 +94,7 @@ def outcome(row: dict | None, *, with_mechanism: bool = True) -> Value:
     if status == "ok":
         ns = row.get("ns")
         how = mechanism(row)
-        shown = f"{fmt_ns(part(ns, 'median'))} ns"
-        return Value(f"{shown} {how}" if with_mechanism else shown,
+        return Value(f"{fmt_ns(part(ns, 'median'))} ns {how}",
                      number=number(part(ns, "median")), unit="ns", mechanism=how, status="ok",
                      low=number(part(ns, "min")), high=number(part(ns, "p90")))
     if status == "crashed":
@@ -113,9 +112,8 @@ def spread(row: dict | None) -> Value:
     value = outcome(row)
     if value.status != "ok":
         return value
-    return Value(f"{fmt_ns(value.number)} ({fmt_ns(value.low)}–{fmt_ns(value.high)})",
-                 number=value.number, unit="ns", mechanism=value.mechanism, status="ok",
-                 low=value.low, high=value.high)
+    return dataclasses.replace(
+        value, text=f"{fmt_ns(value.number)} ({fmt_ns(value.low)}–{fmt_ns(value.high)})")
 
 
 def ratio(slow: dict | None, fast: dict | None) -> Value:
@@ -129,6 +127,12 @@ def ratio(slow: dict | None, fast: dict | None) -> Value:
         bound = s / RESOLUTION_NS
         return Value(f"≥ {bound:.0f}×", number=bound, unit="×", bound="lower")
     return Value(f"{s / f:.1f}×", number=s / f, unit="×")
+
+
+def libc_label(result: Result) -> str:
+    """The libc an environment reports, as "name version linkage"."""
+    return " ".join(w for key in ("name", "version", "linkage")
+                    if (w := part(result.environment, "libc", key)) and isinstance(w, str))
 
 
 def vdso_name(result: Result) -> str | None:
@@ -157,10 +161,6 @@ def _table(table_id: str, section: str, title: str, question: str,
 # ----------------------------------------------------------------------- the tables ----------
 
 def identity_tables(results: list[Result], machines: bool) -> list[Table]:
-    def libc(r: Result) -> Value:
-        words = [r.text("environment", "libc", k) for k in ("name", "version", "linkage")]
-        return plain(" ".join(w for w in words if w), 40)
-
     def userland(r: Result) -> Value:
         # "Debian GNU/Linux 12 (bookworm)" says no more than "Debian 12 (bookworm)"
         return plain((r.text("environment", "userland", "pretty_name") or "").replace(
@@ -181,7 +181,8 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
     status = ("status", lambda r: Value(plain_line(r.run_status, 40),
                                          strong=r.run_status != "ok"))
     columns = [
-        ("userland", userland), ("libc", libc), ("kernel", field("kernel", "release")),
+        ("userland", userland), ("libc", lambda r: plain(libc_label(r), 40)),
+        ("kernel", field("kernel", "release")),
         ("kernel cmdline added", cmdline),
         ("clocksource", field("kernel", "clocksource")), status,
     ]
@@ -212,10 +213,7 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
 
 def vdso_table(results: list[Result]) -> Table:
     def functions(r: Result) -> Value:
-        symbols = [s for s in entries(part(r.vdso_analysis, "symbols"))
-                   if isinstance(s, dict) and s.get("type") == "FUNC"]
-        names = {n for s in symbols if isinstance(n := s.get("name"), str)}
-        shown = [n for n in names if not n.startswith("__")]
+        shown = [n for n in vdso_functions(r) or () if not n.startswith("__")]
         return Value(str(len(shown)), number=float(len(shown)), unit="count") if shown \
             else MISSING_VALUE
 

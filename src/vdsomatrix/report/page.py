@@ -74,7 +74,6 @@ def name_subjects(results: list[Result]) -> list[str]:
             label += MACHINE_JOIN + machine
         if r.emulated:
             label += EMULATED_MARK
-        r.label = label
         r.subject = Subject(environment=plain_line(r.name, 200), machine=machine,
                             backend=plain_line(r.backend, 40) or None, emulated=r.emulated,
                             group=group_of(r), label=label)
@@ -199,15 +198,14 @@ def problems(results: list[Result], load_problems: list[str]) -> list[Problem]:
 
 
 def _machine(doc: dict) -> dict[str, Any]:
-    """``run.machine`` as JSON for report.json (older results name a host only)."""
+    """``run.machine`` as JSON for report.json (older results name a host only: the other
+    fields are then empty)."""
     machine = part(doc, "run", "machine")
     if not isinstance(machine, dict):
-        return {"id": plain_line(machine, 200) or "unknown machine", "label": None, "cpu": None,
-                "kernel": None, "hypervisor": None, "mitigations": {},
-                "mitigations_param": None}
+        machine = {"id": machine}
     mitigations = machine.get("mitigations")
     return {
-        "id": plain_line(machine.get("id"), 200) or "unknown machine",
+        "id": plain_line(machine.get("id"), 200) or UNKNOWN_MACHINE,
         "label": plain_line(machine.get("label"), 200) or None,
         "cpu": plain_line(machine.get("cpu"), 200) or None,
         "kernel": plain_line(machine.get("kernel"), 200) or None,
@@ -261,22 +259,21 @@ def meta(results: list[Result], machines: list[str]) -> dict[str, Any]:
     }
 
 
-def _guarded(section_id: str, title: str, build: Callable[[], list[Section] | Section],
+def _guarded(section_id: str, title: str, build: Callable[[], list[Section]],
              broken: list[Problem]) -> list[Section]:
     """A section's content; if a bug breaks it, a section that says so, not a lost report."""
     try:
-        built = build()
+        return build()
     except Exception as exc:  # the report is the product: the other sections still stand
         broken.append(Problem(None, f"the section {section_id} could not be built: "
                                     f"{type(exc).__name__}"))
         return [Section(section_id, title, [f"(this section could not be built: "
                                             f"{type(exc).__name__})"])]
-    return built if isinstance(built, list) else [built]
 
 
-def _table_section(section_id: str, build: Callable[[], list]) -> Callable[[], Section]:
-    def make() -> Section:
-        return Section(section_id, SECTION_TITLES[section_id], [], build())
+def _table_section(section_id: str, build: Callable[[], list]) -> Callable[[], list[Section]]:
+    def make() -> list[Section]:
+        return [Section(section_id, SECTION_TITLES[section_id], [], build())]
     return make
 
 

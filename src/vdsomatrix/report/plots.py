@@ -218,10 +218,35 @@ def _checked(fig: Figure, plot_id: str) -> str:
     return checked_svg(buffer.getvalue(), plot_id)
 
 
-def _drawing(draw) -> Figure:
-    """``draw()`` under the report's settings (text properties are fixed at creation)."""
+def _plot(plot_id: str, title: str, caption: str, draw) -> Plot:
+    """The figure ``draw()`` makes under the report's settings (text properties are fixed at
+    creation), as checked SVG."""
     with matplotlib.rc_context(RC):
-        return draw()
+        fig = draw()
+    return Plot(plot_id, title, caption, _checked(fig, plot_id))
+
+
+def _subjects(panels: Sequence[Panel]) -> list[Subject]:
+    """The environments of a figure, top to bottom (every panel has the same)."""
+    return [c.subject for c in panels[0].cells] if panels else []
+
+
+def _small_multiples(panels: Sequence[Panel], subjects: list[Subject],
+                     panel_inches: float) -> tuple[Figure, list[tuple]]:
+    """A figure of one axes per panel, side by side on the environments' axis (labelled on
+    the first), each titled; returns it and the ``(axes, panel)`` pairs."""
+    fig = _figure(len(subjects), len(panels), panel_inches)
+    axes = fig.subplots(1, max(len(panels), 1), sharey=True, squeeze=False)[0]
+    for n, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
+        _environment_axis(ax, subjects, labels=n == 0)
+        ax.set_title(plain(panel.title, "?"), loc="left")
+    return fig, list(zip(axes, panels, strict=False))
+
+
+def _no_number(ax, y: int, value: Value) -> None:
+    """Why a panel has no mark for an environment, in small text at the start of its row."""
+    ax.text(0.01, y, why_missing(value), transform=ax.get_yaxis_transform(),
+            va="center", ha="left", fontsize=7, color="#777777")
 
 
 # ----------------------------------------------------------------------- the figures ----------
@@ -231,19 +256,15 @@ def latency_plot(plot_id: str, title: str, caption: str, panels: Sequence[Panel]
     shaped by the counted mechanism; a panel whose values span a wide range is logarithmic."""
 
     def draw() -> Figure:
-        subjects = [c.subject for c in panels[0].cells] if panels else []
-        fig = _figure(len(subjects), len(panels), 2.7)
-        axes = fig.subplots(1, max(len(panels), 1), sharey=True, squeeze=False)[0]
+        subjects = _subjects(panels)
+        fig, drawn = _small_multiples(panels, subjects, 2.7)
         kinds: set[str] = set()
-        for n, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
-            _environment_axis(ax, subjects, labels=n == 0)
-            ax.set_title(plain(panel.title, "?"), loc="left")
+        for ax, panel in drawn:
             lows, highs = [], []
             for y, cell in enumerate(panel.cells):
                 value = cell.value
                 if not measured(value):
-                    ax.text(0.01, y, why_missing(value), transform=ax.get_yaxis_transform(),
-                            va="center", ha="left", fontsize=7, color="#777777")
+                    _no_number(ax, y, value)
                     continue
                 median = max(value.number, FLOOR_NS)
                 low = min(_bounded(value.low, median), median)
@@ -268,7 +289,7 @@ def latency_plot(plot_id: str, title: str, caption: str, panels: Sequence[Panel]
                               label="bar: min to p90 of the batches")])
         return fig
 
-    return Plot(plot_id, title, caption, _checked(_drawing(draw), plot_id))
+    return _plot(plot_id, title, caption, draw)
 
 
 def speedup_plot(plot_id: str, title: str, caption: str, panels: Sequence[Panel]) -> Plot:
@@ -278,20 +299,16 @@ def speedup_plot(plot_id: str, title: str, caption: str, panels: Sequence[Panel]
     gains nothing)."""
 
     def draw() -> Figure:
-        subjects = [c.subject for c in panels[0].cells] if panels else []
-        fig = _figure(len(subjects), len(panels), 2.4)
-        axes = fig.subplots(1, max(len(panels), 1), sharey=True, squeeze=False)[0]
+        subjects = _subjects(panels)
+        fig, drawn = _small_multiples(panels, subjects, 2.4)
         kinds: set[str] = set()
-        for n, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
-            _environment_axis(ax, subjects, labels=n == 0)
-            ax.set_title(plain(panel.title, "?"), loc="left")
+        for ax, panel in drawn:
             _log_axis(ax)
             ratios = []
             for y, cell in enumerate(panel.cells):
                 value = cell.value
                 if not measured(value) or value.number <= 0:
-                    ax.text(0.01, y, why_missing(value), transform=ax.get_yaxis_transform(),
-                            va="center", ha="left", fontsize=7, color="#777777")
+                    _no_number(ax, y, value)
                     continue
                 ratio = value.number
                 ratios.append(ratio)
@@ -319,7 +336,7 @@ def speedup_plot(plot_id: str, title: str, caption: str, panels: Sequence[Panel]
         _legend(fig, kinds, emulated=any(s.emulated for s in subjects))
         return fig
 
-    return Plot(plot_id, title, caption, _checked(_drawing(draw), plot_id))
+    return _plot(plot_id, title, caption, draw)
 
 
 def mechanism_plot(plot_id: str, title: str, caption: str, columns: Sequence[Panel]) -> Plot:
@@ -327,7 +344,7 @@ def mechanism_plot(plot_id: str, title: str, caption: str, columns: Sequence[Pan
     entered the kernel; a call that crashed or is unsupported says so in small text."""
 
     def draw() -> Figure:
-        subjects = [c.subject for c in columns[0].cells] if columns else []
+        subjects = _subjects(columns)
         fig = _figure(len(subjects), 1, 0.62 * max(len(columns), 1))
         ax = fig.subplots()
         _environment_axis(ax, subjects, labels=True)
@@ -362,7 +379,7 @@ def mechanism_plot(plot_id: str, title: str, caption: str, columns: Sequence[Pan
                 columns=2 if len(columns) < 14 else 4)
         return fig
 
-    return Plot(plot_id, title, caption, _checked(_drawing(draw), plot_id))
+    return _plot(plot_id, title, caption, draw)
 
 
 # ----------------------------------------------------------------------- checking -------------

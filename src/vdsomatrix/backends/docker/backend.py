@@ -7,9 +7,10 @@ stops by itself if vdsomatrix dies; what killed runs leave behind is found by le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,21 @@ class DockerBackend(Backend):
                 f"{env.name}: a docker environment needs a `suite`; fix images/matrix.toml")
         return env.userland
 
+    @contextlib.contextmanager
+    def _engine(self, timeout: float) -> Iterator[Any]:
+        """A client of the engine for one call (EnvironmentUnavailable when there is none),
+        closed afterwards."""
+        client = self._client_factory(timeout=timeout)
+        try:
+            yield client
+        finally:
+            close(client)
+
     def can_start(self) -> Availability:
         """Is a Docker engine reachable at all? (No environment, no image involved.)"""
         try:
-            close(self._client_factory(timeout=PING_TIMEOUT))
+            with self._engine(PING_TIMEOUT):
+                pass
         except EnvironmentUnavailable as exc:
             return Availability(False, str(exc))
         return Availability(True)
@@ -85,45 +97,32 @@ class DockerBackend(Backend):
     def availability(self, env: Environment) -> Availability:
         try:
             suite = self._userland(env)
-            client = self._client_factory(timeout=PING_TIMEOUT)
+            with self._engine(PING_TIMEOUT) as client:
+                built, reason = images.image_status(suite, client=client, root=self._root)
         except EnvironmentUnavailable as exc:
             return Availability(False, str(exc))
-        try:
-            built, reason = images.image_status(suite, client=client, root=self._root)
-        finally:
-            close(client)
         return Availability(built, "" if built else reason)
 
     def prepare(self, env: Environment, *, rebuild: bool = False, log=print) -> None:
         suite = self._userland(env)
-        client = self._client_factory(timeout=LONG_TIMEOUT)
-        try:
+        with self._engine(LONG_TIMEOUT) as client:
             images.ensure_probe_image(suite, rebuild=rebuild, log=log, client=client,
                                       root=self._root)
-        finally:
-            close(client)
 
     def fingerprint(self, env: Environment) -> str | None:
         # The probe image's tag is a hash of its recipe and the probe sources; the id names the
         # bytes that were built from it (a rebuild under the same tag changes it).
-        client = self._client_factory(timeout=PING_TIMEOUT)
-        try:
-            tag = images.probe_image_tag(self._userland(env), root=self._root)
-            image = find_image(client, tag)
-            return f"docker:{image.id}:{env.build}:{os.uname().release}" if image else None
-        finally:
-            close(client)
+        with self._engine(PING_TIMEOUT) as client:
+            image = find_image(client, images.probe_image_tag(self._userland(env), root=self._root))
+        return f"docker:{image.id}:{env.build}:{os.uname().release}" if image else None
 
     def clean(self, *, images: bool = False, log=print) -> None:
         """Remove probe containers (and the QEMU backend's export containers) that no live run
         owns; with ``images``, also our images that no current tag names (see leftovers.py)."""
-        client = self._client_factory(timeout=API_TIMEOUT)
-        try:
+        with self._engine(API_TIMEOUT) as client:
             leftovers.remove_orphan_containers(client, log)
             if images:
                 leftovers.remove_stale_images(client, root=self._root, log=log)
-        finally:
-            close(client)
 
     def run_probe(self, env: Environment, *, deadline: float, log=print) -> ProbeOutcome:
         started = time.monotonic()
@@ -134,25 +133,23 @@ class DockerBackend(Backend):
 
         try:
             suite = self._userland(env)
-            client = self._client_factory(timeout=API_TIMEOUT)
+            with self._engine(API_TIMEOUT) as client:
+                tag = images.probe_image_tag(suite, root=self._root)
+                try:
+                    image = find_image(client, tag)
+                except Exception as exc:
+                    return outcome("failed", [NO_ENGINE.format(detail=one_line(exc))],
+                                   document=None)
+                if image is None:
+                    return outcome("failed", [f"{NOT_BUILT} ({tag} missing)"], document=None)
+                remaining = deadline - (time.monotonic() - started)
+                kwargs = container_kwargs(env.name, image.id, self._probe_argv(env, deadline),
+                                          lifetime=remaining + SELF_KILL_GRACE)
+                run = run_container(client, kwargs, timeout=remaining,
+                                    stdout_cap=contract.MAX_OUTPUT, log=log)
+                engine = _engine_version(client)
         except EnvironmentUnavailable as exc:
             return outcome("failed", [str(exc)], document=None)
-        try:
-            tag = images.probe_image_tag(suite, root=self._root)
-            try:
-                image = find_image(client, tag)
-            except Exception as exc:
-                return outcome("failed", [NO_ENGINE.format(detail=one_line(exc))], document=None)
-            if image is None:
-                return outcome("failed", [f"{NOT_BUILT} ({tag} missing)"], document=None)
-            remaining = deadline - (time.monotonic() - started)
-            kwargs = container_kwargs(env.name, image.id, self._probe_argv(env, deadline),
-                                      lifetime=remaining + SELF_KILL_GRACE)
-            run = run_container(client, kwargs, timeout=remaining,
-                                stdout_cap=contract.MAX_OUTPUT, log=log)
-            engine = _engine_version(client)
-        finally:
-            close(client)
         return outcome(**self._judge(run, deadline),
                        identity={"image": {"tag": tag, "id": image.id}, "engine": engine})
 

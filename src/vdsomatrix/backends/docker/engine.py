@@ -52,12 +52,13 @@ def find_image(client, tag: str):
 
 
 @contextlib.contextmanager
-def engine(client) -> Iterator[Any]:
-    """The given client, or a new one (with a long timeout, for builds) closed afterwards."""
+def engine(client, timeout: float = LONG_TIMEOUT) -> Iterator[Any]:
+    """The given client, or a new one (by default with a long timeout, for builds) closed
+    afterwards."""
     if client is not None:
         yield client
         return
-    own = docker_client(timeout=LONG_TIMEOUT)
+    own = docker_client(timeout=timeout)
     try:
         yield own
     finally:

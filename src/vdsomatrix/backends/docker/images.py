@@ -26,7 +26,6 @@ from vdsomatrix.backends.docker.engine import (
     NO_ENGINE,
     NOT_BUILT,
     Log,
-    docker_client,
     engine,
     find_image,
 )
@@ -248,21 +247,16 @@ def image_status(suite: Suite, *, client=None, root: Path | None = None) -> tupl
         tag = probe_image_tag(suite, root=root)
     except BadInput as exc:
         return False, str(exc)
-    own = client is None
     try:
-        client = client or docker_client(timeout=5)
+        with engine(client, timeout=5) as client:
+            image = find_image(client, tag)
+            if image is not None:
+                created = (image.attrs.get("Created") or "")[:19]
+                return True, f"{tag} ({image.short_id}, built {created})"
+            if find_image(client, base_image_tag(suite)) is not None:
+                return False, f"{NOT_BUILT} ({tag} missing; its base is ready)"
+            return False, f"{NOT_BUILT} ({tag} missing)"
     except EnvironmentUnavailable as exc:
         return False, str(exc)
-    try:
-        image = find_image(client, tag)
-        if image is not None:
-            created = (image.attrs.get("Created") or "")[:19]
-            return True, f"{tag} ({image.short_id}, built {created})"
-        if find_image(client, base_image_tag(suite)) is not None:
-            return False, f"{NOT_BUILT} ({tag} missing; its base is ready)"
-        return False, f"{NOT_BUILT} ({tag} missing)"
     except Exception as exc:  # the engine went away between ping and query
         return False, NO_ENGINE.format(detail=one_line(exc))
-    finally:
-        if own:
-            client.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from vdsomatrix.backends.docker.engine import LABEL, Log, remove_container
 from vdsomatrix.backends.docker.images import PROBE_REPO, probe_image_tag
 from vdsomatrix.backends.docker.rootfs import BASE_REPO, base_image_tag
 from vdsomatrix.matrix import Suite
+from vdsomatrix.processes import boot_id, start_time
 from vdsomatrix.text import one_line
 
 PROBE_RUN = {f"{LABEL}.kind": "probe-run"}
@@ -38,39 +38,23 @@ EXPIRY_GRACE = 60.0
 UNLABELLED_AGE = 3600.0
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count from the last ")".
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-@cache
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
 def owner_labels() -> dict[str, str]:
     """Labels naming this process as the owner of a container it creates."""
-    pid = os.getpid()
-    return {OWNER_HOST: socket.gethostname(), OWNER_BOOT: _boot_id(), OWNER_PID: str(pid),
-            OWNER_STARTED: _process_start(pid) or "unknown"}
+    return {OWNER_HOST: socket.gethostname(), OWNER_BOOT: boot_id() or "unknown",
+            OWNER_PID: str(os.getpid()), OWNER_STARTED: start_time() or "unknown"}
 
 
 def owner_is_alive(labels: dict[str, str]) -> bool | None:
     """True or False when the owner named by ``labels`` can be checked from here (same host,
-    same boot); None when it cannot (no owner labels, another machine sharing the engine)."""
+    same boot); None when it cannot (no owner labels, another machine sharing the engine, its
+    /proc entry unreadable)."""
     if (not labels.get(OWNER_PID, "").isdigit() or labels.get(OWNER_HOST) != socket.gethostname()
-            or labels.get(OWNER_BOOT) != _boot_id() or _boot_id() == "unknown"):
+            or not boot_id() or labels.get(OWNER_BOOT) != boot_id()):
         return None
-    return _process_start(int(labels[OWNER_PID])) == labels.get(OWNER_STARTED)
+    try:
+        return start_time(labels[OWNER_PID]) == labels.get(OWNER_STARTED)
+    except (OSError, IndexError):
+        return None
 
 
 def orphan_reason(summary: dict[str, Any], now: float) -> str | None:

@@ -34,18 +34,11 @@ _verdicts: dict[str, str] = {}  # qemu binary -> "kvm" or "tcg", for this proces
 @functools.cache
 def qemu_version(qemu: str) -> str:
     try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    first = out.stdout.splitlines()[0] if out.stdout else ""
-    return first.removeprefix("QEMU emulator version ").strip()
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        done = processes.run_bounded([qemu, "--version"], timeout=10, stdout_cap=64 << 10)
     except OSError:
         return ""
+    lines = [] if done.timed_out else done.stdout.decode("utf-8", "replace").splitlines()
+    return lines[0].removeprefix("QEMU emulator version ").strip() if lines else ""
 
 
 def memo_path() -> Path:
@@ -73,7 +66,7 @@ def known_accel(qemu: str) -> str | None:
 
 
 def _memo_key(qemu: str) -> dict[str, str]:
-    return {"boot_id": _boot_id(), "qemu": qemu_version(qemu)}
+    return {"boot_id": processes.boot_id(), "qemu": qemu_version(qemu)}
 
 
 def detect_accel(qemu: str, try_argv: Callable[[Path], list[str]], *, log=print) -> str:
@@ -112,7 +105,7 @@ def try_kvm(try_argv: Callable[[Path], list[str]]) -> tuple[str, str]:
                 if BANNER in _head(console):
                     return "kvm", f"kernel banner after {time.monotonic() - started:.1f}s"
                 if proc.poll() is not None:
-                    lines = _head(stderr).decode(errors="replace").strip().splitlines()
+                    lines = workdirs.last_lines(stderr)
                     why = lines[-1] if lines else f"status {proc.returncode}"
                     return "tcg", f"qemu -accel kvm exited: {why}"
                 time.sleep(0.1)

@@ -18,8 +18,6 @@ work folder is removed. The accelerator (KVM or TCG) is chosen by accel.py.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import re
 import shutil
@@ -99,19 +97,9 @@ def qemu_argv(
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _read_tail(path: Path, limit: int) -> bytes:
-    """The last ``limit`` bytes of a file (b"" when it cannot be read)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - limit))
-            return fh.read(limit)
-    except OSError:
-        return b""
-
-
 def _tail(path: Path, lines: int = CONSOLE_TAIL) -> list[str]:
     """The last lines of a console log, as plain printable text."""
-    text = _read_tail(path, 64 << 10).decode("utf-8", "replace").replace("\r", "")
+    text = workdirs.read_tail(path, 64 << 10).decode("utf-8", "replace").replace("\r", "")
     return plain_tail(text, lines, replacement="")
 
 
@@ -134,23 +122,11 @@ def _host_cpu() -> Iterator[int | None]:
     except (AttributeError, OSError):
         yield None
         return
-    folder = cache_dir() / "qemu-cpus"
-    folder.mkdir(parents=True, exist_ok=True)
     for cpu in cpus:
-        fh = open(folder / f"cpu{cpu}.lock", "a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            fh.close()
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                continue
-            raise
-        try:
-            yield cpu
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
-        return
+        with workdirs.lock_if_free(cache_dir() / "qemu-cpus" / f"cpu{cpu}.lock") as free:
+            if free:
+                yield cpu
+                return
     yield cpus[os.getpid() % len(cpus)]
 
 
@@ -258,7 +234,7 @@ class QemuBackend(Backend):
             append = guest.kernel_cmdline(env, budget)
             if not self.can_start().ok:
                 raise EnvironmentUnavailable(INSTALL_QEMU)
-            kernel = kernels.cached_kernel(spec) or kernels.fetch_kernel(spec, log=log)
+            kernel = kernels.fetch_kernel(spec, log=log)  # the cached one, when there is one
             initrd = self.initramfs.cached(suite) or self.initramfs.prepare(suite, log=log)
         except VdsomatrixError as exc:
             return ProbeOutcome(None, "failed", [str(exc)], seconds=time.monotonic() - started)
@@ -354,14 +330,12 @@ class QemuBackend(Backend):
             errors.append(f"guest wrote more than {flooded}; killed")
             return ProbeOutcome(None, "crashed", errors, tail)
         # The panic message is at the end of the console, however much came before it.
-        panic = _PANIC.search(_read_tail(work / "console.log", 1 << 20))
+        panic = _PANIC.search(workdirs.read_tail(work / "console.log", 1 << 20))
         if panic:
             errors.append("guest kernel panicked: " + panic.group(0).decode("utf-8", "replace"))
             return ProbeOutcome(None, "crashed", errors, tail)
         if returncode not in (0, None):
-            stderr = _read_tail(work / "qemu.err", 4000).decode("utf-8", "replace")
-            lines = plain_tail(stderr, 5)
-            lines = [ln for ln in lines if ln.strip()]
+            lines = workdirs.last_lines(work / "qemu.err")
             detail = lines[-1] if lines else f"exit status {returncode}"
             errors.append(f"qemu failed: {detail}"[:300])
             return ProbeOutcome(None, "failed", errors, tail + lines)

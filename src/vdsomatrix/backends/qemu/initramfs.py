@@ -169,7 +169,7 @@ def build_initramfs(client, image: str, dest: Path, *, log=print) -> dict[str, A
         finally:
             container.remove(force=True)
         if proc.returncode != 0 or not out.is_file():
-            detail = (work / "bsdtar.err").read_text(errors="replace").strip()[-300:]
+            detail = " | ".join(workdirs.last_lines(work / "bsdtar.err"))[-300:]
             raise EnvironmentUnavailable(f"building the initramfs of {image} failed: {detail}")
         with open(out, "rb+") as fh:  # on disk before a pointer names it
             os.fsync(fh.fileno())

@@ -54,12 +54,11 @@ from vdsomatrix import processes
 from vdsomatrix.backends.qemu import workdirs
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.matrix import KernelSpec
-from vdsomatrix.mirror import debian_mirror
+from vdsomatrix.mirror import archive_keyring, debian_mirror
 from vdsomatrix.paths import cache_dir, file_lock
 from vdsomatrix.results import write_atomic
 
 META_PACKAGE = "linux-image-amd64"
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # A real kernel image package: linux-image-<abi>-amd64, or its -unsigned twin.
 _IMAGE_PACKAGE = re.compile(r"^linux-image-(?P<abi>[0-9][0-9A-Za-z.+~-]*)-amd64(?:-unsigned)?$")
 # Split packaging (7.x): the image package depends on these for the image and its config.
@@ -374,19 +373,17 @@ def fetch_kernel(
     *,
     refresh: bool = False,
     mirror: str | None = None,
-    keyring: Path = KEYRING,
+    keyring: Path | None = None,
     log=print,
 ) -> Kernel:
-    """The unpacked kernel of ``spec``, downloading it if needed."""
+    """The unpacked kernel of ``spec``, downloading it if needed, verified against ``keyring``
+    (default: Debian's archive keyring)."""
     _check_spec(spec)
     if not refresh:
         kernel = cached_kernel(spec)
         if kernel:
             return kernel
-    if not keyring.is_file():
-        raise EnvironmentUnavailable(
-            f"{keyring} missing: `apt-get install debian-archive-keyring` to verify the mirror"
-        )
+    keyring = keyring or archive_keyring()
     mirror = mirror or debian_mirror()
     with file_lock(_resolving_lock(spec)):
         if not refresh:  # another thread or process may have fetched it while we waited

@@ -17,21 +17,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vdsomatrix import processes
+from vdsomatrix.text import plain_tail
+
 _OWNER = re.compile(r"(?P<pid>[0-9]+)\.(?P<start>[0-9]+)\.[a-z0-9_]{8}\Z")
-
-
-def _start_time(pid: int | str) -> str | None:
-    """Field 22 of /proc/<pid>/stat (after the command name, which may contain anything)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def owner_tag() -> str:
     """``<pid>.<start time>`` of this process."""
-    return f"{os.getpid()}.{_start_time('self')}"
+    return f"{os.getpid()}.{processes.start_time()}"
 
 
 def make_owned(prefix: str, folder: Path | None = None) -> Path:
@@ -51,13 +45,29 @@ def owned_tempdir(prefix: str, folder: Path | None = None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def read_tail(path: Path, limit: int) -> bytes:
+    """The last ``limit`` bytes of a file (b"" when it cannot be read): the end of a log a
+    tool or a guest wrote into a work folder, however much came before it."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - limit))
+            return fh.read(limit)
+    except OSError:
+        return b""
+
+
+def last_lines(path: Path, lines: int = 5) -> list[str]:
+    """The last non-blank lines of what a tool wrote to ``path`` (its stderr), as plain text."""
+    return [line for line in plain_tail(read_tail(path, 4000), lines) if line.strip()]
+
+
 def owner_is_dead(name: str) -> bool:
     """Whether the process named at the end of a work folder's name is gone (False if unknown)."""
     match = _OWNER.search(name)
     if not match:
         return False
     try:
-        started = _start_time(match["pid"])
+        started = processes.start_time(match["pid"])
     except (OSError, IndexError):  # unreadable: assume alive, never remove a live run's work
         return False
     return started != match["start"]
@@ -89,7 +99,8 @@ def remove_dead(folder: Path, prefix: str, log=print) -> int:
 def lock_if_free(path: Path) -> Iterator[bool]:
     """Hold the flock on ``path`` if nobody else does (True), or do nothing (False).
 
-    For cleaning up: what a running build or download holds is not cleaned now.
+    For cleaning up (what a running build or download holds is not cleaned now) and for
+    claiming one of several things (a host CPU) without waiting for any.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
