@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vdsomatrix.report import build_report, render_report
-from vdsomatrix.report.cells import MISSING, cell, code_block, html_line
+from vdsomatrix.report.cells import MISSING, cell, code_block
 from vdsomatrix.report.exports import (
     render_csv,
     render_disassembly,
@@ -539,10 +539,7 @@ def test_cell_escapes_everything_that_could_act():
     assert cell(1.5) == "1.5"
 
 
-def test_html_and_listing_lines_are_inert():
-    assert html_line("a [b](c) #d http://e") == (
-        "a &#91;b&#93;&#40;c&#41; &#35;d http&#58;//e")
-    assert html_line("line\nbreak\tand tab") == "line break and tab"
+def test_listing_lines_are_inert():
     block = code_block(["# heading", "  </pre><script>", "[x](y) www.e.x", "\x1b[0m"])
     assert block == ("<pre>\n&#35; heading\n  &lt;/pre&gt;&lt;script&gt;\n"
                      "&#91;x&#93;(y) www&#46;e.x\n?&#91;0m\n</pre>")

@@ -200,7 +200,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-_MD_IN_HTML = re.compile(r"[\\`*_{}\[\]()#+!|~]")
 _LINK_IN_HTML = re.compile(r"[\[\]]")
 _HEADING_AT_LINE_START = re.compile(r"^( {0,3})#", re.M)
 # A cell can open a list item ("- {name}: ..."), where a leading "#", "+", "-", "=" or "1." would
@@ -242,15 +241,6 @@ def unblocked(line: str) -> str:
 def _escape_block_start(match: re.Match) -> str:
     space, mark, digits, delimiter = match.groups()
     return f"{space}\\{mark}" if mark else f"{space}{digits}\\{delimiter}"
-
-
-def html_line(value: object, limit: int = 160) -> str:
-    """Untrusted text as one inert line of HTML: escaped, and every Markdown special written
-    as a character reference, so it stays plain text whether or not a renderer looks for
-    Markdown inside the HTML block."""
-    line = _bounded(plain(text(value) or "").replace("\n", " ").replace("\t", " "), limit)
-    escaped = _MD_IN_HTML.sub(lambda m: f"&#{ord(m.group())};", html.escape(line, quote=True))
-    return _unlinked(escaped)
 
 
 def code_block(lines: list[str], limit: int = 400) -> str:

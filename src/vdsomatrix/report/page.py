@@ -86,7 +86,8 @@ def _names(results: list[Result]) -> str:
 
 
 def summary(results: list[Result]) -> list[Finding]:
-    """The answers in a few lines, each computed from the tables below (no expectations)."""
+    """The answers in a few lines, each computed from the measured rows (no expectations), with
+    the same counted-mechanism rules as the tables below."""
     probed = [r for r in results if r.calls]
     found = []
     with_vdso = [r for r in probed if r.get("vdso", "present") is True]
