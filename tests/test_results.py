@@ -184,3 +184,15 @@ def test_old_results_name_their_machine_by_host_name():
     doc = minimal()
     doc["run"] = {"status": "ok", "machine": "vm"}
     assert check_document(doc) == [] and machine_id(doc) == "vm"
+
+
+def test_the_schema_and_the_enums_name_the_same_values():
+    # The published schema and the code's enums are two spellings of one vocabulary.
+    from vdsomatrix.results import CallPath, CallStatus, RunStatus, schema
+
+    call = schema()["$defs"]["call"]["properties"]
+    assert call["path"]["enum"] == [str(p) for p in CallPath]
+    assert call["status"]["enum"] == [str(s) for s in CallStatus]
+    stored = schema()["properties"]["run"]["properties"]["status"]["enum"]
+    never_stored = {RunStatus.UNAVAILABLE, RunStatus.INTERRUPTED}
+    assert stored == [str(s) for s in RunStatus if s not in never_stored]
