@@ -5,10 +5,12 @@ renders reports/REPORT.md.
     nox -s images            build or refresh the Docker images (-- --rebuild forces it)
     nox -s "probe(bookworm)" one environment (for fanning the matrix out over CI jobs)
     nox -t docker            every environment of one backend (tags: host, docker, qemu)
+    nox -t runtimes          the language-runtime environments only
     nox -s report            re-render the report from reports/results/ without probing
     nox -s tests             unit tests and the real-engine / real-QEMU integration tests
     nox -s lint              ruff
-    nox -s bench             the probe against an independent reference (benchmarks/)
+    nox -s bench             the probe against an independent reference (benchmarks/;
+                             -- runtimes: the language-runtime rows)
     nox -s clean             remove what killed runs left behind (-- --images: old images too)
     nox -s docs              the documentation site (docs/, mkdocs.yml) built with --strict
 """
@@ -74,9 +76,10 @@ def matrix(session: nox.Session) -> None:
     session.run("vdsomatrix", "run", *session.posargs)
 
 
-# One probe(<env>) session per environment, tagged with its backend: `nox -t qemu`.
+# One probe(<env>) session per environment, tagged with its backend (`nox -t qemu`) and, for
+# the language-runtime environments, `runtimes` (`nox -t runtimes`).
 @nox.session(venv_backend="none")
-@nox.parametrize("env", [nox.param(name, id=name, tags=[str(env.backend)])
+@nox.parametrize("env", [nox.param(name, id=name, tags=env.tags)
                          for name, env in MATRIX.environments.items()])
 def probe(session: nox.Session, env: str) -> None:
     """Probe one environment: writes reports/results/<env>.json."""
@@ -105,11 +108,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-ra"]))
 
 
+BENCHMARKS = {"syscalls": "benchmarks/syscall_cost.py", "runtimes": "benchmarks/runtime_cost.py"}
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The probe's system-call cost against perf bench, side by side in one run."""
+    """The probe against independent references, side by side in one run: `-- syscalls`
+    (perf bench, the default) or `-- runtimes` (timeit, go test -bench, other loops)."""
     install(session)
-    session.run("python", "benchmarks/syscall_cost.py", *session.posargs)
+    args = list(session.posargs)
+    script = BENCHMARKS[args.pop(0)] if args and args[0] in BENCHMARKS else BENCHMARKS["syscalls"]
+    session.run("python", script, *args)
 
 
 @nox.session

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Build the C helper with this environment's own toolchain and libc.
-#   sh build.sh OUTDIR [dynamic] [static] [musl]     (default: all three)
+#   sh build.sh OUTDIR [dynamic] [static] [musl] [syscount]    (default: the first three)
 # dynamic: cc against the system glibc; static: cc -static (glibc's libc.a);
-# musl: musl-gcc -static. Plain POSIX sh: it runs in the oldest userland of the matrix.
+# musl: musl-gcc -static; syscount: the system-call counter of the runtime rows (cc, dynamic),
+# written as OUTDIR/syscount. Plain POSIX sh: it runs in the oldest userland of the matrix.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:?usage: build.sh OUTDIR [dynamic] [static] [musl]}
+out=${1:?usage: build.sh OUTDIR [dynamic] [static] [musl] [syscount]}
 shift
 [ $# -gt 0 ] || set -- dynamic static musl
 mkdir -p "$out"
@@ -15,7 +16,11 @@ for build in "$@"; do
     dynamic) ${CC:-cc} $CFLAGS -o "$out/vdsoprobe-dynamic" "$here/vdsoprobe.c" ;;
     static) ${CC:-cc} $CFLAGS -static -o "$out/vdsoprobe-static" "$here/vdsoprobe.c" ;;
     musl) ${MUSL_CC:-musl-gcc} $CFLAGS -static -o "$out/vdsoprobe-musl" "$here/vdsoprobe.c" ;;
-    *) echo "build.sh: unknown build '$build' (dynamic, static, musl)" >&2; exit 2 ;;
+    syscount)
+        ${CC:-cc} $CFLAGS -o "$out/syscount" "$here/syscount.c"
+        echo "built $out/syscount"
+        continue ;;
+    *) echo "build.sh: unknown build '$build' (dynamic, static, musl, syscount)" >&2; exit 2 ;;
     esac
     echo "built $out/vdsoprobe-$build"
 done

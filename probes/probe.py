@@ -6,6 +6,12 @@ every userland of the matrix, however old. It never fails as a whole: every fact
 becomes a line in "errors" and the rest of the document is still printed.
 
     python3 probe.py --helper PATH/vdsoprobe-dynamic --name ENV --backend BACKEND
+    python3 probe.py --runtimes DIR --syscount PATH/syscount --name ENV --backend BACKEND
+
+The second form is the runtime mode (issue 11): instead of the C helper, the language runtimes
+found here (Java, Python, Node.js, Go, Rust) run the timing programs of DIR (probes/runtimes/),
+each call timed in the runtime and its system calls counted with syscount ("runtimes" rows);
+runtime_rows.py, next to this file, does that part.
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import struct
 import subprocess
 import sys
+import time
 import zlib
+
+# The runtime mode lives next to this file: run as a script, its folder is sys.path[0] (in the
+# images, in QEMU guests and on the host alike).
+import runtime_rows
+from runtime_rows import dpkg_version
 
 SCHEMA = "vdsomatrix/1"
 AT_NULL, AT_BASE, AT_SYSINFO_EHDR, AT_HWCAP2 = 0, 7, 33, 26
@@ -113,24 +126,6 @@ def parse_os_release(text):
     return info
 
 
-def dpkg_version(package, status_path="/var/lib/dpkg/status"):
-    """The installed version of a Debian package, from dpkg's database, or None."""
-    try:
-        with open(status_path, encoding="utf-8", errors="replace") as fh:
-            blocks = fh.read().split("\n\n")
-    except OSError:
-        return None
-    for block in blocks:
-        fields = {}
-        for line in block.splitlines():
-            if line[:1] not in (" ", "\t") and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        if fields.get("Package") == package and "installed" in fields.get("Status", ""):
-            return fields.get("Version")
-    return None
-
-
 # ----------------------------------------------------------------------------- collectors -----
 
 def read_text(path, errors, limit=1 << 20):
@@ -217,8 +212,35 @@ def run_helper(helper, errors, timeout):
         return None
 
 
-def collect(helper, name, backend, helper_timeout):
+def own_libc(mappings, auxv):
+    """This Python's libc and loader, from its own mappings (the runtime mode runs no C helper)."""
+    libc = {"name": None, "version": None, "linkage": "dynamic" if auxv.get(AT_BASE) else "static"}
+    for m in mappings:
+        base = os.path.basename(m["path"])
+        if "path" not in libc and (base == "libc.so.6" or re.match(r"libc-[0-9.]+\.so$", base) or
+                                   base.startswith("ld-musl-") or base == "libc.musl-x86_64.so.1"):
+            libc["path"] = m["path"]
+        if auxv.get(AT_BASE) and m["start"] == auxv[AT_BASE] and m["path"].startswith("/"):
+            libc["ldso_path"] = m["path"]
+    try:
+        confstr = os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError):
+        confstr = None
+    if confstr and confstr.startswith("glibc "):
+        libc["name"], libc["version"] = "glibc", confstr.split()[1]
+        libc["version_source"] = "os.confstr(CS_GNU_LIBC_VERSION) in python3"
+    elif "ld-musl" in libc.get("path", "") or "musl" in libc.get("path", ""):
+        libc["name"] = "musl"
+        version = dpkg_version("musl")
+        if version:
+            libc["version"] = version.split("-")[0]
+            libc["version_source"] = "dpkg: musl %s" % version
+    return libc
+
+
+def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None):
     errors = []
+    started = time.monotonic()
     doc = {"schema": SCHEMA, "errors": errors}
     uname = os.uname()
 
@@ -281,7 +303,7 @@ def collect(helper, name, backend, helper_timeout):
     doc["calls"] = []
     doc["artefacts"] = {}
     helper_out = run_helper(helper, errors, helper_timeout) if helper else None
-    if helper is None:
+    if helper is None and runtimes is None:
         errors.append("no helper given: latency rows not measured")
     if helper_out is not None:
         libc = helper_out.get("libc") or {}
@@ -313,17 +335,42 @@ def collect(helper, name, backend, helper_timeout):
         if isinstance(ldso, str) and ldso and not (
                 libc.get("path") and os.path.realpath(ldso) == os.path.realpath(libc["path"])):
             doc["artefacts"]["ldso"] = artefact(ldso, "dynamic-loader", errors)
+    if runtimes is not None:
+        if helper_out is None:
+            # No C helper: the libc (and loader) this Python loaded stand for the environment's,
+            # so that the host's analysis of libc and the loader still has its bytes.
+            libc = own_libc(mappings, auxv)
+            doc["environment"]["libc"] = libc
+            if libc.get("path"):
+                doc["artefacts"]["libc"] = artefact(libc["path"], "shared-object", errors)
+            else:
+                errors.append("runtime mode: no libc found in this Python's mappings")
+            ldso = libc.get("ldso_path")
+            if ldso and not (libc.get("path") and
+                             os.path.realpath(ldso) == os.path.realpath(libc["path"])):
+                doc["artefacts"]["ldso"] = artefact(ldso, "dynamic-loader", errors)
+        budget = max(1.0, helper_timeout - (time.monotonic() - started))
+        doc["runtimes"], doc["runtimes_method"] = runtime_rows.collect(runtimes, syscount,
+                                                                       budget, errors)
     return doc
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--helper", help="path of the compiled vdsoprobe helper")
+    parser.add_argument("--helper", help="path of the compiled vdsoprobe helper (optional "
+                        "with --runtimes)")
+    parser.add_argument("--runtimes", metavar="DIR", help="runtime mode: the timing programs "
+                        "and manifest.json of probes/runtimes, built (runtimes rows)")
+    parser.add_argument("--syscount", metavar="PATH", help="the system-call counter (syscount) "
+                        "that counts the runtime rows' system calls")
     parser.add_argument("--name", default="unnamed", help="environment name to record")
     parser.add_argument("--backend", default="host", help="backend name to record")
-    parser.add_argument("--helper-timeout", type=int, default=240)
+    parser.add_argument("--helper-timeout", type=int, default=240,
+                        help="seconds for the C helper, or for the whole runtime mode")
     args = parser.parse_args(argv)
-    doc = collect(args.helper, args.name, args.backend, args.helper_timeout)
+    runtimes = os.path.abspath(args.runtimes) if args.runtimes else None
+    doc = collect(args.helper, args.name, args.backend, args.helper_timeout, runtimes,
+                  args.syscount)
     json.dump(doc, sys.stdout, sort_keys=False)
     sys.stdout.write("\n")
     return 0

@@ -36,6 +36,8 @@
 #include <gnu/libc-version.h>
 #endif
 
+#include "json_string.h"
+
 #ifndef CLOCK_BOOTTIME
 #define CLOCK_BOOTTIME 7
 #endif
@@ -462,20 +464,6 @@ static long count_syscalls(call_fn fn, const char **why)
 
 /* ------------------------------------------------------------------- output --------------- */
 
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20 || c >= 0x7f)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
-	putchar('"');
-}
 
 static const char *signal_name(int sig)
 {

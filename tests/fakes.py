@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
+import importlib.util
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -172,3 +175,21 @@ def report_validator():
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
+
+
+@functools.cache
+def load_probe():
+    """probes/probe.py as a module, and the runtime_rows module it imports.
+
+    probe.py runs inside environments and is no module of the package: it is loaded by path,
+    with its folder first on sys.path as when it runs as a script (it imports runtime_rows from
+    there), once, so that every test shares one runtime_rows module.
+    """
+    from vdsomatrix.paths import probes_dir
+
+    if str(probes_dir()) not in sys.path:
+        sys.path.insert(0, str(probes_dir()))
+    spec = importlib.util.spec_from_file_location("probe", probes_dir() / "probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, importlib.import_module("runtime_rows")

@@ -468,3 +468,17 @@ def test_hostile_names_in_the_no_common_error_are_inert():
         compare(old, [env(run(), "k6.12")])
     message = str(caught.value)
     assert "\x1b" not in message and "\n" not in message
+
+
+def test_a_runtime_call_that_now_enters_the_kernel_is_a_behaviour_change():
+    from runtime_docs import runtime_doc, suite_rows
+
+    old = [runtime_doc("bookworm-runtimes", suite_rows("bookworm"))]
+    new = [runtime_doc("bookworm-runtimes", suite_rows("bookworm", enters=True))]
+    comparison = compare(old, new)
+    changed = {change.what: (change.old, change.new) for change in comparison.behaviour}
+    assert changed["System.nanoTime() · openjdk-17"] == ("no syscall", "syscall")
+    # the baseline entered the kernel in both runs: not a change
+    assert "Thread.yield() · openjdk-17" not in changed
+    assert exit_code(comparison, "behaviour") == 1
+    assert compare(old, copy.deepcopy(old)).behaviour == []

@@ -81,6 +81,30 @@ def test_environments_are_resolved_for_the_backends():
     assert container.backend == "docker" and container.kernel is None
 
 
+def test_runtime_environments_are_a_build_of_their_own():
+    m = parse_matrix({**BASE, "docker_grid": [{"suites": ["bookworm"], "builds": ["runtimes"]}],
+                      "environment": [
+                          {"name": "h", "backend": "host", "build": "runtimes"},
+                          {"name": "k", "backend": "qemu", "suite": "bookworm",
+                           "kernel": "bookworm", "build": "runtimes", "cmdline": "vdso=0"}]})
+    container, host, guest = (m.environments[n] for n in ("bookworm-runtimes", "h", "k"))
+    assert all(env.runtimes for env in (container, host, guest))
+    assert (container.tags, host.tags, guest.tags) == (
+        ["docker", "runtimes"], ["host", "runtimes"], ["qemu", "runtimes"])
+    plain = parse_matrix({**BASE, "docker_grid": [{"suites": ["bookworm"]}]})
+    assert not plain.environments["bookworm"].runtimes
+    assert plain.environments["bookworm"].tags == ["docker"]
+
+
+def test_the_shipped_matrix_has_the_runtime_environments_the_report_compares():
+    m = load_matrix()
+    runtimes = {name for name, env in m.environments.items() if env.runtimes}
+    # the host, a container of every suite, and 6.1 with and without a usable vDSO clock
+    assert {"host-runtimes", "k6.1-runtimes", "k6.1-vdso0-runtimes", "k6.1-hpet-runtimes"
+            } <= runtimes
+    assert {f"{suite}-runtimes" for suite in m.suites} <= runtimes
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(BadInput, match="not found"):
         load_matrix(tmp_path / "missing.toml")

@@ -1,23 +1,12 @@
 """The probe's parsers, on real captured inputs and on hostile ones."""
 
-import importlib.util
 import struct
 from pathlib import Path
 
 import pytest
+from fakes import load_probe
 
-from vdsomatrix.paths import probes_dir
-
-
-def _load_probe():
-    # probe.py runs inside environments and is no module of the package: load it by path.
-    spec = importlib.util.spec_from_file_location("probe", probes_dir() / "probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _load_probe()
+probe, _ = load_probe()
 
 DATA = Path(__file__).parent / "data"
 

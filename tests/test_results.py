@@ -188,11 +188,21 @@ def test_old_results_name_their_machine_by_host_name():
 
 def test_the_schema_and_the_enums_name_the_same_values():
     # The published schema and the code's enums are two spellings of one vocabulary.
-    from vdsomatrix.results import CallPath, CallStatus, RunStatus, schema
+    from vdsomatrix.results import (
+        CallPath,
+        CallStatus,
+        RunStatus,
+        Runtime,
+        RuntimeStatus,
+        schema,
+    )
 
     call = schema()["$defs"]["call"]["properties"]
     assert call["path"]["enum"] == [str(p) for p in CallPath]
     assert call["status"]["enum"] == [str(s) for s in CallStatus]
+    row = schema()["$defs"]["runtime_row"]["properties"]
+    assert row["status"]["enum"] == [str(s) for s in RuntimeStatus]
+    assert row["runtime"]["enum"] == [str(r) for r in Runtime]
     stored = schema()["properties"]["run"]["properties"]["status"]["enum"]
     never_stored = {RunStatus.UNAVAILABLE, RunStatus.INTERRUPTED}
     assert stored == [str(s) for s in RunStatus if s not in never_stored]

@@ -37,7 +37,7 @@ def _where(env: Environment) -> str:
     if env.backend == BackendName.DOCKER:
         return f"{env.suite} userland, {env.build}"
     return (f"{env.kernel.suite} kernel {env.cmdline or '(default cmdline)'}, "
-            f"{env.suite} userland")
+            f"{env.suite} userland, {env.build}")
 
 
 def cmd_list(args) -> int:

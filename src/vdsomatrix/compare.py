@@ -235,11 +235,18 @@ def _some(names: list[str]) -> str:
 
 
 def _rows(result: Result) -> dict[tuple[str, str], dict]:
+    """The measured rows by (call, path); a language runtime's rows by (call, runtime), where
+    the runtime is its variant ("openjdk-17", "go-static"): both kinds carry a status, ns and
+    system calls per call, so one rule compares them."""
     rows: dict[tuple[str, str], dict] = {}
     for row in result.calls:
         call, path = row.get("call"), row.get("path")
         if isinstance(call, str) and isinstance(path, str):
             rows.setdefault((call, path), row)  # the first, as the report's call_row does
+    for row in result.runtimes:
+        call, variant = row.get("call"), row.get("variant") or row.get("runtime")
+        if isinstance(call, str) and isinstance(variant, str):
+            rows.setdefault((call, variant), row)
     return rows
 
 
@@ -279,7 +286,7 @@ def _behaviour(name: str, old: Result, new: Result) -> list[BehaviourChange]:
 
     # A run that printed no rows (it crashed, or timed out) is told by its status above;
     # thirty rows that "went" would only hide it.
-    if old.calls and new.calls:
+    if (old.calls or old.runtimes) and (new.calls or new.runtimes):
         old_rows, new_rows = _rows(old), _rows(new)
         for key in [*old_rows, *(k for k in new_rows if k not in old_rows)]:
             before, after = old_rows.get(key), new_rows.get(key)

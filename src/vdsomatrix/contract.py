@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # Where the probe image (and so every container and guest) keeps the probe and its helpers.
 PROBE_IN_IMAGE = "/opt/vdsomatrix/probes/probe.py"
 HELPER_IN_IMAGE = "/opt/vdsomatrix/bin/vdsoprobe-{build}"
+# Runtime environments: the runtime layer's programs and manifest, and the system-call counter.
+RUNTIMES_IN_IMAGE = "/opt/vdsomatrix/runtimes"
+SYSCOUNT_IN_IMAGE = "/opt/vdsomatrix/bin/syscount"
 # A probe prints about 1.4 MB (the compressed libc and loader are most of it); more than this is
 # not a probe's document, and is refused before any memory is spent decoding it.
 MAX_OUTPUT = 8 << 20
@@ -39,6 +42,14 @@ def probe_argv(*, python: str, probe: str, helper: str, name: str, backend: str,
     """The probe's command line, the same in every backend (``budget``: see helper_budget)."""
     return [python, probe, "--helper", helper, "--name", name, "--backend", backend,
             "--helper-timeout", str(budget)]
+
+
+def runtimes_argv(*, python: str, probe: str, runtimes: str, syscount: str, name: str,
+                  backend: str, budget: int | str) -> list[str]:
+    """The probe's command line in a runtime environment: the language runtimes found in
+    ``runtimes`` (timed, and counted with ``syscount``) take the place of the C helper."""
+    return [python, probe, "--runtimes", runtimes, "--syscount", syscount, "--name", name,
+            "--backend", backend, "--helper-timeout", str(budget)]
 
 
 @dataclass

@@ -23,16 +23,20 @@ class BackendName(StrEnum):
 
 
 class Build(StrEnum):
-    """Which build of the C helper runs: dynamic glibc, static glibc, static musl."""
+    """What runs in the environment: the C helper against dynamic glibc, static glibc or static
+    musl, or (``runtimes``) the language runtimes the suite ships, timed and counted in place of
+    the C rows, in an image with a layer of their own."""
 
     DYNAMIC = "dynamic"
     STATIC = "static"
     MUSL = "musl"
+    RUNTIMES = "runtimes"
 
 
 BACKENDS = tuple(BackendName)
 BUILDS = tuple(Build)
-BUILD_SUFFIX = {Build.DYNAMIC: "", Build.STATIC: "-static", Build.MUSL: "-musl"}
+BUILD_SUFFIX = {Build.DYNAMIC: "", Build.STATIC: "-static", Build.MUSL: "-musl",
+                Build.RUNTIMES: "-runtimes"}
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\Z")
 _SUITE = re.compile(r"[a-z][a-z0-9-]{1,30}\Z")
@@ -81,6 +85,16 @@ class Environment:
     @property
     def suite(self) -> str | None:
         return self.userland.name if self.userland else None
+
+    @property
+    def runtimes(self) -> bool:
+        """Whether this environment measures language runtimes instead of the C helper."""
+        return self.build == Build.RUNTIMES
+
+    @property
+    def tags(self) -> list[str]:
+        """The nox tags of its probe session: its backend, and ``runtimes`` for runtime rows."""
+        return [str(self.backend), *(["runtimes"] if self.runtimes else [])]
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,27 @@ class CallStatus(StrEnum):
     ERROR = "error"
 
 
+class RuntimeStatus(StrEnum):
+    """What happened to one call of a language runtime (runtime environments)."""
+
+    OK = "ok"
+    NOT_SHIPPED = "not_shipped"  # the suite has no package of this runtime
+    NOT_INSTALLED = "not_installed"  # the host lacks it
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class Runtime(StrEnum):
+    """The language runtimes a runtime environment measures, in the order reports show them."""
+
+    JAVA = "java"
+    PYTHON = "python"
+    GO = "go"
+    NODE = "node"
+    RUST = "rust"
+
+
 class CallPath(StrEnum):
     """The way into the kernel a row measures."""
 

@@ -110,7 +110,7 @@ class Progress:
 
 
 def deadline_for(env: Environment, deadline: float | None) -> float:
-    return deadline or get_backend(env.backend).default_deadline
+    return deadline or get_backend(env.backend).deadline(env)
 
 
 def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note: str,

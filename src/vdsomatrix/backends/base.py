@@ -53,6 +53,13 @@ class Backend(abc.ABC):
     # the probe runs (the probe's helper gets the rest: contract.helper_budget).
     default_deadline: float = 300.0
     startup_allowance: float = 5.0
+    # Runtime environments start one JVM, node or Go process per timing and counting run (about
+    # 40 in all): their own deadline, longer than the C helper's.
+    runtimes_deadline: float = 600.0
+
+    def deadline(self, env: Environment) -> float:
+        """Seconds ``env`` may take in all when the run sets no deadline of its own."""
+        return self.runtimes_deadline if env.runtimes else self.default_deadline
 
     def can_start(self) -> Availability:
         """Whether this backend can work here at all (engine reachable, tool installed).

@@ -22,7 +22,8 @@ from vdsomatrix.paths import cache_dir, probe_sources_hash, probes_dir
 from vdsomatrix.processes import run_bounded
 from vdsomatrix.text import plain_tail
 
-COMPILERS = {Build.DYNAMIC: "cc", Build.STATIC: "cc", Build.MUSL: "musl-gcc"}
+COMPILERS = {Build.DYNAMIC: "cc", Build.STATIC: "cc", Build.MUSL: "musl-gcc",
+             Build.RUNTIMES: "cc"}  # runtimes: the counter is C; runtimes missing are rows
 BUILD_TIMEOUT = 600.0  # seconds for one build of the helper (a few seconds, normally)
 _build_lock = threading.Lock()
 
@@ -37,7 +38,17 @@ class HostBackend(Backend):
     startup_allowance = 5.0
 
     def helper_path(self, build: Build) -> Path:
-        return cache_dir() / "host" / probe_sources_hash() / f"vdsoprobe-{build}"
+        """The C helper of ``build``; for ``runtimes``, the system-call counter."""
+        name = "syscount" if build == Build.RUNTIMES else f"vdsoprobe-{build}"
+        return self._built() / name
+
+    def runtimes_dir(self) -> Path:
+        """The runtime programs, compiled with whatever toolchains this host has."""
+        return self._built() / "runtimes"
+
+    @staticmethod
+    def _built() -> Path:
+        return cache_dir() / "host" / probe_sources_hash()
 
     def availability(self, env) -> Availability:
         compiler = COMPILERS[env.build]
@@ -54,25 +65,36 @@ class HostBackend(Backend):
             if helper.exists() and not rebuild:
                 return
             helper.parent.mkdir(parents=True, exist_ok=True)
+            # The runtime programs first: the counter's presence says both are built.
+            if env.runtimes:
+                log(f"{env.name}: building the runtime programs with the host's toolchains")
+                self._build(env, [str(probes_dir() / "runtimes" / "build.sh"),
+                                  str(self.runtimes_dir())])
             log(f"{env.name}: building the probe helper ({env.build}) with the host's toolchain")
-            done = run_bounded(
-                ["sh", str(probes_dir() / "build.sh"), str(helper.parent), str(env.build)],
-                timeout=BUILD_TIMEOUT, stdout_cap=1 << 20,
-            )
-            if done.returncode != 0:
-                why = (f"it took over {BUILD_TIMEOUT:.0f} s" if done.timed_out
-                       else " | ".join(tail(done.stderr, 3)))
-                raise EnvironmentUnavailable(f"{env.name}: building the probe failed: {why}")
+            self._build(env, [str(probes_dir() / "build.sh"), str(helper.parent),
+                              helper.name.removeprefix("vdsoprobe-")])
+
+    @staticmethod
+    def _build(env, script: list[str]) -> None:
+        done = run_bounded(["sh", *script], timeout=BUILD_TIMEOUT, stdout_cap=1 << 20)
+        if done.returncode != 0:
+            why = (f"it took over {BUILD_TIMEOUT:.0f} s" if done.timed_out
+                   else " | ".join(tail(done.stderr, 3)))
+            raise EnvironmentUnavailable(f"{env.name}: building the probe failed: {why}")
 
     def fingerprint(self, env) -> str | None:
         # The probe sources (and so the helper), on this machine's kernel.
         return f"host:{probe_sources_hash()}:{env.build}:{os.uname().release}:{os.uname().version}"
 
     def run_probe(self, env, *, deadline: float, log=print) -> ProbeOutcome:
-        argv = contract.probe_argv(
-            python=sys.executable, probe=str(probes_dir() / "probe.py"),
-            helper=str(self.helper_path(env.build)), name=env.name, backend=self.name,
-            budget=contract.helper_budget(deadline, self.startup_allowance))
+        common = dict(python=sys.executable, probe=str(probes_dir() / "probe.py"),
+                      name=env.name, backend=self.name,
+                      budget=contract.helper_budget(deadline, self.startup_allowance))
+        if env.runtimes:
+            argv = contract.runtimes_argv(runtimes=str(self.runtimes_dir()),
+                                          syscount=str(self.helper_path(env.build)), **common)
+        else:
+            argv = contract.probe_argv(helper=str(self.helper_path(env.build)), **common)
         started = time.monotonic()
         done = run_bounded([argv[0], "-B", *argv[1:]], timeout=deadline,
                            stdout_cap=contract.MAX_OUTPUT)

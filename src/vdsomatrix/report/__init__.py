@@ -8,6 +8,8 @@
                      latency)
     binary.py        the binary-analysis tables (symbols, census, vDSO use, entry points) and
                      the syscall() listings
+    runtimes.py      the language runtimes (Java, Python, Go, Node.js, Rust) of the runtime
+                     environments: the answer sentence, at a glance, one table per clock
     page.py          the report assembled: order, names, at a glance, glossary, method,
                      problems, metadata
     exports.py       the formats: Markdown (page, per-table snippets, disassembly), CSV, JSON

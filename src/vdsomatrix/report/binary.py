@@ -126,12 +126,31 @@ def symbols_section(results: list[Result]) -> Section:
                  "objdump -T view); * marks a function whose code holds a syscall fallback.",
         columns=["symbol"] + [f"vDSO {i}" for i in images],
         keys=["symbol"] + [f"vdso_{slug(i)}" for i in images],
-        rows=rows, subjects=[None] * len(rows), notes=notes)
-    return Section("binary-symbols", "vDSO symbols", [
+        rows=rows, subjects=[None] * len(rows), notes=notes,
+        on_page=False)  # a reference listing: REPORT.md links it (its 40 KB budget)
+    return Section("binary-symbols", "vDSO symbols", _exported(images) + [
         "Read from the vDSO image each environment's probe copied out, with pyelftools on the "
         "host. One column per distinct vDSO, named by the start of its build-id: containers "
         "share their host's vDSO, so the host's column stands for all of them (the notes say "
         "which environments have which)."], [table])
+
+
+def _exported(images: dict[str, dict[str, str]]) -> list[str]:
+    """What the vDSOs export, in one sentence (a function and its __vdso_ alias count once):
+    what every one exports, then what only some do, with how many."""
+    if not images:
+        return []
+    exporting: dict[str, int] = {}
+    for versions in images.values():
+        for name in {plain_line(n.removeprefix(VDSO_PREFIX), 60) for n in versions}:
+            exporting[name] = exporting.get(name, 0) + 1
+    every = sorted(n for n, count in exporting.items() if count == len(images))
+    some = sorted((n for n in exporting if n not in every), key=lambda n: (-exporting[n], n))
+    whom = "The one vDSO" if len(images) == 1 else f"Each of the {len(images)} distinct vDSOs"
+    line = f"{whom} exports {_names(every) or 'no function'}"
+    if some:
+        line += "; some also " + _names([f"{n} ({exporting[n]})" for n in some])
+    return [plain_line(line, 600) + "."]
 
 
 def _count(value: object) -> Value:
@@ -287,6 +306,7 @@ def _listings(results: list[Result]) -> list[Listing]:
 
 def entry_points_section(results: list[Result]) -> Section:
     rows, missing, disagreements = [], [], []
+    compared = 0
     for result in results:
         eps = _libc_part(result, "entry_points", missing)
         row = [label_value(result)]
@@ -297,6 +317,7 @@ def entry_points_section(results: list[Result]) -> Section:
                 continue
             measured, entered = _measured(result, name)
             expected = _expected(result, name, klass) if klass else None
+            compared += expected is not None and entered is not None
             if expected is not None and entered is not None and expected != entered:
                 measured = dataclasses.replace(measured, text=f"{measured.text} (disagrees)",
                                                detail="disagrees", strong=True)
@@ -309,7 +330,19 @@ def entry_points_section(results: list[Result]) -> Section:
     for name in ENTRY_POINTS[1:]:
         columns += [name, "measured"]
         keys += [f"{name}_static", f"{name}_measured"]
-    notes = _missing_notes(missing)
+    # How to read the table: its notes (the page links the table, the notes go with it)
+    notes = [
+        "A static estimate from a bounded linear walk of each function's code. vDSO, else "
+        "syscall: an indirect call through a pointer loaded from data (where a libc keeps the "
+        "vDSO's address) plus a syscall on another path. IFUNC to vDSO: an IFUNC whose resolver "
+        "returns the vDSO's own function, so calls jump straight into the vDSO, with libc code "
+        "that makes the system call as the fallback. syscall: a syscall instruction and no such "
+        "call.",
+        "measured: what the probe counted for the same libc call in the same environment "
+        "(clock_gettime on CLOCK_MONOTONIC; syscall() itself is not timed); (disagrees) marks "
+        "a static reading the measurement contradicts (a vDSO route is expected to behave like "
+        "the vDSO symbol called directly there).",
+    ] + _missing_notes(missing)
     if disagreements:
         notes.append("Static reading and measurement disagree (the measurement is the truth; "
                      "the analysis misreads this code):")
@@ -320,18 +353,18 @@ def entry_points_section(results: list[Result]) -> Section:
         question="What a reading of each libc's code predicts for syscall(), clock_gettime, "
                  "gettimeofday and time, beside what the probe counted for the same call.",
         columns=columns, keys=keys, rows=rows, subjects=[r.subject for r in results],
-        notes=notes)
-    return Section("binary-entry-points", "How libc's entry points reach the kernel", [
-        "A static estimate from a bounded linear walk of each function's code. vDSO, else "
-        "syscall: an indirect call through a pointer loaded from data (where a libc keeps the "
-        "vDSO's address) plus a syscall on another path. IFUNC to vDSO: an IFUNC whose resolver "
-        "returns the vDSO's own function, so calls jump straight into the vDSO, with libc code "
-        "that makes the system call as the fallback. syscall: a syscall instruction and no such "
-        "call.",
-        "measured: what the probe counted for the same libc call in the same environment "
-        "(clock_gettime on CLOCK_MONOTONIC; syscall() itself is not timed); (disagrees) marks "
-        "a static reading the measurement contradicts (a vDSO route is expected to behave like "
-        "the vDSO symbol called directly there)."], [table], _listings(results))
+        notes=notes, on_page=False)  # a static reading: REPORT.md links it (its 40 KB budget)
+    intro = ["A static estimate, from each libc's code, of how syscall(), clock_gettime, "
+             "gettimeofday and time reach the kernel, beside what the probe counted."]
+    if disagreements:
+        intro.append(f"The static reading and the measurement disagree in {len(disagreements)} "
+                     f"of {compared} calls (the table's notes list them; the measurement is "
+                     "the truth).")
+    elif compared:
+        intro.append(f"The static reading agrees with the measurement in all {compared} calls "
+                     "where both exist.")
+    return Section("binary-entry-points", "How libc's entry points reach the kernel", intro,
+                   [table], _listings(results))
 
 
 def analysis_sections(results: list[Result]) -> list[Section]:

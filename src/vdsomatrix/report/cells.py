@@ -18,6 +18,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vdsomatrix.matrix import Build
 from vdsomatrix.results import machine_id
 from vdsomatrix.text import plain
 
@@ -27,6 +28,7 @@ MISSING = "—"  # the mark of a value a table needs and the document does not h
 ENTERS_KERNEL = 0.5
 # Above this a median is not a latency anyone measured; it is written compactly, not in full.
 LARGEST_PLAIN_NS = 1e12
+RUNTIMES_BUILD = str(Build.RUNTIMES)  # the build of an environment that runs only runtime rows
 
 
 # ----------------------------------------------------------------------- reading --------------
@@ -93,6 +95,9 @@ class Result:
         self.analysis_errors = [e for e in entries(part(self.analysis, "errors"))
                                 if isinstance(e, str)]
         self.machine = machine_of(self.doc)
+        # The language runtimes' rows (only in a runtime environment's result: see runtimes.py)
+        self.runtimes = [row for row in entries(self.doc.get("runtimes"))
+                         if isinstance(row, dict)]
         self.subject = None  # its model.Subject, given by the page
 
     @property
@@ -105,6 +110,14 @@ class Result:
 
     def text(self, *keys: str) -> str | None:
         return text(self.get(*keys))
+
+    @property
+    def runtime_only(self) -> bool:
+        """Whether this environment measured the language runtimes instead of the C rows
+        (``environment.build == "runtimes"``, or no C rows beside a ``runtimes`` list): its
+        place is the runtime section and the environment list, not the C tables."""
+        return self.environment.get("build") == RUNTIMES_BUILD or (
+            not self.calls and isinstance(self.doc.get("runtimes"), list))
 
     @property
     def run_status(self) -> str:

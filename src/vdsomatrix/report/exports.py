@@ -160,8 +160,10 @@ def render_markdown(report: Report, *, disassembly: str | None = DISASSEMBLY,
                 out.append(f"### {cell(table.title)}")
             out += [md_paragraph(table.question, 1000), table_markdown(table)]
         if linked:
-            out.append(("More tables, with the same rows:" if shown else "In a table of its "
-                        "own, a row per environment:") + "\n\n" + _links(linked, tables))
+            same = not any(t.fixed_layout for t in linked)
+            out.append(("More tables, with the same rows:" if shown and same else "More tables:"
+                        if shown else "In a table of its own, a row per environment:")
+                       + "\n\n" + _links(linked, tables))
         if section.listings and disassembly:
             out.append(wrapped(f"The syscall() wrapper of each distinct libc "
                                f"({len(section.listings)}), disassembled: "
@@ -287,7 +289,7 @@ def table_json(table: Table) -> dict[str, Any]:
     subjects = table.subjects or [None] * len(table.rows)
     return {
         "id": table.id, "title": table.title, "section": table.section,
-        "question": table.question, "on_page": table.on_page,
+        "question": table.question, "on_page": table.on_page, "layout": table.layout,
         "columns": [{"key": k, "title": c} for k, c in zip(table.keys, table.columns,
                                                            strict=False)],
         "notes": list(table.notes),

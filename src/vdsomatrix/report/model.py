@@ -34,11 +34,15 @@ The API, which renderers may rely on (it stays stable):
                  ("columns": transposed, a column per environment); render the part's
                  ``columns`` and ``rows`` literally. ``on_page``: False for reference tables
                  too detailed for the Markdown page (it links to their own files instead); other
-                 renderers may show them all.
+                 renderers may show them all. ``fixed_layout``: the table keeps its own
+                 ``layout`` whatever the report's (the runtime tables: a row per runtime call,
+                 a column per environment).
 ``Listing``      a disassembly: ``title``, ``environments`` and the plain ``lines``.
 ``Section``      ``id`` (one of ``SECTION_IDS``, stable: an anchor), ``title``, ``intro`` (plain
                  paragraphs), ``tables``, ``listings``. ``Report.sections`` holds the sections
-                 with tables (environments ... binary-entry-points); "at-a-glance", "glossary",
+                 with tables (environments ... binary-entry-points; "runtimes" only when a
+                 result is of a runtime environment, see ``OPTIONAL_SECTIONS``); "at-a-glance",
+                 "glossary",
                  "method" and "problems" are the Report's own fields, shown where
                  ``Report.shows(id)``.
 ``Finding``      one line of "at a glance": ``topic`` and ``text`` (plain), one sentence when
@@ -70,9 +74,12 @@ MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (
 # The sections, in page order. Their ids are anchors and --section names: they do not change.
 SECTION_IDS: tuple[str, ...] = (
     "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
-    "latency", "binary-symbols", "binary-census", "binary-usage", "binary-entry-points",
-    "method", "problems",
+    "latency", "runtimes", "binary-symbols", "binary-census", "binary-usage",
+    "binary-entry-points", "method", "problems",
 )
+# Sections a report has only when its results call for them: "runtimes" when any result is of a
+# runtime environment (the language runtimes' rows).
+OPTIONAL_SECTIONS: tuple[str, ...] = ("runtimes",)
 # (group id, title): the rows of every per-environment table, in this order.
 GROUPS: tuple[tuple[str, str], ...] = (
     ("native", "Host and containers (this machine's kernel)"),
@@ -129,6 +136,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     layout: Layout = "rows"
     on_page: bool = True
+    fixed_layout: bool = False
 
     def parts(self) -> list[tuple[str, str, Table]]:
         """What a renderer shows: ``(group id, group title, table)`` for each group of rows
@@ -148,7 +156,12 @@ class Table:
 
     def _shown(self, rows: list[list[Value]], subjects: list[Subject | None]) -> Table:
         part = dataclasses.replace(self, rows=rows, subjects=subjects, layout="rows")
-        return part.transposed() if self.layout == "columns" else part
+        if self.layout != "columns":
+            return part
+        shown = part.transposed()
+        if self.fixed_layout:  # a row per call: one that no environment of this group has goes
+            shown.rows = [row for row in shown.rows if not all(v.missing for v in row[1:])]
+        return shown
 
     def transposed(self) -> Table:
         """A row per column of this table and a column per row: the "columns" layout, as
@@ -228,8 +241,9 @@ class Report:
 
     def with_layout(self, layout: Layout) -> Report:
         """This report with every table shown in ``layout`` (the data stays as it is)."""
-        sections = [dataclasses.replace(s, tables=[dataclasses.replace(t, layout=layout)
-                                                   for t in s.tables]) for s in self.sections]
+        sections = [dataclasses.replace(s, tables=[
+            t if t.fixed_layout else dataclasses.replace(t, layout=layout) for t in s.tables])
+            for s in self.sections]
         return dataclasses.replace(self, sections=sections, layout=layout)
 
     def only(self, section_ids: list[str] | None) -> Report:

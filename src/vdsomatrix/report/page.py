@@ -16,7 +16,7 @@ from typing import Any
 
 from vdsomatrix import __version__
 from vdsomatrix.matrix import BackendName
-from vdsomatrix.report import measurements
+from vdsomatrix.report import measurements, runtimes
 from vdsomatrix.report.binary import analysis_sections
 from vdsomatrix.report.cells import (
     Result,
@@ -89,6 +89,8 @@ def summary(results: list[Result]) -> list[Finding]:
     """The answers in a few lines, each computed from the measured rows (no expectations), with
     the same counted-mechanism rules as the tables below."""
     probed = [r for r in results if r.calls]
+    if not probed:  # no C rows at all (only runtime environments): nothing to say here
+        return []
     found = []
     with_vdso = [r for r in probed if r.get("vdso", "present") is True]
     without = [r for r in probed if r not in with_vdso]
@@ -246,6 +248,7 @@ def meta(results: list[Result], machines: list[str]) -> dict[str, Any]:
             "group": r.subject.group,
             "emulated": r.emulated,
             "status": plain_line(r.run_status, 40),
+            "build": plain_line(r.get("environment", "build"), 40) or None,
             "description": plain_line(r.get("environment", "description"), 300) or None,
             "started": plain_line(r.get("run", "started"), 40) or None,
             "seconds": number(r.get("run", "seconds")),
@@ -283,20 +286,31 @@ def assemble(docs: Any, *, order: list[str] | None = None,
     results = ordered(read_results(list(docs) if isinstance(docs, list | tuple) else []), order)
     machines = name_subjects(results)
     several = len(machines) > 1
+    # Runtime environments measure no C rows: they are in the environment list and the runtime
+    # section, and in none of the C tables, figures or the census (no empty rows or columns).
+    measured = [r for r in results if not r.runtime_only]
+    runtime_envs = [r for r in results if r.runtime_only]
     broken: list[Problem] = []
     sections: list[Section] = []
+    # a report of runtime environments alone has no C sections (they would have no rows)
+    c_sections = bool(measured) or not runtime_envs
     for section_id, build in (
         ("environments", lambda: measurements.identity_tables(results, several)),
-        ("vdso", lambda: [measurements.vdso_table(results)]),
-        ("vsyscall", lambda: [measurements.vsyscall_table(results)]),
-        ("syscall-cost", lambda: [measurements.syscall_cost_table(results)]),
-        ("speedup", lambda: [measurements.speedup_table(results)]),
-        ("latency", lambda: measurements.latency_tables(results)),
+        ("vdso", lambda: [measurements.vdso_table(measured)]),
+        ("vsyscall", lambda: [measurements.vsyscall_table(measured)]),
+        ("syscall-cost", lambda: [measurements.syscall_cost_table(measured)]),
+        ("speedup", lambda: [measurements.speedup_table(measured)]),
+        ("latency", lambda: measurements.latency_tables(measured)),
     ):
-        sections += _guarded(section_id, SECTION_TITLES[section_id],
-                             _table_section(section_id, build), broken)
-    sections += _guarded("binary-symbols", "Binary analysis",
-                         lambda: analysis_sections(results), broken)
+        if c_sections or section_id == "environments":
+            sections += _guarded(section_id, SECTION_TITLES[section_id],
+                                 _table_section(section_id, build), broken)
+    if runtime_envs:
+        sections += _guarded(runtimes.SECTION_ID, runtimes.TITLE,
+                             lambda: [runtimes.section(runtime_envs)], broken)
+    if c_sections:
+        sections += _guarded("binary-symbols", "Binary analysis",
+                             lambda: analysis_sections(measured), broken)
 
     def guarded_list(build: Callable[[], list], what: str) -> list:
         try:
@@ -306,6 +320,10 @@ def assemble(docs: Any, *, order: list[str] | None = None,
             return []
 
     glossary = GLOSSARY + ([MACHINE_TERM] if several else [])
+    if runtime_envs:  # the runtimes' rows count system calls only
+        glossary = [Term(t.term, t.definition.removesuffix(".") + "; the language runtimes' "
+                         "traps are not counted at all.") if t.term == "no syscall" else t
+                    for t in glossary]
     where = f" on {len(machines)} machines ({', '.join(machines)})" if several else ""
     return Report(
         title="vdsomatrix report",
@@ -314,10 +332,12 @@ def assemble(docs: Any, *, order: list[str] | None = None,
                f"questions are those that close {ARTICLE}: the vDSO and the vsyscall page are "
                "the kernel's ways of answering a few calls (the clocks, getcpu) without a system "
                "call; how to read the tables follows the answers."),
-        summary=guarded_list(lambda: summary(results), "summary"),
+        summary=guarded_list(lambda: summary(measured), "summary")
+        + guarded_list(lambda: runtimes.findings(runtime_envs), "runtimes summary"),
         glossary=glossary,
         sections=sections,
-        method_lines=guarded_list(lambda: method_lines(results), "method"),
+        method_lines=guarded_list(lambda: method_lines(measured), "method")
+        if c_sections else [],  # the runtime section says its own method
         problems=guarded_list(lambda: problems(
             results, [text(p) or "" for p in load_problems or []]), "problems") + broken,
         meta=(guarded_list(lambda: [meta(results, machines)], "metadata") or [{}])[0],

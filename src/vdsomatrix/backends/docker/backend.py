@@ -16,9 +16,10 @@ from typing import Any
 
 from vdsomatrix import contract
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
-from vdsomatrix.backends.docker import images, leftovers
+from vdsomatrix.backends.docker import images, leftovers, runtimes
 from vdsomatrix.backends.docker.container import (
     MEM_LIMIT,
+    RUNTIMES_MEM_LIMIT,
     ContainerRun,
     container_kwargs,
     exit_reason,
@@ -94,11 +95,18 @@ class DockerBackend(Backend):
             return Availability(False, str(exc))
         return Availability(True)
 
+    @staticmethod
+    def _images(env: Environment):
+        """The module that builds and names the image ``env`` runs: the probe image, or the
+        probe image plus the runtime layer (runtimes.py)."""
+        return runtimes if env.runtimes else images
+
     def availability(self, env: Environment) -> Availability:
         try:
             suite = self._userland(env)
             with self._engine(PING_TIMEOUT) as client:
-                built, reason = images.image_status(suite, client=client, root=self._root)
+                built, reason = self._images(env).image_status(suite, client=client,
+                                                               root=self._root)
         except EnvironmentUnavailable as exc:
             return Availability(False, str(exc))
         return Availability(built, "" if built else reason)
@@ -106,14 +114,15 @@ class DockerBackend(Backend):
     def prepare(self, env: Environment, *, rebuild: bool = False, log=print) -> None:
         suite = self._userland(env)
         with self._engine(LONG_TIMEOUT) as client:
-            images.ensure_probe_image(suite, rebuild=rebuild, log=log, client=client,
-                                      root=self._root)
+            self._images(env).ensure_image(suite, rebuild=rebuild, log=log, client=client,
+                                           root=self._root)
 
     def fingerprint(self, env: Environment) -> str | None:
         # The probe image's tag is a hash of its recipe and the probe sources; the id names the
         # bytes that were built from it (a rebuild under the same tag changes it).
         with self._engine(PING_TIMEOUT) as client:
-            image = find_image(client, images.probe_image_tag(self._userland(env), root=self._root))
+            image = find_image(client, self._images(env).image_tag(self._userland(env),
+                                                                   root=self._root))
         return f"docker:{image.id}:{env.build}:{os.uname().release}" if image else None
 
     def clean(self, *, images: bool = False, log=print) -> None:
@@ -134,7 +143,7 @@ class DockerBackend(Backend):
         try:
             suite = self._userland(env)
             with self._engine(API_TIMEOUT) as client:
-                tag = images.probe_image_tag(suite, root=self._root)
+                tag = self._images(env).image_tag(suite, root=self._root)
                 try:
                     image = find_image(client, tag)
                 except Exception as exc:
@@ -144,23 +153,29 @@ class DockerBackend(Backend):
                     return outcome("failed", [f"{NOT_BUILT} ({tag} missing)"], document=None)
                 remaining = deadline - (time.monotonic() - started)
                 kwargs = container_kwargs(env.name, image.id, self._probe_argv(env, deadline),
-                                          lifetime=remaining + SELF_KILL_GRACE)
+                                          lifetime=remaining + SELF_KILL_GRACE,
+                                          runtimes=env.runtimes)
                 run = run_container(client, kwargs, timeout=remaining,
                                     stdout_cap=contract.MAX_OUTPUT, log=log)
                 engine = _engine_version(client)
         except EnvironmentUnavailable as exc:
             return outcome("failed", [str(exc)], document=None)
-        return outcome(**self._judge(run, deadline),
+        limit = RUNTIMES_MEM_LIMIT if env.runtimes else MEM_LIMIT
+        return outcome(**self._judge(run, deadline, limit),
                        identity={"image": {"tag": tag, "id": image.id}, "engine": engine})
 
     def _probe_argv(self, env: Environment, deadline: float) -> list[str]:
-        return contract.probe_argv(
-            python="python3", probe=contract.PROBE_IN_IMAGE,
-            helper=contract.HELPER_IN_IMAGE.format(build=env.build), name=env.name,
-            backend=self.name, budget=contract.helper_budget(deadline, self.startup_allowance))
+        common = dict(python="python3", probe=contract.PROBE_IN_IMAGE, name=env.name,
+                      backend=self.name,
+                      budget=contract.helper_budget(deadline, self.startup_allowance))
+        if env.runtimes:
+            return contract.runtimes_argv(runtimes=contract.RUNTIMES_IN_IMAGE,
+                                          syscount=contract.SYSCOUNT_IN_IMAGE, **common)
+        return contract.probe_argv(helper=contract.HELPER_IN_IMAGE.format(build=env.build),
+                                   **common)
 
     @staticmethod
-    def _judge(run: ContainerRun, deadline: float) -> dict[str, Any]:
+    def _judge(run: ContainerRun, deadline: float, limit: str = MEM_LIMIT) -> dict[str, Any]:
         """What a finished container run means: status, errors, the document, the log tail."""
         tail = log_tail(run.stderr)
         if run.timed_out:
@@ -175,7 +190,7 @@ class DockerBackend(Backend):
         if run.exit_code != 0:
             why = exit_reason(run.exit_code if run.exit_code is not None else -1)
             if run.oom_killed:
-                why += f" (out of memory: the container's limit is {MEM_LIMIT})"
+                why += f" (out of memory: the container's limit is {limit})"
             return dict(status="crashed", document=None, log_tail=tail,
                         errors=[f"the probe {why}", *run.errors])
         parsed = contract.parse_output(run.stdout, "the probe's stdout")

@@ -61,6 +61,11 @@ CAPABILITIES: tuple[str, ...] = ()  # added back after cap_drop=["ALL"]: none, s
 USER = "65534:65534"  # nobody:nogroup, in every Debian base-passwd; numeric, so no lookup
 MEM_LIMIT = "512m"
 PIDS_LIMIT = 128
+# A JVM sizes its heap from the container's limit and starts a dozen threads at least; the C
+# helper needs neither. Runtime environments alone get more (a JVM that still cannot start says
+# so in its row).
+RUNTIMES_MEM_LIMIT = "1536m"
+RUNTIMES_PIDS_LIMIT = 512
 TMPFS_TMP = "rw,noexec,nosuid,nodev,size=16m,mode=1777"
 STDERR_KEEP = 64 * 1024  # bytes of stderr kept (the end of it) for log_tail
 LOG_TAIL_LINES = 40
@@ -73,7 +78,7 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
 def container_kwargs(env_name: str, image: str, command: list[str], *,
-                     lifetime: float) -> dict[str, Any]:
+                     lifetime: float, runtimes: bool = False) -> dict[str, Any]:
     """Arguments of ``client.containers.create`` for one probe container running ``command``,
     which kills itself ``lifetime`` seconds after it starts.
 
@@ -102,9 +107,9 @@ def container_kwargs(env_name: str, image: str, command: list[str], *,
         "cap_drop": ["ALL"],
         **({"cap_add": list(CAPABILITIES)} if CAPABILITIES else {}),
         "security_opt": ["no-new-privileges"],
-        "mem_limit": MEM_LIMIT,
-        "memswap_limit": MEM_LIMIT,
-        "pids_limit": PIDS_LIMIT,
+        "mem_limit": RUNTIMES_MEM_LIMIT if runtimes else MEM_LIMIT,
+        "memswap_limit": RUNTIMES_MEM_LIMIT if runtimes else MEM_LIMIT,
+        "pids_limit": RUNTIMES_PIDS_LIMIT if runtimes else PIDS_LIMIT,
         "ulimits": [Ulimit(name="core", soft=0, hard=0)],
         "log_config": LogConfig(type="none"),
         "auto_remove": False,

@@ -260,3 +260,8 @@ def image_status(suite: Suite, *, client=None, root: Path | None = None) -> tupl
         return False, str(exc)
     except Exception as exc:  # the engine went away between ping and query
         return False, NO_ENGINE.format(detail=one_line(exc))
+
+
+# The names the docker backend uses for either kind of image (runtimes.py has the same three).
+image_tag = probe_image_tag
+ensure_image = ensure_probe_image

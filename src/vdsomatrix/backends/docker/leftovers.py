@@ -96,13 +96,23 @@ def remove_orphan_containers(client, log: Log = print) -> int:
     return removed
 
 
+# In a suite's current tags: its runtime image's tag cannot be told here, keep every one.
+_ANY_RUNTIMES = "*"
+
+
 def _current_tags(labels: dict[str, str], root: Path | None,
                   known: dict[tuple[str, str], set[str]]) -> set[str]:
     """The tags the current recipe and probe sources give the suite an image was built for."""
+    from vdsomatrix.backends.docker import runtimes  # it builds on images.py, as this does
+
     key = (labels.get(f"{LABEL}.suite", ""), labels.get(f"{LABEL}.script", ""))
     if key not in known:
         suite = Suite(*key)
         known[key] = {base_image_tag(suite), probe_image_tag(suite, root=root)}
+        # The runtime image's tag covers the packages the suite's index offered when it was
+        # last read; without that record (never built here), every runtime tag is kept.
+        selection = runtimes.cached_selection(suite)
+        known[key].add(runtimes.tag_for(suite, selection, root) if selection else _ANY_RUNTIMES)
     return known[key]
 
 
@@ -111,7 +121,9 @@ def remove_stale_images(client, *, root: Path | None = None, log: Log = print) -
     import docker.errors
 
     known: dict[tuple[str, str], set[str]] = {}
-    ours = (f"{BASE_REPO}:", f"{PROBE_REPO}:")
+    from vdsomatrix.backends.docker.runtimes import RUNTIMES_REPO
+
+    ours = (f"{BASE_REPO}:", f"{PROBE_REPO}:", f"{RUNTIMES_REPO}:")
     doomed: list[tuple[str, str]] = []  # (what to remove, why)
     now = time.time()
     for summary in client.api.images(filters={"label": f"{LABEL}.kind"}):
@@ -122,10 +134,13 @@ def remove_stale_images(client, *, root: Path | None = None, log: Log = print) -
             continue
         current = _current_tags(summary.get("Labels") or {}, root, known)
         doomed += [(tag, "an old recipe or probe") for tag in tags
-                   if tag.startswith(ours) and tag not in current]
+                   if tag.startswith(ours) and tag not in current
+                   and not (tag.startswith(RUNTIMES_REPO) and _ANY_RUNTIMES in current)]
     removed = 0
-    # Probe images before bases: a base cannot go while an image built on it remains.
-    for ref, why in sorted(doomed, key=lambda item: not item[0].startswith(PROBE_REPO)):
+    # Runtime images, then probe images, then bases: an image cannot go while one built on it
+    # remains.
+    layer = {RUNTIMES_REPO: 0, PROBE_REPO: 1}
+    for ref, why in sorted(doomed, key=lambda item: layer.get(item[0].split(":")[0], 2)):
         try:
             client.api.remove_image(ref, noprune=False)
         except docker.errors.NotFound:

@@ -97,6 +97,17 @@ def qemu_argv(
 # --- small helpers ---------------------------------------------------------------------------
 
 
+def guest_memory_mb(initrd_bytes: int, floor: int = MEMORY_MB) -> int:
+    """RAM for a guest booting an initramfs of ``initrd_bytes``.
+
+    The packed archive stays in RAM until it is unpacked, the unpacked files live in RAM, and the
+    kernel needs room besides: a 420 MB archive failed to unpack ("Initramfs unpacking failed:
+    write error", then no root file system) with 1352 MB and unpacked with 1394 MB. Three times
+    the archive plus 512 MB leaves the margin (and the room a JVM's heap takes).
+    """
+    return max(floor, 3 * (initrd_bytes >> 20) + 512)
+
+
 def _tail(path: Path, lines: int = CONSOLE_TAIL) -> list[str]:
     """The last lines of a console log, as plain printable text."""
     text = workdirs.read_tail(path, 64 << 10).decode("utf-8", "replace").replace("\r", "")
@@ -150,6 +161,8 @@ class QemuBackend(Backend):
     name = BackendName.QEMU
     shares_host_cpu = False
     default_deadline = 240.0
+    # A JVM starts in seconds under TCG, and a runtime environment starts about 40 processes.
+    runtimes_deadline = 1200.0
     # Booting under TCG before the probe starts, and writing its result out afterwards.
     startup_allowance = 60.0
 
@@ -187,10 +200,10 @@ class QemuBackend(Backend):
                 )  # fmt: skip
         except BadInput as exc:
             return Availability(False, str(exc))
-        if self.initramfs.cached(suite) is None:
-            from vdsomatrix.backends.docker.images import image_status
+        if self.initramfs.cached(suite, runtimes=env.runtimes) is None:
+            from vdsomatrix.backends.docker import images, runtimes
 
-            built, reason = image_status(suite)
+            built, reason = (runtimes if env.runtimes else images).image_status(suite)
             if not built:
                 return Availability(False, f"no initramfs for {suite.name} and {reason}")
         return Availability(True)
@@ -201,14 +214,15 @@ class QemuBackend(Backend):
         suite, kernel = _parts(env)
         guest.check_cmdline(env)  # refuses reserved words before anything is built
         kernels.fetch_kernel(kernel, refresh=rebuild, log=log)
-        self.initramfs.prepare(suite, rebuild=rebuild, log=log)
+        self.initramfs.prepare(suite, runtimes=env.runtimes, rebuild=rebuild, log=log)
 
     def fingerprint(self, env: Environment) -> str | None:
         # The kernel package and the initramfs (its name covers the probe image, which covers
         # the probe sources, and the recipe with /init), and what the command line adds.
         try:
             suite, spec = _parts(env)
-            kernel, initrd = kernels.cached_kernel(spec), self.initramfs.cached(suite)
+            kernel = kernels.cached_kernel(spec)
+            initrd = self.initramfs.cached(suite, runtimes=env.runtimes)
         except BadInput:
             return None
         chosen = accel.known_accel(self.qemu)
@@ -235,7 +249,8 @@ class QemuBackend(Backend):
             if not self.can_start().ok:
                 raise EnvironmentUnavailable(INSTALL_QEMU)
             kernel = kernels.fetch_kernel(spec, log=log)  # the cached one, when there is one
-            initrd = self.initramfs.cached(suite) or self.initramfs.prepare(suite, log=log)
+            initrd = (self.initramfs.cached(suite, runtimes=env.runtimes)
+                      or self.initramfs.prepare(suite, runtimes=env.runtimes, log=log))
         except VdsomatrixError as exc:
             return ProbeOutcome(None, "failed", [str(exc)], seconds=time.monotonic() - started)
 
@@ -245,7 +260,7 @@ class QemuBackend(Backend):
                              result=None)  # fmt: skip
 
         chosen = accel.detect_accel(self.qemu, kvm_try_argv, log=log)
-        memory = max(self.memory_mb, 2 * (initrd.stat().st_size >> 20) + 512)
+        memory = guest_memory_mb(initrd.stat().st_size, self.memory_mb)
         with workdirs.owned_tempdir(f"{WORK_PREFIX}{env.name}-") as work, _host_cpu() as cpu:
             argv = qemu_argv(
                 qemu=self.qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,

@@ -96,18 +96,22 @@ FALLBACK_BUDGET = 60
 _VARIABLE = re.compile(r"\$\{(?:name|build|budget)\}")
 
 
-def probe_command() -> str:
-    """The probe's command line (contract.probe_argv) as a line of POSIX shell.
+def probe_command(*, runtimes: bool = False) -> str:
+    """The probe's command line (contract.probe_argv, or contract.runtimes_argv for the
+    ``runtimes`` build) as a line of POSIX shell.
 
     Every argument is double-quoted; the per-guest values are the variables ``${name}``,
     ``${build}`` and ``${budget}``, checked by /init before use. Nothing else in an argument may
     mean anything to the shell inside double quotes.
     """
-    argv = contract.probe_argv(
-        python="python3", probe=contract.PROBE_IN_IMAGE,
-        helper=contract.HELPER_IN_IMAGE.format(build="${build}"), name="${name}",
-        backend=BackendName.QEMU, budget="${budget}",
-    )  # fmt: skip
+    common = dict(python="python3", probe=contract.PROBE_IN_IMAGE, name="${name}",
+                  backend=BackendName.QEMU, budget="${budget}")
+    if runtimes:
+        argv = contract.runtimes_argv(runtimes=contract.RUNTIMES_IN_IMAGE,
+                                      syscount=contract.SYSCOUNT_IN_IMAGE, **common)
+    else:
+        argv = contract.probe_argv(helper=contract.HELPER_IN_IMAGE.format(build="${build}"),
+                                   **common)
     for arg in map(str, argv):
         literal = _VARIABLE.sub("", arg)
         if any(ch in literal for ch in '"\\`$'):
@@ -167,7 +171,11 @@ cmdline=$(cat /proc/cmdline)
 
 say "running the probe ($build, helper budget ${budget}s) for $name on $(uname -r)"
 out=/tmp/vdsomatrix-result.json
-@PROBE_COMMAND@ >"$out"
+if [ "$build" = @RUNTIMES@ ]; then
+    @RUNTIMES_COMMAND@ >"$out"
+else
+    @PROBE_COMMAND@ >"$out"
+fi
 rc=$?
 say "probe exited with status $rc"
 
@@ -187,7 +195,9 @@ halt_guest
 
 def render_init_script() -> str:
     return (_INIT_TEMPLATE.replace("@READ_PARAMETERS@", READ_PARAMETERS.rstrip("\n"))
-            .replace("@PROBE_COMMAND@", probe_command()))
+            .replace("@PROBE_COMMAND@", probe_command())
+            .replace("@RUNTIMES_COMMAND@", probe_command(runtimes=True))
+            .replace("@RUNTIMES@", str(Build.RUNTIMES)))
 
 
 INIT_SCRIPT = render_init_script()

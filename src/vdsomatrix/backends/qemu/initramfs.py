@@ -11,7 +11,8 @@ Cache layout, under ``<cache>/initramfs``::
     <suite>.json                                              pointer: the file the suite boots
     .<suite>.lock                                             held while either changes
 
-``_`` never occurs in a suite name, so a file belongs to exactly one suite. Once built, an
+``<suite>`` is ``<suite>-runtimes`` for a runtime image (userland_key). ``_`` never occurs in
+either, so a file belongs to exactly one of them. Once built, an
 initramfs boots without the Docker engine.
 """
 
@@ -188,6 +189,19 @@ def _default_image_for(suite: Suite, rebuild: bool, log) -> str:
     return ensure_probe_image(suite, rebuild=rebuild, log=log)
 
 
+def _default_runtime_image_for(suite: Suite, rebuild: bool, log) -> str:
+    """The runtime image tag of ``suite`` (its probe image plus the runtime layer)."""
+    from vdsomatrix.backends.docker.runtimes import ensure_image
+
+    return ensure_image(suite, rebuild=rebuild, log=log)
+
+
+def userland_key(suite: Suite, runtimes: bool = False) -> str:
+    """The name an initramfs is cached under: the suite, or ``<suite>-runtimes`` for the runtime
+    image (``_`` never occurs in either)."""
+    return f"{suite.name}-runtimes" if runtimes else suite.name
+
+
 def _default_client():
     from vdsomatrix.backends.docker.engine import docker_client
 
@@ -203,10 +217,13 @@ class InitramfsCache:
         *,
         image_for: Callable[[Suite, bool, Any], str] | None = None,
         client_factory: Callable[[], Any] | None = None,
+        runtime_image_for: Callable[[Suite, bool, Any], str] | None = None,
     ):
-        """``image_for(suite, rebuild, log)`` gives the tag of the probe image (built if needed);
-        ``client_factory()`` a Docker client. Both default to the docker backend's."""
+        """``image_for(suite, rebuild, log)`` gives the tag of the probe image (built if needed),
+        ``runtime_image_for`` the same for the runtime image; ``client_factory()`` a Docker
+        client. All default to the docker backend's."""
         self.image_for = image_for or _default_image_for
+        self.runtime_image_for = runtime_image_for or _default_runtime_image_for
         self.client_factory = client_factory or _default_client
         self._lock = threading.Lock()
         self._prepared: dict[str, Path] = {}  # suite -> initramfs prepared by this process
@@ -224,13 +241,14 @@ class InitramfsCache:
     def _suite_lock(self, suite: str) -> Path:
         return self.folder() / f".{suite}.lock"
 
-    def cached(self, suite: Suite) -> Path | None:
+    def cached(self, suite: Suite, *, runtimes: bool = False) -> Path | None:
         """The initramfs ``suite`` boots now, if there is one (no engine needed)."""
+        key = userland_key(suite, runtimes)
         with self._lock:
-            path = self._prepared.get(suite.name)
+            path = self._prepared.get(key)
         if path and path.is_file():
             return path
-        return self._pointed(suite.name)
+        return self._pointed(key)
 
     def _pointed(self, suite: str) -> Path | None:
         """The existing file that ``suite``'s pointer names."""
@@ -243,33 +261,36 @@ class InitramfsCache:
         path = self.folder() / key.file_name
         return path if path.is_file() else None
 
-    def prepare(self, suite: Suite, *, rebuild: bool = False, log=print) -> Path:
-        """The initramfs of ``suite``'s current probe image, built if missing (or ``rebuild``).
+    def prepare(self, suite: Suite, *, runtimes: bool = False, rebuild: bool = False,
+                log=print) -> Path:
+        """The initramfs of ``suite``'s current probe image (with ``runtimes``, its runtime
+        image), built if missing (or ``rebuild``).
 
         Without a Docker engine, the one last built is used (and said so).
         """
         asked_at = time.monotonic()
+        name = userland_key(suite, runtimes)
         if not rebuild:
             with self._lock:
-                known = self._prepared.get(suite.name)
+                known = self._prepared.get(name)
             if known and known.is_file():
                 return known
         try:
-            tag = self.image_for(suite, rebuild, log)
+            tag = (self.runtime_image_for if runtimes else self.image_for)(suite, rebuild, log)
             client = self.client_factory()
             try:
                 image_id = client.images.get(tag).id
             finally:
                 client.close()
         except EnvironmentUnavailable:
-            cached = None if rebuild else self.cached(suite)
+            cached = None if rebuild else self.cached(suite, runtimes=runtimes)
             if cached is None:
                 raise
             log(f"qemu: no Docker engine; booting the cached initramfs {cached.name}")
             return cached
-        key = CacheKey(suite.name, image_id.split(":")[-1][:12], initramfs_recipe_hash())
+        key = CacheKey(name, image_id.split(":")[-1][:12], initramfs_recipe_hash())
         path = self.folder() / key.file_name
-        with file_lock(self._suite_lock(suite.name)):
+        with file_lock(self._suite_lock(name)):
             with self._lock:
                 fresh = self._built_at.get(path, float("-inf")) > asked_at
             if not path.is_file() or (rebuild and not fresh):
@@ -281,10 +302,10 @@ class InitramfsCache:
                 with self._lock:
                     self._built_at[path] = time.monotonic()
                 self._point_to(key, tag, image_id, stats, log)
-            elif self._pointed(suite.name) != path:  # built before, by another run
+            elif self._pointed(name) != path:  # built before, by another run
                 self._point_to(key, tag, image_id, {}, log)
         with self._lock:
-            self._prepared[suite.name] = path
+            self._prepared[name] = path
         return path
 
     def _point_to(self, key: CacheKey, tag: str, image_id: str, stats: dict, log) -> None:
