@@ -449,6 +449,26 @@ def test_clean_images_removes_old_tags_and_keeps_current_ones():
                for m in messages)
 
 
+@pytest.mark.parametrize("known", [True, False])
+def test_clean_images_removes_old_runtime_layers_only_when_their_current_tag_is_known(
+        monkeypatch, known):
+    from vdsomatrix.backends.docker import runtimes
+
+    selection = runtimes.Selection(suite="bookworm", java_shipped=(17,), java_default=17,
+                                   java_measured=(17,), node="nodejs", go="golang-go")
+    monkeypatch.setattr(runtimes, "cached_selection", lambda suite: selection if known else None)
+    current = runtimes.tag_for(BOOKWORM, selection, None)
+    old = "vdsomatrix-runtimes:bookworm-000000000000"
+    probe = images.probe_image_tag(BOOKWORM)
+    image_list = [_image("sha256:r1", [current], kind="runtimes"),
+                  _image("sha256:r2", [old], kind="runtimes"),
+                  _image("sha256:p1", [probe])]
+    client = FakeClient(image_list=image_list)
+    backend_with(client).clean(images=True, log=lambda m: None)
+    # Without the record of what the suite's index offered, no runtime tag can be called old.
+    assert client.removed_images == ([old] if known else [])
+
+
 # ------------------------------------------------------------------------------- engine ------
 
 # Runs inside a probe container and reports what the confinement looks like from within.
