@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -37,18 +38,28 @@ from runtime_rows import dpkg_version
 
 SCHEMA = "vdsomatrix/1"
 AT_NULL, AT_BASE, AT_SYSINFO_EHDR, AT_HWCAP2 = 0, 7, 33, 26
+AT_SYSINFO = 32  # i386 only: the address of the vDSO's __kernel_vsyscall
 AUXV_NAMES = {3: "AT_PHDR", 6: "AT_PAGESZ", 7: "AT_BASE", 16: "AT_HWCAP", 17: "AT_CLKTCK",
-              25: "AT_RANDOM", 26: "AT_HWCAP2", 33: "AT_SYSINFO_EHDR", 51: "AT_MINSIGSTKSZ"}
+              25: "AT_RANDOM", 26: "AT_HWCAP2", 32: "AT_SYSINFO", 33: "AT_SYSINFO_EHDR",
+              51: "AT_MINSIGSTKSZ"}
+# This process's word size: the kernel writes auxv in the process's own ABI (4-byte words for a
+# 32-bit python3 in an i386 userland, even on a 64-bit kernel).
+WORD = struct.calcsize("P")
+X86_MACHINES = ("x86_64", "amd64", "i386", "i486", "i586", "i686")
 MAX_ARTEFACT = 8 << 20  # the host analyses no more (analysis/artefacts.py); a libc is ~2 MB
 
 
 # ----------------------------------------------------------------------------- parsers --------
 
-def parse_auxv(data, word=8):
+def parse_auxv(data, word=None):
     """Auxiliary vector entries as {type: value} up to AT_NULL.
 
+    ``word`` is the size of one auxv word, 8 or 4 bytes (default: this process's, WORD).
     A trailing partial entry is ignored and reported; a missing AT_NULL terminator is reported.
     """
+    word = word or WORD
+    if word not in (4, 8):
+        raise ValueError("auxv word size must be 4 or 8, not %r" % (word,))
     problems = []
     entries = {}
     pair = 2 * word
@@ -66,6 +77,14 @@ def parse_auxv(data, word=8):
     if not terminated:
         problems.append("auxv: no AT_NULL terminator in %d bytes" % len(data))
     return entries, problems
+
+
+def own_abi(machine, word=None):
+    """This process's ABI, "x86_64" or "i386", from its word size on an x86 machine (uname says
+    x86_64 to a 32-bit process on a 64-bit kernel); None elsewhere."""
+    if machine not in X86_MACHINES:
+        return None
+    return "x86_64" if (word or WORD) == 8 else "i386"
 
 
 def parse_maps(text):
@@ -218,7 +237,7 @@ def own_libc(mappings, auxv):
     for m in mappings:
         base = os.path.basename(m["path"])
         if "path" not in libc and (base == "libc.so.6" or re.match(r"libc-[0-9.]+\.so$", base) or
-                                   base.startswith("ld-musl-") or base == "libc.musl-x86_64.so.1"):
+                                   base.startswith("ld-musl-") or base.startswith("libc.musl-")):
             libc["path"] = m["path"]
         if auxv.get(AT_BASE) and m["start"] == auxv[AT_BASE] and m["path"].startswith("/"):
             libc["ldso_path"] = m["path"]
@@ -238,6 +257,52 @@ def own_libc(mappings, auxv):
     return libc
 
 
+# The smallest i386 program: an ELF32 header, one PT_LOAD segment, and exit(0) through
+# int $0x80 (mov $1, %eax; xor %ebx, %ebx; int $0x80). Whether this kernel runs 32-bit code is
+# found out by running it, not by reading the kernel's configuration: ia32_emulation=0 (6.7+)
+# or a kernel without IA32 emulation refuses the exec with ENOEXEC.
+I386_LOAD = 0x08048000
+I386_CODE = bytes.fromhex("b801000000" "31db" "cd80")
+I386_EXIT0 = (
+    b"\x7fELF\x01\x01\x01" + bytes(9)
+    + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, I386_LOAD + 84, 52, 0, 0, 52, 32, 1, 0, 0, 0)
+    + struct.pack("<IIIIIIII", 1, 0, I386_LOAD, I386_LOAD, 84 + len(I386_CODE),
+                  84 + len(I386_CODE), 5, 0x1000)
+    + I386_CODE
+)
+
+
+def ia32_exec(errors):
+    """Whether a 32-bit program runs here: {"runs": bool, "error": text or None}.
+
+    The program is written to a memfd and run through /proc/self/fd, so a /tmp mounted noexec
+    (the containers' is) does not decide the answer. None in a 32-bit process (it is one).
+    """
+    if WORD == 4:
+        return None
+    try:
+        fd = os.memfd_create("vdsomatrix-i386-exit0", 0)
+    except (AttributeError, OSError) as exc:
+        errors.append("ia32 check: no memfd (%s)" % exc)
+        return None
+    try:
+        os.write(fd, I386_EXIT0)
+        done = subprocess.run(["/proc/self/fd/%d" % fd], pass_fds=(fd,), timeout=10,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno, "errno %s" % exc.errno)
+        return {"runs": False, "error": "%s: %s" % (name, exc.strerror)}
+    except subprocess.TimeoutExpired:
+        return {"runs": False, "error": "did not exit within 10 s"}
+    finally:
+        os.close(fd)
+    if done.returncode == 0:
+        return {"runs": True, "error": None}
+    how = ("killed by signal %d" % -done.returncode if done.returncode < 0
+           else "exited %d" % done.returncode)
+    return {"runs": False, "error": "the exec worked, the program " + how}
+
+
 def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None):
     errors = []
     started = time.monotonic()
@@ -250,7 +315,7 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None)
             auxv_raw = fh.read()
     except OSError as exc:
         errors.append("cannot read /proc/self/auxv: %s" % (exc.strerror or exc))
-    auxv, problems = parse_auxv(auxv_raw)
+    auxv, problems = parse_auxv(auxv_raw, WORD)
     errors.extend(problems)
     maps_text = read_text("/proc/self/maps", errors) or ""
     mappings, problems = parse_maps(maps_text)
@@ -269,19 +334,24 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None)
             "pretty_name": os_release.get("PRETTY_NAME"),
         },
         "python": platform.python_version(),
+        "abi": own_abi(uname.machine),  # the helper's own, once it has run
         "libc": None,
         "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine,
                    "cmdline": cmdline, "clocksource": current_cs,
                    "available_clocksources": available_cs},
         "cpu": cpu_info(errors),
         "accel": None,  # filled in by the backend that knows (qemu: kvm or tcg)
+        "ia32": ia32_exec(errors),
     }
 
     base = auxv.get(AT_SYSINFO_EHDR)
     vdso_maps = [m for m in mappings if m["path"] == "[vdso]"]
     vdso = {"present": bool(base), "base": base, "size": None, "image": None,
             "source": "AT_SYSINFO_EHDR in /proc/self/auxv",
-            "mapped": bool(vdso_maps), "vvar_mapped": any(m["path"] == "[vvar]" for m in mappings)}
+            "mapped": bool(vdso_maps), "vvar_mapped": any(m["path"] == "[vvar]" for m in mappings),
+            # i386: where AT_SYSINFO says __kernel_vsyscall is (a 64-bit process gets none)
+            "kernel_vsyscall_address": ("%#x" % auxv[AT_SYSINFO]) if auxv.get(AT_SYSINFO)
+            else None}
     if base:
         region = [m for m in vdso_maps if m["start"] == base]
         if not region:
@@ -315,6 +385,12 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None)
         elif libc.get("version"):
             libc["version_source"] = "gnu_get_libc_version()"
         doc["environment"]["libc"] = libc
+        abi = helper_out.get("abi")
+        if abi:
+            if doc["environment"]["abi"] and abi != doc["environment"]["abi"]:
+                errors.append("the helper's ABI (%s) is not this python3's (%s): auxv and the "
+                              "vDSO image are python3's" % (abi, doc["environment"]["abi"]))
+            doc["environment"]["abi"] = abi
         doc["calls"] = helper_out.get("calls", [])
         doc["method"] = helper_out.get("method")
         doc["method"]["pinned_cpu"] = helper_out.get("pinned_cpu")

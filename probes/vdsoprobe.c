@@ -1,5 +1,5 @@
 /*
- * vdsoprobe: every way into the kernel, timed and counted, on x86_64 Linux.
+ * vdsoprobe: every way into the kernel, timed and counted, on x86 Linux (x86_64 and i386).
  *
  * For each call (getppid, clock_gettime on five clocks, gettimeofday, time, getcpu) and each path
  * (the libc function, the vDSO symbol called directly, the raw `syscall` instruction, the legacy
@@ -9,6 +9,13 @@
  *     traps it takes with a perf software counter where the kernel allows one.
  * It prints one JSON object on stdout. The Python half of the probe (probe.py) wraps it with the
  * facts it collects itself.
+ *
+ * Built for i386 (natively in an i386 userland: the same source, one code path), the paths are
+ * those of 32-bit code: the libc function, the 32-bit vDSO's symbols (with the y2038 entry
+ * __vdso_clock_gettime64 and __vdso_clock_getres), `int $0x80`, and `call *%gs:0x10`, the way
+ * glibc i386 enters the kernel: through the thread control block's copy of AT_SYSINFO, the
+ * address of the vDSO's __kernel_vsyscall ("kernel_vsyscall" rows). A 32-bit process has no
+ * vsyscall page and no `syscall` instruction of its own: its vsyscall rows say "unsupported".
  *
  * Written for the oldest userland of the matrix: C99 plus GNU inline assembly, glibc >= 2.31 or
  * musl, built three ways by build.sh (dynamic glibc, static glibc, static musl).
@@ -38,6 +45,26 @@
 
 #include "json_string.h"
 
+/* The process's own ABI, and the ELF class of the vDSO the kernel maps into it. */
+#if defined(__x86_64__)
+#define PROBE_ABI "x86_64"
+#define ELFCLASS_NATIVE ELFCLASS64
+#define ElfN(type) Elf64_##type
+#define ELFN_ST_TYPE(info) ELF64_ST_TYPE(info)
+#define ELFN_ST_BIND(info) ELF64_ST_BIND(info)
+#elif defined(__i386__)
+#define PROBE_ABI "i386"
+#define ELFCLASS_NATIVE ELFCLASS32
+#define ElfN(type) Elf32_##type
+#define ELFN_ST_TYPE(info) ELF32_ST_TYPE(info)
+#define ELFN_ST_BIND(info) ELF32_ST_BIND(info)
+#else
+#error "vdsoprobe measures x86 only: build it for x86_64 or i386"
+#endif
+#ifndef AT_SYSINFO
+#define AT_SYSINFO 32
+#endif
+
 #ifndef CLOCK_BOOTTIME
 #define CLOCK_BOOTTIME 7
 #endif
@@ -62,9 +89,22 @@ struct perf_attr_v0 {
 #define PERF_IOC_DISABLE 0x2401
 #define PERF_IOC_RESET 0x2403
 
-#define VSYSCALL_BASE 0xffffffffff600000UL
 #define I386_NR_GETPPID 64 /* the 32-bit system call table's getppid, used through int $0x80 */
+#if defined(__x86_64__)
+#define VSYSCALL_BASE 0xffffffffff600000UL
 #define MARKER_NR SYS_getpid /* a raw getpid with a magic argument brackets the counted calls */
+#else
+/* The rest of the 32-bit system call table this program calls by number (int $0x80). */
+#define I386_NR_TIME 13
+#define I386_NR_GETPID 20
+#define I386_NR_GETTIMEOFDAY 78
+#define I386_NR_CLOCK_GETTIME 265
+#define I386_NR_CLOCK_GETRES 266
+#define I386_NR_GETCPU 318
+#define I386_NR_CLOCK_GETTIME64 403
+#define MARKER_NR I386_NR_GETPID
+#define NO_VSYSCALL_32 "no vsyscall page for 32-bit processes"
+#endif
 #define MARKER_BEGIN 0x76647362L
 #define MARKER_END 0x76647365L
 #define COUNT_CALLS 64 /* calls made between the markers when counting */
@@ -81,6 +121,7 @@ typedef long (*call_fn)(void);
 static volatile long sink;
 static clockid_t g_clock; /* the clock the clock_gettime rows read */
 
+#if defined(__x86_64__)
 static long raw_syscall0(long nr)
 {
 	long ret;
@@ -97,6 +138,52 @@ static long raw_syscall3(long nr, long a, long b, long c)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
+#else
+/* 32-bit code: `int $0x80`, arguments in ebx, ecx, edx; every other register is preserved. */
+static long int80_3(long nr, long a, long b, long c)
+{
+	long ret;
+	__asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+	return ret;
+}
+#define raw_syscall3 int80_3
+
+/*
+ * __kernel_vsyscall, as glibc i386 calls it: `call *%gs:0x10`, the sysinfo word of the thread
+ * control block (glibc's tcbhead_t and musl's struct pthread both keep AT_SYSINFO there). When
+ * this libc's word is not AT_SYSINFO, the call goes through the AT_SYSINFO address itself.
+ * __kernel_vsyscall takes the same registers as int $0x80 and preserves all but eax.
+ */
+static int kvs_via_tcb;         /* %gs:0x10 holds AT_SYSINFO */
+static uintptr_t kvs_address;   /* AT_SYSINFO */
+static uintptr_t kvs_tcb_word;  /* what %gs:0x10 holds (0 when %gs is not set up) */
+
+static long kvs3(long nr, long a, long b, long c)
+{
+	long ret;
+	if (kvs_via_tcb)
+		__asm__ volatile("call *%%gs:0x10"
+				 : "=a"(ret)
+				 : "a"(nr), "b"(a), "c"(b), "d"(c)
+				 : "memory", "cc");
+	else
+		__asm__ volatile("call *%%esi"
+				 : "=a"(ret)
+				 : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(kvs_address)
+				 : "memory", "cc");
+	return ret;
+}
+
+static void kvs_init(void)
+{
+	unsigned short gs;
+	kvs_address = (uintptr_t)getauxval(AT_SYSINFO);
+	__asm__ volatile("mov %%gs, %0" : "=r"(gs));
+	if (gs != 0)
+		__asm__ volatile("movl %%gs:0x10, %0" : "=r"(kvs_tcb_word));
+	kvs_via_tcb = kvs_address != 0 && kvs_tcb_word == kvs_address;
+}
+#endif
 
 static void marker(long which) { raw_syscall3(MARKER_NR, which, 0, 0); }
 
@@ -105,6 +192,14 @@ static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
 static int (*vdso_gettimeofday)(struct timeval *, void *);
 static long (*vdso_time)(long *);
 static long (*vdso_getcpu)(unsigned *, unsigned *, void *);
+#if defined(__i386__)
+struct kernel_timespec64 {
+	int64_t tv_sec;
+	int64_t tv_nsec;
+};
+static int (*vdso_clock_gettime64)(clockid_t, struct kernel_timespec64 *);
+static int (*vdso_clock_getres)(clockid_t, struct timespec *);
+#endif
 
 __attribute__((noinline)) static long c_empty(void)
 {
@@ -113,6 +208,7 @@ __attribute__((noinline)) static long c_empty(void)
 }
 
 static long c_getppid_libc(void) { return getppid(); }
+#if defined(__x86_64__)
 static long c_getppid_syscall(void) { return raw_syscall0(SYS_getppid); }
 static long c_getppid_int80(void)
 {
@@ -124,6 +220,10 @@ static long c_getppid_int80(void)
 			 : "r8", "r9", "r10", "r11", "memory");
 	return ret;
 }
+#else
+static long c_getppid_int80(void) { return int80_3(I386_NR_GETPPID, 0, 0, 0); }
+static long c_getppid_kvs(void) { return kvs3(I386_NR_GETPPID, 0, 0, 0); }
+#endif
 
 static long c_cgt_libc(void)
 {
@@ -137,12 +237,14 @@ static long c_cgt_vdso(void)
 	vdso_clock_gettime(g_clock, &ts);
 	return ts.tv_nsec;
 }
+#if defined(__x86_64__)
 static long c_cgt_syscall(void)
 {
 	struct timespec ts;
 	raw_syscall3(SYS_clock_gettime, g_clock, (long)&ts, 0);
 	return ts.tv_nsec;
 }
+#endif
 
 static long c_gtod_libc(void)
 {
@@ -156,6 +258,7 @@ static long c_gtod_vdso(void)
 	vdso_gettimeofday(&tv, NULL);
 	return tv.tv_usec;
 }
+#if defined(__x86_64__)
 static long c_gtod_syscall(void)
 {
 	struct timeval tv;
@@ -168,11 +271,14 @@ static long c_gtod_vsyscall(void)
 	((int (*)(struct timeval *, void *))VSYSCALL_BASE)(&tv, NULL);
 	return tv.tv_usec;
 }
+#endif
 
 static long c_time_libc(void) { return (long)time(NULL); }
 static long c_time_vdso(void) { return vdso_time(NULL); }
+#if defined(__x86_64__)
 static long c_time_syscall(void) { return raw_syscall3(SYS_time, 0, 0, 0); }
 static long c_time_vsyscall(void) { return ((long (*)(long *))(VSYSCALL_BASE + 0x400))(NULL); }
+#endif
 
 static long c_getcpu_libc(void) { return sched_getcpu(); }
 static long c_getcpu_vdso(void)
@@ -181,6 +287,7 @@ static long c_getcpu_vdso(void)
 	vdso_getcpu(&cpu, &node, NULL);
 	return cpu;
 }
+#if defined(__x86_64__)
 static long c_getcpu_syscall(void)
 {
 	unsigned cpu = 0, node = 0;
@@ -193,19 +300,81 @@ static long c_getcpu_vsyscall(void)
 	((long (*)(unsigned *, unsigned *, void *))(VSYSCALL_BASE + 0x800))(&cpu, &node, NULL);
 	return cpu;
 }
+#else
+/* The 32-bit paths: int $0x80 with the 32-bit table's numbers, and __kernel_vsyscall. The
+ * structures are the libc's (32-bit time_t in every Debian i386 userland), which are what the
+ * kernel's 32-bit clock_gettime, gettimeofday and clock_getres write. */
+static long c_cgt_int80(void)
+{
+	struct timespec ts;
+	int80_3(I386_NR_CLOCK_GETTIME, g_clock, (long)&ts, 0);
+	return ts.tv_nsec;
+}
+static long c_cgt_kvs(void)
+{
+	struct timespec ts;
+	kvs3(I386_NR_CLOCK_GETTIME, g_clock, (long)&ts, 0);
+	return ts.tv_nsec;
+}
+static long c_cgt64_vdso(void)
+{
+	struct kernel_timespec64 ts;
+	vdso_clock_gettime64(g_clock, &ts);
+	return (long)ts.tv_nsec;
+}
+static long c_cgt64_int80(void)
+{
+	struct kernel_timespec64 ts;
+	int80_3(I386_NR_CLOCK_GETTIME64, g_clock, (long)&ts, 0);
+	return (long)ts.tv_nsec;
+}
+static long c_gtod_int80(void)
+{
+	struct timeval tv;
+	int80_3(I386_NR_GETTIMEOFDAY, (long)&tv, 0, 0);
+	return tv.tv_usec;
+}
+static long c_time_int80(void) { return int80_3(I386_NR_TIME, 0, 0, 0); }
+static long c_getres_libc(void)
+{
+	struct timespec ts;
+	clock_getres(g_clock, &ts);
+	return ts.tv_nsec;
+}
+static long c_getres_vdso(void)
+{
+	struct timespec ts;
+	vdso_clock_getres(g_clock, &ts);
+	return ts.tv_nsec;
+}
+static long c_getres_int80(void)
+{
+	struct timespec ts;
+	int80_3(I386_NR_CLOCK_GETRES, g_clock, (long)&ts, 0);
+	return ts.tv_nsec;
+}
+static long c_getcpu_int80(void)
+{
+	unsigned cpu = 0, node = 0;
+	int80_3(I386_NR_GETCPU, (long)&cpu, (long)&node, 0);
+	return cpu;
+}
+#endif
 
 /* ---------------------------------------------------- the vDSO's own symbol table --------- */
 /*
  * The approach of the kernel's selftests/vDSO/parse_vdso.c: the vDSO is a complete ELF shared
  * object mapped at AT_SYSINFO_EHDR; walk its program headers to the dynamic section, take the
  * symbol, string, hash and version tables from there, and look names up with their version.
+ * One code path for both classes: ElfN(...) is Elf64_... in a 64-bit process, Elf32_... in a
+ * 32-bit one (whose vDSO is 32-bit ELF), as parse_vdso.c's ELF(...) does.
  */
 static struct {
 	uintptr_t load_offset;
-	const Elf64_Sym *symtab;
+	const ElfN(Sym) *symtab;
 	const char *strtab;
-	const Elf64_Versym *versym;
-	const Elf64_Verdef *verdef;
+	const ElfN(Versym) *versym;
+	const ElfN(Verdef) *verdef;
 	unsigned long nsyms;
 	int ok;
 } vdso;
@@ -213,7 +382,8 @@ static struct {
 static unsigned long gnu_hash_nsyms(const uint32_t *gh)
 {
 	uint32_t nbuckets = gh[0], symoffset = gh[1], bloom_words = gh[2];
-	const uint32_t *buckets = (const uint32_t *)((const uint64_t *)(gh + 4) + bloom_words);
+	/* the Bloom filter's words are ELF-class sized: 64 bits in ELF64, 32 in ELF32 */
+	const uint32_t *buckets = (const uint32_t *)((const ElfN(Addr) *)(gh + 4) + bloom_words);
 	const uint32_t *chain = buckets + nbuckets;
 	uint32_t last = 0, i;
 	for (i = 0; i < nbuckets; i++)
@@ -228,22 +398,22 @@ static unsigned long gnu_hash_nsyms(const uint32_t *gh)
 
 static void vdso_init(uintptr_t base)
 {
-	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)base;
-	const Elf64_Phdr *ph;
-	const Elf64_Dyn *dyn = NULL;
+	const ElfN(Ehdr) *eh = (const ElfN(Ehdr) *)base;
+	const ElfN(Phdr) *ph;
+	const ElfN(Dyn) *dyn = NULL;
 	const uint32_t *hash = NULL, *gnu_hash = NULL;
 	int i, have_load = 0;
 
 	memset(&vdso, 0, sizeof vdso);
-	if (!base || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64)
+	if (!base || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS_NATIVE)
 		return;
-	ph = (const Elf64_Phdr *)(base + eh->e_phoff);
+	ph = (const ElfN(Phdr) *)(base + eh->e_phoff);
 	for (i = 0; i < eh->e_phnum; i++) {
 		if (ph[i].p_type == PT_LOAD && !have_load) {
 			have_load = 1;
 			vdso.load_offset = base + ph[i].p_offset - ph[i].p_vaddr;
 		} else if (ph[i].p_type == PT_DYNAMIC) {
-			dyn = (const Elf64_Dyn *)(base + ph[i].p_offset);
+			dyn = (const ElfN(Dyn) *)(base + ph[i].p_offset);
 		}
 	}
 	if (!have_load || !dyn)
@@ -252,11 +422,11 @@ static void vdso_init(uintptr_t base)
 		uintptr_t p = vdso.load_offset + dyn->d_un.d_ptr;
 		switch (dyn->d_tag) {
 		case DT_STRTAB: vdso.strtab = (const char *)p; break;
-		case DT_SYMTAB: vdso.symtab = (const Elf64_Sym *)p; break;
+		case DT_SYMTAB: vdso.symtab = (const ElfN(Sym) *)p; break;
 		case DT_HASH: hash = (const uint32_t *)p; break;
 		case DT_GNU_HASH: gnu_hash = (const uint32_t *)p; break;
-		case DT_VERSYM: vdso.versym = (const Elf64_Versym *)p; break;
-		case DT_VERDEF: vdso.verdef = (const Elf64_Verdef *)p; break;
+		case DT_VERSYM: vdso.versym = (const ElfN(Versym) *)p; break;
+		case DT_VERDEF: vdso.verdef = (const ElfN(Verdef) *)p; break;
 		}
 	}
 	if (!vdso.strtab || !vdso.symtab || (!hash && !gnu_hash))
@@ -269,19 +439,19 @@ static void vdso_init(uintptr_t base)
 
 static int vdso_version_matches(unsigned long index, const char *version)
 {
-	const Elf64_Verdef *def = vdso.verdef;
+	const ElfN(Verdef) *def = vdso.verdef;
 	unsigned ver;
 	if (!vdso.versym)
 		return 1; /* an unversioned vDSO: any version matches */
 	ver = vdso.versym[index] & 0x7fff;
 	for (;;) {
 		if (!(def->vd_flags & VER_FLG_BASE) && (def->vd_ndx & 0x7fff) == ver) {
-			const Elf64_Verdaux *aux = (const Elf64_Verdaux *)((const char *)def + def->vd_aux);
+			const ElfN(Verdaux) *aux = (const ElfN(Verdaux) *)((const char *)def + def->vd_aux);
 			return strcmp(version, vdso.strtab + aux->vda_name) == 0;
 		}
 		if (!def->vd_next)
 			return 0;
-		def = (const Elf64_Verdef *)((const char *)def + def->vd_next);
+		def = (const ElfN(Verdef) *)((const char *)def + def->vd_next);
 	}
 }
 
@@ -291,8 +461,8 @@ static void *vdso_lookup(const char *version, const char *name)
 	if (!vdso.ok)
 		return NULL;
 	for (i = 0; i < vdso.nsyms; i++) {
-		const Elf64_Sym *s = &vdso.symtab[i];
-		int type = ELF64_ST_TYPE(s->st_info), bind = ELF64_ST_BIND(s->st_info);
+		const ElfN(Sym) *s = &vdso.symtab[i];
+		int type = ELFN_ST_TYPE(s->st_info), bind = ELFN_ST_BIND(s->st_info);
 		if (type != STT_FUNC || (bind != STB_GLOBAL && bind != STB_WEAK) || s->st_shndx == SHN_UNDEF)
 			continue;
 		if (strcmp(vdso.strtab + s->st_name, name) == 0 && vdso_version_matches(i, version))
@@ -362,7 +532,7 @@ static void time_call(call_fn fn, struct timing *t)
 static void count_faults(call_fn fn, struct timing *t)
 {
 	struct perf_attr_v0 attr;
-	long count = 0;
+	uint64_t count = 0; /* the kernel reads out 8 bytes, whatever the ABI */
 	int fd, i;
 	memset(&attr, 0, sizeof attr);
 	attr.size = sizeof attr;
@@ -382,7 +552,7 @@ static void count_faults(call_fn fn, struct timing *t)
 		sink += fn();
 	ioctl(fd, PERF_IOC_DISABLE, 0);
 	if (read(fd, &count, sizeof count) == (ssize_t)sizeof count) {
-		t->faults = count;
+		t->faults = (long)count;
 		t->faults_calls = COUNT_CALLS;
 	}
 	close(fd);
@@ -438,10 +608,18 @@ static long count_syscalls(call_fn fn, const char **why)
 			in_syscall = !in_syscall;
 			if (in_syscall) {
 				struct user_regs_struct regs;
+				long nr, arg0;
 				ptrace(PTRACE_GETREGS, pid, NULL, &regs);
-				if ((long)regs.orig_rax == MARKER_NR && (long)regs.rdi == MARKER_BEGIN)
+#if defined(__x86_64__)
+				nr = (long)regs.orig_rax;
+				arg0 = (long)regs.rdi;
+#else
+				nr = regs.orig_eax;
+				arg0 = regs.ebx;
+#endif
+				if (nr == MARKER_NR && arg0 == MARKER_BEGIN)
 					counting = 1;
-				else if ((long)regs.orig_rax == MARKER_NR && (long)regs.rdi == MARKER_END) {
+				else if (nr == MARKER_NR && arg0 == MARKER_END) {
 					counting = 0;
 					seen_end = 1;
 				} else if (counting)
@@ -578,6 +756,9 @@ static void emit_row(const struct row *r)
 /* Reading the vsyscall page (not calling it): allowed in emulate mode, a fault in xonly. */
 static void emit_vsyscall_read(void)
 {
+#if defined(__i386__)
+	printf("  \"vsyscall_read\": {\"readable\": false, \"reason\": \"%s\"},\n", NO_VSYSCALL_32);
+#else
 	int status;
 	pid_t pid;
 	fflush(stdout);
@@ -592,6 +773,7 @@ static void emit_vsyscall_read(void)
 	if (WIFSIGNALED(status))
 		printf(", \"signal\": \"%s\"", signal_name(WTERMSIG(status)));
 	printf("},\n");
+#endif
 }
 
 /* Is this file name a libc (glibc's libc.so.6 / libc-2.x.so, musl's)? */
@@ -675,6 +857,10 @@ static void pin_to_one_cpu(void)
 int main(int argc, char **argv)
 {
 	const char *no_vdso = NULL;
+#if defined(__i386__)
+	static char kvs_detail[200];
+	const char *no_kvs = NULL;
+#endif
 	uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
 	int i;
 	struct {
@@ -714,9 +900,28 @@ int main(int argc, char **argv)
 		vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_lookup("LINUX_2.6", "__vdso_gettimeofday");
 		vdso_time = (long (*)(long *))vdso_lookup("LINUX_2.6", "__vdso_time");
 		vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_lookup("LINUX_2.6", "__vdso_getcpu");
+#if defined(__i386__)
+		vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_lookup("LINUX_2.6", "__vdso_clock_gettime64");
+		vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_lookup("LINUX_2.6", "__vdso_clock_getres");
+#endif
 	}
+#if defined(__i386__)
+	kvs_init();
+	/* The details name no address (it moves with ASLR): probe.py reports AT_SYSINFO itself. */
+	if (kvs_via_tcb)
+		snprintf(kvs_detail, sizeof kvs_detail,
+			 "call *%%gs:0x10 (the thread control block's copy of AT_SYSINFO) into __kernel_vsyscall,"
+			 " as glibc and musl on i386 enter the kernel");
+	else if (kvs_address)
+		snprintf(kvs_detail, sizeof kvs_detail,
+			 "call through AT_SYSINFO into __kernel_vsyscall (%%gs:0x10 %s in this libc)",
+			 kvs_tcb_word ? "holds another address" : "is not set");
+	else
+		no_kvs = "no AT_SYSINFO: the kernel passed no __kernel_vsyscall (no 32-bit vDSO)";
+#endif
 
 	printf("{\n");
+	printf("  \"abi\": \"%s\",\n", PROBE_ABI);
 	pin_to_one_cpu();
 	printf("  \"libc\": {\n");
 	emit_libc_path();
@@ -743,6 +948,7 @@ int main(int argc, char **argv)
 	       "\"counted_calls\": %d, \"clock\": \"CLOCK_MONOTONIC via libc\"},\n",
 	       cfg.batches, cfg.min_batch_ns, loop_overhead_ns, COUNT_CALLS);
 	printf("  \"calls\": [");
+#if defined(__x86_64__)
 
 	{
 		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL};
@@ -805,6 +1011,94 @@ int main(int argc, char **argv)
 		r.path = "vsyscall"; r.fn = c_getcpu_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600800";
 		emit_row(&r);
 	}
+#else
+	{
+		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL};
+		emit_row(&r);
+		r.path = "int80"; r.fn = c_getppid_int80;
+		r.detail = "int $0x80 (32-bit system call table, nr 64)";
+		emit_row(&r);
+		r.path = "kernel_vsyscall"; r.fn = c_getppid_kvs; r.detail = kvs_detail; r.unsupported = no_kvs;
+		emit_row(&r);
+	}
+	for (i = 0; i < (int)(sizeof clocks / sizeof clocks[0]); i++) {
+		static char call[3][64];
+		struct row r;
+		memset(&r, 0, sizeof r);
+		snprintf(call[0], sizeof call[0], "clock_gettime(%s)", clocks[i].name);
+		r.call = call[0];
+		r.clock = clocks[i].id;
+		r.path = "libc"; r.fn = c_cgt_libc; r.detail = "clock_gettime() from libc";
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_cgt_vdso; r.detail = "__vdso_clock_gettime (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime ? NULL : "the vDSO exports no __vdso_clock_gettime");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "int80"; r.fn = c_cgt_int80; r.detail = "int $0x80 (32-bit system call table, nr 265)";
+		emit_row(&r);
+		r.path = "kernel_vsyscall"; r.fn = c_cgt_kvs; r.detail = kvs_detail; r.unsupported = no_kvs;
+		emit_row(&r);
+	}
+	{
+		struct row r = {"clock_gettime64(CLOCK_MONOTONIC)", "vdso", c_cgt64_vdso, CLOCK_MONOTONIC,
+				"__vdso_clock_gettime64 (LINUX_2.6, the y2038 entry) called directly", NULL};
+		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime64 ? NULL : "the vDSO exports no __vdso_clock_gettime64");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "int80"; r.fn = c_cgt64_int80; r.detail = "int $0x80 (32-bit system call table, clock_gettime64, nr 403)";
+		emit_row(&r);
+	}
+	{
+		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = "__vdso_gettimeofday (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : "the vDSO exports no __vdso_gettimeofday");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "int80"; r.fn = c_gtod_int80; r.detail = "int $0x80 (32-bit system call table, nr 78)";
+		emit_row(&r);
+		r.path = "vsyscall"; r.fn = NULL; r.detail = "legacy vsyscall page, 0xffffffffff600000";
+		r.unsupported = NO_VSYSCALL_32;
+		emit_row(&r);
+	}
+	{
+		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_time_vdso; r.detail = "__vdso_time (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : "the vDSO exports no __vdso_time");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "int80"; r.fn = c_time_int80; r.detail = "int $0x80 (32-bit system call table, nr 13)";
+		emit_row(&r);
+		r.path = "vsyscall"; r.fn = NULL; r.detail = "legacy vsyscall page, 0xffffffffff600400";
+		r.unsupported = NO_VSYSCALL_32;
+		emit_row(&r);
+	}
+	{
+		struct row r = {"clock_getres(CLOCK_MONOTONIC)", "libc", c_getres_libc, CLOCK_MONOTONIC,
+				"clock_getres() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_getres_vdso; r.detail = "__vdso_clock_getres (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_clock_getres ? NULL : "the vDSO exports no __vdso_clock_getres");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "int80"; r.fn = c_getres_int80; r.detail = "int $0x80 (32-bit system call table, nr 266)";
+		emit_row(&r);
+	}
+	{
+		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = "__vdso_getcpu (LINUX_2.6) called directly";
+		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : "the vDSO exports no __vdso_getcpu");
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "int80"; r.fn = c_getcpu_int80; r.detail = "int $0x80 (32-bit system call table, nr 318)";
+		emit_row(&r);
+		r.path = "vsyscall"; r.fn = NULL; r.detail = "legacy vsyscall page, 0xffffffffff600800";
+		r.unsupported = NO_VSYSCALL_32;
+		emit_row(&r);
+	}
+#endif
 	printf("\n  ]\n}\n");
 	return 0;
 }

@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 AT_SYSINFO_EHDR = 33
 HOST_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
@@ -252,7 +253,8 @@ def type_letter(sym_type: str) -> str:
 
 def objdump_entry_sites(path: Path, start: int | None = None, stop: int | None = None,
                         ) -> dict[int, str]:
-    """Address -> kind of every syscall / sysenter / int $0x80 that ``objdump -d`` shows."""
+    """Address -> kind of every syscall / sysenter / int $0x80 (and, in 32-bit code,
+    ``call *%gs:0x10``) that ``objdump -d`` shows."""
     cmd = [need("objdump"), "-d", "-w", "--no-show-raw-insn", str(path)]
     if start is not None:
         cmd.append(f"--start-address={start:#x}")
@@ -274,6 +276,8 @@ def objdump_entry_sites(path: Path, start: int | None = None, stop: int | None =
             sites[int(m.group(1), 16)] = "sysenter"
         elif re.fullmatch(r"(\S+ )*int\s+\$0x80", text):
             sites[int(m.group(1), 16)] = "int80"
+        elif re.fullmatch(r"(\S+ )*call\s+\*%gs:0x10", text):  # i386: to __kernel_vsyscall
+            sites[int(m.group(1), 16)] = "kernel_vsyscall"
     return sites
 
 
@@ -352,3 +356,144 @@ def artefact_of(data: bytes, role: str = "probe-binary") -> dict:
     return {"path": "/hostile", "role": role, "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "zlib_base64": base64.b64encode(zlib.compress(data, 1)).decode("ascii")}
+
+
+# -- 32-bit x86 (i386) --------------------------------------------------------------------------
+
+AT_SYSINFO = 32  # auxv: the address of __kernel_vsyscall (i386 only)
+DATA = Path(__file__).parent / "data"
+# The unpatched vdso32.so of two Debian kernels (stripped with objcopy --strip-all), from
+# linux-image-5.10.0-32-amd64-dbg 5.10.223-1 (bullseye) and linux-image-6.1.0-50-amd64-dbg
+# 6.1.176-1 (bookworm): /usr/lib/debug/lib/modules/<release>/vdso/vdso32.so. The kernel patches
+# __kernel_vsyscall at boot, so these hold the int $0x80 a live copy has replaced.
+VDSO32_FILES = {"5.10": DATA / "vdso32-5.10.0-32-amd64.so",
+                "6.1": DATA / "vdso32-6.1.0-50-amd64.so"}
+# A whole i386 program, so that no 32-bit toolchain is needed: write(1, esp, 1) (says it is
+# running), read(0, esp, 1) (waits until stdin closes), exit(0).
+_WAIT32_CODE = bytes.fromhex(
+    "b804000000" "bb01000000" "89e1" "ba01000000" "cd80"
+    "b803000000" "31db" "89e1" "ba01000000" "cd80"
+    "b801000000" "31db" "cd80")
+
+
+def _wait32_elf() -> bytes:
+    base, headers = 0x08048000, 52 + 32
+    ehdr = struct.pack("<4sBBBBB7sHHIIIIIHHHHHH", b"\x7fELF", 1, 1, 1, 0, 0, bytes(7),
+                       2, 3, 1, base + headers, 52, 0, 0, 52, 32, 1, 40, 0, 0)
+    size = headers + len(_WAIT32_CODE)
+    phdr = struct.pack("<IIIIIIII", 1, 0, base, base, size, size, 5, 0x1000)  # PT_LOAD R+X
+    return ehdr + phdr + _WAIT32_CODE
+
+
+@functools.cache
+def live_vdso32() -> tuple[bytes, int, int]:
+    """The 32-bit vDSO this kernel maps into a 32-bit process, copied from the live process
+    (as the probe does: patched at boot), with AT_SYSINFO_EHDR and AT_SYSINFO of that process.
+    Needs a kernel that runs 32-bit code (IA32 emulation); a failure in CI."""
+    program = _workdir() / "wait32"
+    program.write_bytes(_wait32_elf())
+    program.chmod(0o755)
+    try:
+        proc = subprocess.Popen([str(program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    except OSError as exc:  # ENOEXEC: no IA32 emulation, or ia32_emulation=0
+        require("32-bit code (IA32 emulation)", f"cannot run an i386 program: {exc}")
+    try:
+        if proc.stdout.read(1) == b"":
+            pytest.fail("the i386 program exited before it said it runs")
+        auxv = Path(f"/proc/{proc.pid}/auxv").read_bytes()
+        aux = dict(struct.iter_unpack("<II", auxv[: len(auxv) // 8 * 8]))
+        base = aux.get(AT_SYSINFO_EHDR)
+        if not base:
+            pytest.fail("the 32-bit process has no vDSO (AT_SYSINFO_EHDR)")
+        size = None
+        for line in Path(f"/proc/{proc.pid}/maps").read_text().splitlines():
+            if line.endswith("[vdso]"):
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                if start == base:
+                    size = end - start
+        assert size, "AT_SYSINFO_EHDR points at no [vdso] mapping"
+        with open(f"/proc/{proc.pid}/mem", "rb") as mem:
+            mem.seek(base)
+            data = mem.read(size)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    return data, base, aux.get(AT_SYSINFO, 0)
+
+
+def _apt_conf(root: Path, mirror: str, keyring: Path, suite: str) -> Path:
+    """A private apt configuration over ``suite``'s i386 packages only."""
+    (root / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
+    for sub in ("lists/partial", "cache/archives/partial", "parts.d"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "status").write_text("")
+    (root / "preferences").write_text("")
+    lines = [
+        "#clear APT::Update::Pre-Invoke;", "#clear APT::Update::Post-Invoke;",
+        "#clear APT::Update::Post-Invoke-Success;", "#clear APT::Default-Release;",
+        "#clear Acquire::IndexTargets;",
+        'Acquire::IndexTargets::deb::Packages { MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/'
+        'Packages"; ShortDescription "Packages"; Description "$(RELEASE) $(ARCHITECTURE) '
+        'Packages"; flatMetaKey "Packages"; flatDescription "$(RELEASE) Packages"; };',
+        'Acquire::Languages "none";', 'APT::Architecture "i386";',
+        "#clear APT::Architectures;", 'APT::Architectures { "i386"; };',
+        f'Dir::Etc::sourcelist "{root}/sources.list";',
+        f'Dir::Etc::sourceparts "{root}/parts.d";',
+        f'Dir::Etc::preferences "{root}/preferences";',
+        f'Dir::Etc::preferencesparts "{root}/parts.d";',
+        f'Dir::State::lists "{root}/lists";', f'Dir::State::status "{root}/status";',
+        f'Dir::Cache "{root}/cache";', 'Dir::Cache::pkgcache "";', 'Dir::Cache::srcpkgcache "";',
+    ]
+    if os.geteuid() == 0:
+        lines.append('APT::Sandbox::User "root";')  # apt's _apt user cannot enter our folder
+    conf = root / "apt.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+@functools.cache
+def i386_libc6(suite: str) -> Path:
+    """The root of Debian ``suite``'s libc6:i386 package, unpacked (downloaded once into the
+    vdsomatrix cache, signed index and package checked by apt). Skips when the mirror cannot
+    be reached, but fails in CI."""
+    from vdsomatrix.mirror import archive_keyring, debian_mirror
+    from vdsomatrix.paths import cache_dir, file_lock
+
+    home = cache_dir() / "test-data" / f"libc6-i386-{suite}"
+    done = home / "unpacked"
+    if (done / "lib" / "i386-linux-gnu" / "libc.so.6").exists():
+        return done
+    home.mkdir(parents=True, exist_ok=True)
+    with file_lock(home.parent / f"libc6-i386-{suite}.lock"):
+        if (done / "lib" / "i386-linux-gnu" / "libc.so.6").exists():
+            return done
+        try:
+            mirror, keyring = debian_mirror(), archive_keyring()
+        except Exception as exc:
+            require("a Debian mirror", str(exc))
+        with tempfile.TemporaryDirectory(prefix="apt-", dir=home) as tmp:
+            root = Path(tmp)
+            root.chmod(0o755)
+            conf = _apt_conf(root, mirror, keyring, suite)
+            env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+            env.pop("APT_CONFIG", None)
+            downloads = root / "download"
+            downloads.mkdir()
+            for args in (["update"], ["download", "libc6:i386"]):
+                proc = subprocess.run([need("apt-get"), "-q", "-c", str(conf), *args],
+                                      cwd=downloads, env=env, capture_output=True, text=True,
+                                      timeout=600)
+                errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "Err"))]
+                if proc.returncode != 0 or errors:
+                    require(f"the {suite} i386 packages on {mirror}",
+                            (errors or [proc.stderr.strip()[-300:]])[-1])
+            debs = sorted(downloads.glob("libc6_*_i386.deb"))
+            assert len(debs) == 1, debs
+            staging = root / "unpacked"
+            subprocess.run([need("dpkg-deb"), "-x", str(debs[0]), str(staging)], check=True,
+                           timeout=300)
+            (staging / "deb").write_text(debs[0].name + "\n")
+            if done.exists():
+                shutil.rmtree(done)
+            staging.rename(done)
+    return done

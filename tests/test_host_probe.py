@@ -60,6 +60,14 @@ def test_vdso_present_exactly_when_auxv_says_so(host_doc):
         assert host_doc["vdso"]["image"]
 
 
+def test_abi_is_this_machine_s_64_bit_one(host_doc):
+    # the host's helper is built by the host's cc: a 64-bit process, which gets no AT_SYSINFO
+    assert host_doc["environment"]["abi"] == "x86_64"
+    assert host_doc["vdso"]["kernel_vsyscall_address"] is None
+    assert "AT_SYSINFO" not in host_doc["auxv"]
+    assert not any(r["path"] == "kernel_vsyscall" for r in host_doc["calls"])
+
+
 def test_vsyscall_mode_matches_maps(host_doc):
     perms = own_vsyscall_perms()
     expected = {None: "none", "r-xp": "emulate", "--xp": "xonly"}[perms]

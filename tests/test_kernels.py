@@ -224,7 +224,7 @@ def test_odd_specs_are_refused(spec):
 class FakeApt:
     """_PrivateApt without a mirror: every suite's metapackage points at the bookworm kernel."""
 
-    def __init__(self, suite, mirror, keyring, root):
+    def __init__(self, suite, mirror, keyring, root, arch="amd64"):
         self.root = root
 
     def run(self, tool, *args, cwd=None):
@@ -240,7 +240,7 @@ def test_two_specs_resolving_to_one_package_unpack_it_once(tmp_path, monkeypatch
     keyring.write_bytes(b"")
     unpacked, inside = [], threading.Lock()
 
-    def unpack(apt, suite, payload, target, log):
+    def unpack(apt, suite, payload, target, log, arch="amd64"):
         assert inside.acquire(blocking=False), "two unpackings of one folder at once"
         try:
             unpacked.append(suite)
@@ -314,3 +314,165 @@ def test_extracts_only_the_image_and_its_config(tmp_path, files, release):
     assert found == {"vmlinuz": release, "config": release}
     assert sorted(p.name for p in into.iterdir()) == ["config", "vmlinuz"]
     assert (into / "vmlinuz").read_bytes() == b"K"
+
+
+# --- i386 kernels (Debian's 686 and 686-pae flavours, in bullseye's and bookworm's i386 index) --
+
+# Trimmed from bookworm's main/binary-i386/Packages: the two metapackages, their images, and an
+# amd64 image an i386 spec must never pick (it is not in an i386 index; here it tests the regex).
+BOOKWORM_I386 = """\
+Package: linux-image-686-pae
+Source: linux-signed-i386 (6.1.176+1)
+Version: 6.1.176-1
+Architecture: i386
+Depends: linux-image-6.1.0-50-686-pae (= 6.1.176-1)
+Description: Linux for modern PCs (meta-package)
+
+Package: linux-image-686
+Source: linux-signed-i386 (6.1.176+1)
+Version: 6.1.176-1
+Architecture: i386
+Depends: linux-image-6.1.0-50-686 (= 6.1.176-1)
+Description: Linux for older PCs (meta-package)
+
+Package: linux-image-6.1.0-50-686-pae
+Source: linux-signed-i386 (6.1.176+1)
+Version: 6.1.176-1
+Architecture: i386
+Depends: kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool
+Description: Linux 6.1 for modern PCs (signed)
+
+Package: linux-image-6.1.0-50-686
+Source: linux-signed-i386 (6.1.176+1)
+Version: 6.1.176-1
+Architecture: i386
+Description: Linux 6.1 for older PCs (signed)
+
+Package: linux-image-odd-amd64-pointer
+Version: 1
+Depends: linux-image-6.1.0-50-amd64 (= 6.1.176-1)
+"""
+
+I386_SPEC = KernelSpec("bookworm-i386", arch="i386", release="bookworm")
+
+
+def test_an_i386_spec_defaults_to_the_686_pae_metapackage():
+    assert I386_SPEC.package == "linux-image-686-pae"
+    assert KernelSpec("bookworm").package == "linux-image-amd64"
+    assert KernelSpec("bookworm").release == "bookworm"
+    assert KernelSpec("bookworm-i386", "linux-image-686", "i386", "bookworm").package == (
+        "linux-image-686")
+
+
+@pytest.mark.parametrize("meta, image", [
+    ("linux-image-686-pae", "linux-image-6.1.0-50-686-pae"),
+    ("linux-image-686", "linux-image-6.1.0-50-686"),
+])
+def test_i386_metapackages_resolve_to_their_686_images(meta, image):
+    paragraphs = kernels.parse_paragraphs(BOOKWORM_I386)
+    assert kernels.resolve_kernel_package(paragraphs, meta, "i386") == (image, "6.1.176-1")
+    assert kernels.payload_packages(paragraphs, image, "6.1.176-1", "i386") == [
+        (image, "6.1.176-1")]
+
+
+def test_an_i386_spec_never_resolves_to_an_amd64_image_nor_the_reverse():
+    paragraphs = kernels.parse_paragraphs(BOOKWORM_I386)
+    with pytest.raises(BadInput, match="depends on no linux-image-<abi>-686"):
+        kernels.resolve_kernel_package(paragraphs, "linux-image-odd-amd64-pointer", "i386")
+    with pytest.raises(BadInput, match="depends on no linux-image-<abi>-amd64"):
+        kernels.resolve_kernel_package(paragraphs, "linux-image-686-pae", "amd64")
+
+
+def test_the_private_apt_reads_the_index_of_the_specs_architecture(tmp_path):
+    assert 'APT::Architecture "amd64";' in kernels._apt_conf(tmp_path)
+    text = kernels._apt_conf(tmp_path, "i386")
+    assert 'APT::Architecture "i386";' in text and 'APT::Architectures { "i386"; };' in text
+    assert "amd64" not in text
+    # The index is still read through apt's Release check: binary-$(ARCHITECTURE)/Packages.
+    assert 'MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/Packages";' in text
+
+
+def test_odd_i386_specs_are_refused():
+    for spec in (KernelSpec("bookworm-i386", arch="arm64"),
+                 KernelSpec("bookworm-i386", arch="i386", release="../x")):
+        with pytest.raises(BadInput):
+            kernels.cached_kernel(spec)
+
+
+class FakeI386Apt:
+    """_PrivateApt over a fake bookworm i386 index, or (``trixie``) one with no i386 kernel."""
+
+    made: list = []
+
+    def __init__(self, suite, mirror, keyring, root, arch="amd64"):
+        self.root, self.suite, self.arch = root, suite, arch
+        FakeI386Apt.made.append((suite, arch))
+
+    def run(self, tool, *args, cwd=None):
+        if tool == "apt-get":
+            return ""
+        has_kernels = self.suite == "bookworm" and self.arch == "i386"
+        if args[0] == "pkgnames":
+            return "linux-image-686-pae\nlinux-image-686-pae-dbg\n" if has_kernels else ""
+        return BOOKWORM_I386 if has_kernels else ""
+
+
+def test_an_i386_spec_is_fetched_from_the_i386_index_and_cached_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "_PrivateApt", FakeI386Apt)
+    FakeI386Apt.made = []
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"")
+    arches = []
+
+    def unpack(apt, suite, payload, target, log, arch="amd64"):
+        arches.append(arch)
+        _unpacked(target, *payload[0], suite=suite)
+        return kernels._load(target)
+
+    monkeypatch.setattr(kernels, "_download_and_unpack", unpack)
+    kernel = kernels.fetch_kernel(I386_SPEC, mirror="http://mirror.invalid/debian",
+                                  keyring=keyring, log=lambda m: None)
+    assert FakeI386Apt.made == [("bookworm", "i386")]  # the codename, and the i386 index
+    assert arches == ["i386"]
+    assert kernel.package_ref == "linux-image-6.1.0-50-686-pae=6.1.176-1"
+    assert kernel.suite == "bookworm-i386"
+    pointer = tmp_path / "cache" / "kernels" / "suites" / "bookworm-i386" / (
+        "linux-image-686-pae.json")
+    assert json.loads(pointer.read_text())["arch"] == "i386"
+    # Offline from now on, and apart from the amd64 kernel of the same release.
+    assert kernels.cached_kernel(I386_SPEC).package_ref == kernel.package_ref
+    assert kernels.cached_kernel(KernelSpec("bookworm")) is None
+    assert kernels.unavailable_reason(I386_SPEC) is None
+    assert "linux-image-6.1.0-50-686-pae_6.1.176-1" in kernels.kernels_in_use()
+
+
+def test_a_release_known_to_have_no_i386_kernel_is_unavailable_without_the_network(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_PrivateApt", None)  # any use of apt would fail loudly
+    for release in ("trixie", "forky", "sid"):
+        spec = KernelSpec(f"{release}-i386", arch="i386", release=release)
+        reason = kernels.unavailable_reason(spec)
+        assert "bullseye and bookworm only" in reason and release in reason
+        with pytest.raises(kernels.EnvironmentUnavailable, match="no i386 kernel"):
+            kernels.fetch_kernel(spec, mirror="http://mirror.invalid/debian",
+                                 keyring=tmp_path / "k", log=lambda m: None)
+    assert kernels.unavailable_reason(KernelSpec("trixie")) is None  # amd64 kernels: yes
+
+
+def test_an_index_without_the_metapackage_is_remembered_as_unavailable(tmp_path, monkeypatch):
+    """A release the code knows nothing about: the mirror's index decides, and `list` then
+    says why (a suite without a kernel is unavailable, never a failure)."""
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "_PrivateApt", FakeI386Apt)
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(b"")
+    spec = KernelSpec("duke-i386", arch="i386", release="duke")
+    with pytest.raises(kernels.EnvironmentUnavailable, match="has no linux-image-686-pae"):
+        kernels.fetch_kernel(spec, mirror="http://mirror.invalid/debian", keyring=keyring,
+                             log=lambda m: None)
+    assert "duke i386 package index on the mirror has no linux-image-686-pae" in (
+        kernels.unavailable_reason(spec))
+    assert kernels.cached_kernel(spec) is None
+    kernels.kernels_in_use()  # a pointer without a package is no kernel in use, and no error

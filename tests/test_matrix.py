@@ -3,7 +3,7 @@
 import pytest
 
 from vdsomatrix.errors import BadInput
-from vdsomatrix.matrix import load_matrix, parse_matrix
+from vdsomatrix.matrix import KernelSpec, load_matrix, parse_matrix
 
 
 def test_real_matrix_loads_with_host_first():
@@ -23,6 +23,8 @@ def test_unknown_environment_says_what_to_run():
 
 
 BASE = {"suites": {"bookworm": {}}, "environment": [{"name": "host", "backend": "host"}]}
+I386 = {"suites": {"bookworm": {}, "bookworm-i386": {"release": "bookworm", "arch": "i386"}},
+        "environment": [{"name": "host", "backend": "host"}]}
 
 
 @pytest.mark.parametrize(
@@ -57,11 +59,98 @@ BASE = {"suites": {"bookworm": {}}, "environment": [{"name": "host", "backend": 
          "is not one of"),
         ({"environment": [{"name": "host\n", "backend": "host"}]}, "name"),
         ({"environment": [{"name": "h", "backend": ["host"]}]}, "must be a string"),
+        ({"suites": {"bookworm-arm": {"arch": "arm64"}}}, r"`arch` must be one of: amd64, i386"),
+        ({"suites": {"bookworm-i386": {"arch": 32}}}, "`arch` must be one of"),
+        ({"suites": {"b-i386": {"release": "Bookworm"}}}, "`release` must be a Debian codename"),
+        ({"suites": {"b-i386": {"release": 12}}}, "`release` must be a Debian codename"),
+        ({**I386, "docker_grid": [{"suites": ["bookworm-i386"], "builds": ["runtimes"]}]},
+         "runtimes build is for amd64 suites only"),
+        ({**I386, "environment": [{"name": "r", "backend": "docker", "suite": "bookworm-i386",
+                                   "build": "runtimes"}]}, "runtimes build is for amd64"),
+        ({**I386, "environment": [{"name": "k", "backend": "qemu", "suite": "bookworm-i386",
+                                   "kernel": "bookworm"}]},
+         "kernel of 'bookworm' is amd64 but the userland 'bookworm-i386' is i386.*name an i386"),
+        ({**I386, "environment": [{"name": "k", "backend": "qemu", "suite": "bookworm",
+                                   "kernel": "bookworm-i386"}]},
+         "kernel of 'bookworm-i386' is i386 but the userland 'bookworm' is amd64"),
+        ({**I386, "environment": [{"name": "k", "backend": "qemu", "suite": "bookworm-i386",
+                                   "kernel": "bookworm-i386", "build": "runtimes"}]},
+         "runtimes build is for amd64"),
     ],
 )
 def test_malformed_entries(raw, message):
-    with pytest.raises(BadInput, match=message):
+    with pytest.raises(BadInput, match=message) as info:
         parse_matrix(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_suites_have_an_arch_and_a_release():
+    m = parse_matrix({**I386, "suites": {**I386["suites"], "forky-i386": {
+        "release": "forky", "arch": "i386", "script": "sid"}},
+        "docker_grid": [{"suites": ["bookworm-i386", "forky-i386"],
+                         "builds": ["dynamic", "static", "musl"]}]})
+    plain, i386 = m.suites["bookworm"], m.suites["bookworm-i386"]
+    assert (plain.arch, plain.release, plain.script) == ("amd64", "bookworm", "bookworm")
+    # the script defaults to the release, not to the matrix's name for the suite
+    assert (i386.arch, i386.release, i386.script) == ("i386", "bookworm", "bookworm")
+    assert m.suites["forky-i386"].script == "sid"
+    assert {"bookworm-i386", "bookworm-i386-static", "bookworm-i386-musl",
+            "forky-i386-musl"} <= set(m.environments)
+    assert m.environments["bookworm-i386-static"].arch == "i386"
+    assert m.environments["host"].arch == "amd64"
+
+
+def test_a_suite_without_release_is_its_own_release():
+    from vdsomatrix.matrix import Suite
+
+    assert Suite("bookworm", "bookworm").release == "bookworm"
+    assert Suite("bookworm", "bookworm") == Suite("bookworm", "bookworm", "amd64", "bookworm")
+
+
+def test_the_shipped_matrix_has_i386_containers_of_every_suite():
+    m = load_matrix()
+    codenames = ["bullseye", "bookworm", "trixie", "forky", "sid"]
+    for codename in codenames:
+        suite = m.suites[f"{codename}-i386"]
+        assert (suite.arch, suite.release) == ("i386", codename)
+        assert suite.script == m.suites[codename].script
+        for suffix in ("", "-static", "-musl"):
+            env = m.environments[f"{codename}-i386{suffix}"]
+            assert env.backend == "docker" and env.arch == "i386"
+        assert f"{codename}-i386-runtimes" not in m.environments
+    assert m.environments["host"].arch == "amd64"
+
+
+def test_an_i386_guest_boots_the_i386_kernel_of_its_kernel_suite():
+    m = parse_matrix({**I386, "environment": [
+        {"name": "k", "backend": "qemu", "suite": "bookworm-i386", "kernel": "bookworm-i386",
+         "cmdline": "vdso32=0"}]})
+    guest = m.environments["k"]
+    assert guest.arch == "i386" and guest.cmdline == "vdso32=0"
+    assert guest.kernel == KernelSpec("bookworm-i386", "linux-image-686-pae", "i386", "bookworm")
+    amd64 = parse_matrix({**BASE, "environment": [
+        {"name": "k", "backend": "qemu", "suite": "bookworm", "kernel": "bookworm"}]})
+    assert amd64.environments["k"].kernel == KernelSpec("bookworm", "linux-image-amd64",
+                                                        "amd64", "bookworm")
+
+
+def test_the_shipped_matrix_has_32_bit_guests_on_bullseye_and_bookworm_kernels():
+    m = load_matrix()
+    i386_guests = {name: env for name, env in m.environments.items()
+                   if env.backend == "qemu" and env.arch == "i386"}
+    assert set(i386_guests) == {"k5.10-i386", "k6.1-i386", "k6.1-i386-vdso0"}
+    for name, release in (("k5.10-i386", "bullseye"), ("k6.1-i386", "bookworm"),
+                          ("k6.1-i386-vdso0", "bookworm")):
+        env = i386_guests[name]
+        assert env.kernel == KernelSpec(f"{release}-i386", "linux-image-686-pae", "i386", release)
+        assert env.userland == m.suites[f"{release}-i386"] and env.build == "dynamic"
+        assert env.description
+    assert i386_guests["k6.1-i386-vdso0"].cmdline == "vdso32=0"
+    assert i386_guests["k6.1-i386"].cmdline == i386_guests["k5.10-i386"].cmdline == ""
+    # every other guest stays 64-bit on both sides
+    for env in m.environments.values():
+        if env.backend == "qemu" and env.name not in i386_guests:
+            assert env.kernel.arch == env.arch == "amd64"
 
 
 def test_cmdline_words_are_normalised():
@@ -102,7 +191,8 @@ def test_the_shipped_matrix_has_the_runtime_environments_the_report_compares():
     # the host, a container of every suite, and 6.1 with and without a usable vDSO clock
     assert {"host-runtimes", "k6.1-runtimes", "k6.1-vdso0-runtimes", "k6.1-hpet-runtimes"
             } <= runtimes
-    assert {f"{suite}-runtimes" for suite in m.suites} <= runtimes
+    assert {f"{name}-runtimes" for name, suite in m.suites.items() if suite.arch == "amd64"
+            } <= runtimes
 
 
 def test_file_errors(tmp_path):

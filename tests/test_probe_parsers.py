@@ -18,6 +18,13 @@ def test_real_auxv_has_the_vdso_and_terminates():
     assert entries[6] == 4096  # AT_PAGESZ
 
 
+def test_real_64_bit_auxv_has_no_at_sysinfo():
+    # AT_SYSINFO (__kernel_vsyscall) is for 32-bit processes only; the word size is explicit
+    entries, problems = probe.parse_auxv((DATA / "auxv-host-6.18.bin").read_bytes(), 8)
+    assert problems == [] and probe.AT_SYSINFO not in entries
+    assert probe.AUXV_NAMES[probe.AT_SYSINFO] == "AT_SYSINFO"
+
+
 def test_auxv_truncated_mid_entry_keeps_whole_entries_and_says_so():
     raw = (DATA / "auxv-host-6.18.bin").read_bytes()
     entries, problems = probe.parse_auxv(raw[:37])

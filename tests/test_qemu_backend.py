@@ -370,7 +370,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
     builds = []
 
-    def build(client, image, dest, *, log=print):
+    def build(client, image, dest, *, arch="amd64", log=print):
         builds.append(image)
         time.sleep(0.3)
         dest.write_bytes(b"07070100")

@@ -35,6 +35,8 @@ def _where(env: Environment) -> str:
     if env.backend == BackendName.HOST:
         return f"this machine, {env.build}"
     if env.backend == BackendName.DOCKER:
+        if env.arch != "amd64":
+            return f"{env.userland.release} {env.arch} userland (32-bit), {env.build}"
         return f"{env.suite} userland, {env.build}"
     return (f"{env.kernel.suite} kernel {env.cmdline or '(default cmdline)'}, "
             f"{env.suite} userland, {env.build}")

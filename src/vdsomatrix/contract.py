@@ -95,7 +95,9 @@ def stamp_identity(doc: dict[str, Any], env: Environment, facts: dict[str, Any])
     if claimed is not None and claimed != env.name:
         identity["probe_name"] = claimed
     identity.update(facts)
+    # arch: the userland's architecture from the matrix ("amd64" for the host), whatever the
+    # probe says of its own ABI (environment.abi).
     identity.update(name=env.name, backend=str(env.backend), suite=env.suite,
-                    build=str(env.build), description=env.description or None)
+                    build=str(env.build), arch=env.arch, description=env.description or None)
     if env.kernel is not None:
         identity.update(kernel_suite=env.kernel.suite, matrix_cmdline=env.cmdline)

@@ -35,6 +35,10 @@ class Build(StrEnum):
 
 BACKENDS = tuple(BackendName)
 BUILDS = tuple(Build)
+# The userland architectures a suite may have: Debian's names (what debootstrap --arch takes).
+# i386 userlands run on the host's 64-bit kernel through its IA32 emulation.
+ARCHES = ("amd64", "i386")
+DEFAULT_ARCH = "amd64"
 BUILD_SUFFIX = {Build.DYNAMIC: "", Build.STATIC: "-static", Build.MUSL: "-musl",
                 Build.RUNTIMES: "-runtimes"}
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
@@ -53,18 +57,49 @@ def default_matrix_path() -> Path:
 
 @dataclass(frozen=True)
 class Suite:
-    """A Debian suite's userland recipe: its name and the debootstrap script that makes it."""
+    """A Debian suite's userland recipe: its name, the debootstrap script that makes it, the
+    architecture of its userland and the Debian codename (release) it is made of.
+
+    ``name`` is the matrix's name for it ("bookworm-i386"), ``release`` the codename debootstrap
+    and apt are given ("bookworm"; the name when not set).
+    """
 
     name: str
     script: str  # debootstrap script name
+    arch: str = DEFAULT_ARCH  # Debian architecture of the userland: amd64 or i386
+    release: str | None = None  # Debian codename; None: the same as name
+
+    def __post_init__(self) -> None:
+        if self.release is None:
+            object.__setattr__(self, "release", self.name)
+
+
+# The kernel metapackage a guest boots when the matrix names a suite of this architecture:
+# Debian's amd64 kernel, and for i386 the 686-pae flavour (PAE and NX: what any CPU QEMU
+# emulates has; Debian ships it, and the plain 686 one, in bullseye and bookworm only).
+KERNEL_PACKAGES = {"amd64": "linux-image-amd64", "i386": "linux-image-686-pae"}
 
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """Which kernel a guest boots: the package a suite's metapackage points at."""
+    """Which kernel a guest boots: the package a suite's metapackage points at.
+
+    ``suite`` is the matrix's name of the suite ("bookworm", "bookworm-i386"), ``release`` the
+    Debian codename apt reads the index of (the name when not set), ``arch`` the Debian
+    architecture whose ``binary-<arch>`` index is read, and ``package`` the metapackage
+    (:data:`KERNEL_PACKAGES` of the arch when not set).
+    """
 
     suite: str
-    package: str = "linux-image-amd64"
+    package: str | None = None
+    arch: str = DEFAULT_ARCH
+    release: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.package is None:
+            object.__setattr__(self, "package", KERNEL_PACKAGES.get(self.arch, ""))
+        if self.release is None:
+            object.__setattr__(self, "release", self.suite)
 
 
 @dataclass(frozen=True)
@@ -85,6 +120,11 @@ class Environment:
     @property
     def suite(self) -> str | None:
         return self.userland.name if self.userland else None
+
+    @property
+    def arch(self) -> str:
+        """The userland's architecture (Debian's name): the suite's, "amd64" for the host."""
+        return self.userland.arch if self.userland else DEFAULT_ARCH
 
     @property
     def runtimes(self) -> bool:
@@ -164,6 +204,9 @@ def parse_matrix(raw: dict, path: Path = Path("matrix.toml")) -> Matrix:
     return Matrix(path=path, suites=suites, environments={e.name: e for e in ordered})
 
 
+_SUITE_KEYS = {"script", "release", "arch"}
+
+
 def _parse_suites(raw_suites, path: Path) -> dict[str, Suite]:
     if not isinstance(raw_suites, dict):
         raise _fail(path, "suites", "must be a table of [suites.<name>] entries")
@@ -174,13 +217,21 @@ def _parse_suites(raw_suites, path: Path) -> dict[str, Suite]:
             raise _fail(path, where, "suite names are lower-case Debian codenames")
         if not isinstance(body, dict):
             raise _fail(path, where, "must be a table")
-        extra = set(body) - {"script"}
+        extra = set(body) - _SUITE_KEYS
         if extra:
-            raise _fail(path, where, f"unknown key(s) {sorted(extra)}; only `script` is allowed")
-        script = body.get("script", name)
+            raise _fail(path, where, f"unknown key(s) {sorted(extra)}; allowed: "
+                        f"{', '.join(sorted(_SUITE_KEYS))}")
+        release = body.get("release", name)
+        if not isinstance(release, str) or not _SUITE.match(release):
+            raise _fail(path, where, "`release` must be a Debian codename such as 'bookworm'")
+        script = body.get("script", release)
         if not isinstance(script, str) or not _SUITE.match(script):
             raise _fail(path, where, "`script` must be a debootstrap script name such as 'sid'")
-        suites[name] = Suite(name=name, script=script)
+        arch = body.get("arch", DEFAULT_ARCH)
+        if arch not in ARCHES:
+            raise _fail(path, where, f"`arch` must be one of: {', '.join(ARCHES)} "
+                        f"(got {arch!r})")
+        suites[name] = Suite(name=name, script=script, arch=arch, release=release)
     return suites
 
 
@@ -209,9 +260,17 @@ def _parse_grids(grids, suites: dict[str, Suite], path: Path):
                                 [str(b) for b in BUILDS])
         for suite in g_suites:
             for build in map(Build, g_builds):
+                _check_build(suites[suite], build, path, where)
                 yield Environment(name=f"{suite}{BUILD_SUFFIX[build]}",
                                   backend=BackendName.DOCKER, userland=suites[suite],
                                   build=build), where
+
+
+def _check_build(suite: Suite, build: Build, path: Path, where: str) -> None:
+    """The runtimes build exists for amd64 userlands only (for now)."""
+    if build == Build.RUNTIMES and suite.arch != DEFAULT_ARCH:
+        raise _fail(path, where, f"the runtimes build is for amd64 suites only, and "
+                    f"{suite.name!r} is {suite.arch}: leave it out of this entry")
 
 
 _ENTRY_KEYS = {"name", "backend", "suite", "build", "kernel", "cmdline", "description"}
@@ -254,17 +313,27 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
         if kernel not in suites:
             raise _fail(path, where,
                         f"`kernel` must name a suite whose kernel boots, got {kernel!r}")
+        # The kernel's suite decides the guest's architecture (an i386 suite: its 686-pae
+        # kernel under qemu-system-i386), and the userland must be of the same one.
+        k_arch, u_arch = suites[kernel].arch, suites[suite].arch
+        if k_arch != u_arch:
+            raise _fail(path, where, f"the kernel of {kernel!r} is {k_arch} but the userland "
+                        f"{suite!r} is {u_arch}: a guest boots a kernel and a userland of one "
+                        f"architecture; name an {u_arch} suite as `kernel`")
         for word in cmdline.split():
             if not _CMDLINE_WORD.match(word):
                 raise _fail(path, where, f"`cmdline` word {word!r} has characters not allowed")
     elif kernel or cmdline:
         raise _fail(path, where, "`kernel` and `cmdline` are for the qemu backend only")
+    if suite:
+        _check_build(suites[suite], Build(build), path, where)
     return Environment(
         name=name,
         backend=BackendName(backend),
         userland=suites.get(suite) if suite else None,
         build=Build(build),
-        kernel=KernelSpec(kernel) if backend == BackendName.QEMU else None,
+        kernel=(KernelSpec(kernel, arch=suites[kernel].arch, release=suites[kernel].release)
+                if backend == BackendName.QEMU else None),
         cmdline=" ".join(cmdline.split()),
         description=body.get("description", ""),
     )

@@ -85,6 +85,7 @@ class CallPath(StrEnum):
     SYSCALL = "syscall"
     VSYSCALL = "vsyscall"
     INT80 = "int80"
+    KERNEL_VSYSCALL = "kernel_vsyscall"  # i386: call *%gs:0x10 into the vDSO's __kernel_vsyscall
 
 
 # ----------------------------------------------------------------------------- decoding ------

@@ -1,6 +1,6 @@
 """The census of kernel-entry instructions in a libc: how many ``syscall`` / ``sysenter`` /
-``int 0x80`` its code holds (counted exactly as ``objdump -d`` shows them, see sweep.py), and in
-which functions.
+``int 0x80`` (and, in 32-bit code, ``call *%gs:0x10`` to ``__kernel_vsyscall``) its code holds
+(counted exactly as ``objdump -d`` shows them, see sweep.py), and in which functions.
 
 Counts are exact however many sites there are; the lists (function rows, the sites of each row,
 section names) are capped as limits.py describes.
@@ -44,8 +44,8 @@ def take_census(result: SweepResult, index: FunctionIndex, has_symbols: bool,
 
     The function listing is ``{"functions": rows, "functions_capped", "functions_total"}``,
     rows in address order (the sites of no known function last), each
-    ``{"name", "address", "exact", "syscall", "sysenter", "int80", "sites", "sites_capped",
-    "sites_total"}``.
+    ``{"name", "address", "exact", "syscall", "sysenter", "int80", "kernel_vsyscall", "sites",
+    "sites_capped", "sites_total"}`` (one count per kind of sweep.KINDS).
     """
     # First pass: exact counts per function; sites are only counted, so that a flood of them
     # costs one small tally per function.

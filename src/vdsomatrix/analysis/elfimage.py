@@ -31,6 +31,7 @@ MAX_TAGS = 4096
 MAX_NAME = 1024
 MAX_RELOCATIONS = 1 << 20
 R_X86_64_GLOB_DAT = 6
+R_386_GLOB_DAT = 6
 PF_X = 1
 SHF_EXECINSTR = SH_FLAGS.SHF_EXECINSTR
 SHF_ALLOC = SH_FLAGS.SHF_ALLOC
@@ -384,22 +385,32 @@ class ElfImage:
 
     def got_names(self, dynsym: list[Symbol]) -> dict[int, str]:
         """GOT slot address -> name of the symbol whose address the dynamic linker puts there
-        (``R_X86_64_GLOB_DAT``), for x86-64 ELF64 only; ``{}`` for anything else."""
-        if self.machine != "EM_X86_64" or self.elf.elfclass != 64 or not self.elf.little_endian:
+        (``R_X86_64_GLOB_DAT`` in the RELA tables of x86-64 ELF64, ``R_386_GLOB_DAT`` in the
+        REL tables of i386 ELF32); ``{}`` for anything else."""
+        if not self.elf.little_endian:
             return {}
+        if self.machine == "EM_X86_64" and self.elf.elfclass == 64:
+            sh_type, entsize, layout = "SHT_RELA", 24, "<QQq"
+            glob_dat, shift = R_X86_64_GLOB_DAT, 32  # r_info: symbol << 32 | type
+        elif self.machine == "EM_386" and self.elf.elfclass == 32:
+            sh_type, entsize, layout = "SHT_REL", 8, "<II"
+            glob_dat, shift = R_386_GLOB_DAT, 8  # r_info: symbol << 8 | type
+        else:
+            return {}
+        type_mask = (1 << shift) - 1
         names = {s.index: s.name for s in dynsym if s.name}
         out: dict[int, str] = {}
         budget = MAX_RELOCATIONS
-        for sec in self.sections_of_type("SHT_RELA"):
+        for sec in self.sections_of_type(sh_type):
             link = self.section(sec.link)
-            if link is None or link.type != "SHT_DYNSYM" or sec.entsize != 24:
+            if link is None or link.type != "SHT_DYNSYM" or sec.entsize != entsize:
                 continue
             blob = self.section_bytes(sec)
-            count = min(len(blob) // 24, budget)
+            count = min(len(blob) // entsize, budget)
             budget -= count
-            for offset, info, _addend in struct.iter_unpack("<QQq", blob[: count * 24]):
-                if info & 0xFFFFFFFF == R_X86_64_GLOB_DAT and (info >> 32) in names:
-                    out.setdefault(offset, names[info >> 32])
+            for offset, info, *_addend in struct.iter_unpack(layout, blob[: count * entsize]):
+                if info & type_mask == glob_dat and (info >> shift) in names:
+                    out.setdefault(offset, names[info >> shift])
             if budget <= 0:
                 self.problems.append(f"more than {MAX_RELOCATIONS} relocations; the rest ignored")
                 break

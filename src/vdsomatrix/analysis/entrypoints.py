@@ -6,6 +6,14 @@ callees) and classified by what the walk saw: an indirect call through a pointer
 ``syscall`` instruction, or, for an IFUNC, a resolver that returns a pointer read from data, so
 that calls land in the vDSO itself. The addresses of the evidence come with it. This is a static
 estimate, not a trace: branches are not followed.
+
+32-bit code (i386) is read the same way. Position-independent i386 code has no RIP-relative
+addressing: it calls a ``__x86.get_pc_thunk.*`` (``mov reg, [esp]; ret``) and adds the distance
+to the GOT, and the walk follows that register so that GOT slots (``R_386_GLOB_DAT``) and the
+``__vdso_*`` strings are found as on x86-64. A 32-bit libc enters the kernel with ``int $0x80``
+or through the vDSO's ``__kernel_vsyscall`` (``call *%gs:0x10``): an entry point that does so
+directly is classified ``int80`` or ``kernel_vsyscall``, and ``fallback`` names the kind of
+kernel entry found behind a vDSO route (``syscall``, ``int80``, ``kernel_vsyscall``).
 """
 
 from __future__ import annotations
@@ -22,7 +30,15 @@ from vdsomatrix.analysis.functions import FunctionIndex
 from vdsomatrix.analysis.sweep import classify
 
 ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
-CLASSES = ("vdso-then-syscall-fallback", "vdso-via-ifunc-resolver", "syscall", "unknown")
+# The kinds that enter the kernel directly (sweep.KINDS) are classifications of their own.
+DIRECT = ("syscall", "int80", "kernel_vsyscall", "sysenter")
+CLASSES = ("vdso-then-syscall-fallback", "vdso-via-ifunc-resolver", *DIRECT, "unknown")
+DIRECT_SHOWN = {"syscall": "syscall", "int80": "int $0x80",
+                "kernel_vsyscall": "call *%gs:0x10 to __kernel_vsyscall",
+                "sysenter": "sysenter"}
+# __x86.get_pc_thunk.<reg>: ``mov reg, [esp]; ret`` (8b /r with SIB esp, then c3).
+PC_THUNK_REGS = {0x04: "eax", 0x0C: "ecx", 0x14: "edx", 0x1C: "ebx", 0x2C: "ebp", 0x34: "esi",
+                 0x3C: "edi"}
 MAX_WALK = 64  # instructions per function walked for an entry point
 MAX_FOLLOW = 6  # direct callees (or IFUNC candidates) walked per entry point
 MAX_RETURNS = 16  # data-pointer returns recorded per walk
@@ -38,13 +54,15 @@ class Value:
 
     ``kind`` is ``"got"`` after a load from a GOT slot (``origin``: the symbol whose address
     the dynamic linker puts there), ``"data"`` after any other load from memory (``origin``:
-    where), ``"code"`` after a ``lea`` of code in this object. ``loaded_at`` is the address of
-    the instruction that produced it.
+    where), ``"code"`` after a ``lea`` of code in this object, ``"pc"`` for a known address in
+    this object (i386: what a ``__x86.get_pc_thunk`` returns, plus what is added to it; ``at``
+    is that address). ``loaded_at`` is the address of the instruction that produced it.
     """
 
     kind: str
     origin: str
     loaded_at: int
+    at: int | None = None
 
     @property
     def from_memory(self) -> bool:
@@ -96,6 +114,8 @@ class EntryWalker:
         self.md = image.disassembler(detail=True)
         self.att = image.disassembler(detail=True, att=True)
         self._walks: dict[int, Walk] = {}
+        self.mask = (1 << 32) - 1 if image.machine == "EM_386" else (1 << 64) - 1
+        self._thunks: dict[int, str | None] = {}
 
     def describe(self, name: str) -> dict[str, Any]:
         sym = self.names.lookup(name) or self.index.lookup(name)
@@ -119,6 +139,7 @@ class EntryWalker:
         evidence: list[dict[str, Any]] = []
         vdso_seen = bool(top.indirect or top.vdso_strings)
         kernel_seen = bool(top.kernel_entries)
+        kinds = [e["kind"] for e in top.kernel_entries]
         for item in top.indirect + top.vdso_strings + top.kernel_entries:
             evidence.append({**item, "in": sym.name})
         followed = top.code_refs if ifunc else top.callees
@@ -131,6 +152,10 @@ class EntryWalker:
                 evidence.append({**item, "in": callee_name})
             vdso_seen = vdso_seen or bool(sub.indirect) and not ifunc
             kernel_seen = kernel_seen or bool(sub.kernel_entries)
+            kinds += [e["kind"] for e in sub.kernel_entries]
+        # The kind of kernel entry seen first ("syscall" on x86-64; "kernel_vsyscall" or
+        # "int80" in 32-bit code).
+        entry_kind = kinds[0] if kinds else None
         returns = top.returns if ifunc else []
         identified = [r for r in returns if r["origin"].startswith(VDSO_POINTER_HOMES)]
         if returns and (identified or top.vdso_strings):
@@ -143,18 +168,18 @@ class EntryWalker:
         elif vdso_seen and kernel_seen:
             classification = "vdso-then-syscall-fallback"
         elif kernel_seen and not vdso_seen:
-            classification = "syscall"
+            classification = entry_kind if entry_kind in DIRECT else "syscall"
         else:
             classification = "unknown"
         for item in returns[:4]:
             evidence.insert(0, {"address": item["address"], "kind": item["kind"],
                                 "text": item["text"], "in": sym.name})
         reason = self._reason(classification, ifunc, top, returns, kernel_seen,
-                              None if identified else top.vdso_strings)
+                              None if identified else top.vdso_strings, entry_kind)
         return {
             "symbol": sym.name, "address": sym.value, "size": sym.size, "ifunc": ifunc,
             "classification": classification, "reason": reason,
-            "fallback": "syscall" if kernel_seen and classification != "syscall" else None,
+            "fallback": entry_kind if kernel_seen and classification not in DIRECT else None,
             "evidence": evidence, "walked": len(top.instructions), "truncated": top.truncated,
             "listing": self.listing(sym, top),
         }
@@ -162,7 +187,8 @@ class EntryWalker:
     @staticmethod
     def _reason(classification: str, ifunc: bool, top: Walk,
                 returns: list[dict[str, Any]] | None = None, fallback: bool = False,
-                looked_up: list[dict[str, Any]] | None = None) -> str:
+                looked_up: list[dict[str, Any]] | None = None,
+                entry_kind: str | None = None) -> str:
         if classification == "vdso-via-ifunc-resolver":
             origin = returns[0]["origin"] if returns else "data"
             if looked_up:  # seen in glibc 2.31 and 2.36: dl_vdso_vsym() in the resolver itself
@@ -179,8 +205,13 @@ class EntryWalker:
             how = ("IFUNC resolver looks up a vDSO symbol, fallback code enters the kernel"
                    if ifunc else "indirect call through a pointer loaded from data, and a "
                    "kernel-entry instruction on another path")
-        elif classification == "syscall":
+            if entry_kind in DIRECT and entry_kind != "syscall":
+                how += f" ({DIRECT_SHOWN[entry_kind]})"
+        elif classification in DIRECT:
             how = "enters the kernel directly; no indirect call through data seen"
+            if classification != "syscall":
+                how = (f"enters the kernel with {DIRECT_SHOWN[classification]}; no indirect "
+                       "call through data seen")
         elif returns:
             how = (f"the IFUNC resolver returns a pointer read from {returns[0]['origin']}, "
                    "not identified as the vDSO's")
@@ -239,7 +270,9 @@ class EntryWalker:
         if (is_call or is_jump) and len(ops) == 1:
             op = ops[0]
             if op.type == x86.X86_OP_IMM:
-                target = op.imm
+                target = op.imm & self.mask
+                if is_call and self.pc_thunk(target):
+                    return  # the PIC base, not a callee: see _flow
                 inside = start <= target < start + size if size else False
                 if not inside and target not in w.callees and (is_call or insn.mnemonic == "jmp"):
                     sec = self.image.section_at(target)
@@ -250,19 +283,24 @@ class EntryWalker:
                             and not sec.name.startswith(".plt")):
                         w.callees.append(target)
             elif op.type == x86.X86_OP_MEM:
+                origin = self._loaded(insn, op.mem, regs).origin
+                where = "memory" if origin.startswith("memory") else origin
                 w.indirect.append({"address": insn.address, "kind": "indirect-call",
                                    "text": f"{insn.mnemonic} {insn.op_str}: pointer read "
-                                           "from memory"})
+                                           f"from {where}"})
             elif op.type == x86.X86_OP_REG:
                 value = regs.get(_family(insn.reg_name(op.reg)))
                 if value is not None and value.from_memory:
+                    named = "" if value.origin.startswith(("memory", "0x")) \
+                        else f" ({value.origin})"
                     w.indirect.append({"address": insn.address, "kind": "indirect-call",
                                        "text": f"{insn.mnemonic} {insn.op_str}: pointer loaded "
-                                               f"from data at {value.loaded_at:#x}"})
+                                               f"from data at {value.loaded_at:#x}{named}"})
             return
-        if insn.mnemonic == "lea" and len(ops) == 2 and ops[1].type == x86.X86_OP_MEM \
-                and ops[1].mem.base == x86.X86_REG_RIP:
-            target = insn.address + insn.size + ops[1].mem.disp
+        target = None
+        if insn.mnemonic == "lea" and len(ops) == 2 and ops[1].type == x86.X86_OP_MEM:
+            target = self._target(insn, ops[1].mem, regs)
+        if target is not None:
             sec = self.image.section_at(target)
             if sec is not None and sec.executable:
                 if not (start <= target < start + size) and target not in w.code_refs:
@@ -290,6 +328,12 @@ class EntryWalker:
         if insn.group(capstone.CS_GRP_CALL):
             for reg in CALLER_SAVED:
                 regs.pop(reg, None)
+            ops = insn.operands
+            if len(ops) == 1 and ops[0].type == x86.X86_OP_IMM:
+                reg = self.pc_thunk(ops[0].imm & self.mask)
+                if reg:  # the thunk returns the address after the call in ``reg``
+                    after = (insn.address + insn.size) & self.mask
+                    regs[_family(reg)] = Value("pc", f"{after:#x}", insn.address, after)
             return
         ops = insn.operands
         mnemonic = insn.mnemonic
@@ -305,7 +349,7 @@ class EntryWalker:
                 _set(regs, dst, loaded)
                 return
             if mnemonic == "lea" and src.type == x86.X86_OP_MEM:
-                _set(regs, dst, self._address_of(insn, src.mem))
+                _set(regs, dst, self._address_of(insn, src.mem, regs))
                 return
             if mnemonic.startswith("cmov"):
                 old = regs.get(dst)
@@ -315,6 +359,12 @@ class EntryWalker:
                 return
             if mnemonic in ("add", "sub") and getattr(regs.get(dst), "kind", "") == "data":
                 return
+            old = regs.get(dst)
+            if mnemonic in ("add", "sub") and old is not None and old.at is not None \
+                    and src.type == x86.X86_OP_IMM:
+                at = (old.at + (src.imm if mnemonic == "add" else -src.imm)) & self.mask
+                regs[dst] = Value("pc", f"{at:#x}", insn.address, at)
+                return
         try:
             _read, written = insn.regs_access()
         except capstone.CsError:
@@ -322,10 +372,35 @@ class EntryWalker:
         for reg in written:
             regs.pop(_family(insn.reg_name(reg)), None)
 
+    def _target(self, insn: Any, mem: Any, regs: dict[str, Value]) -> int | None:
+        """The address ``mem`` names, when the walk knows it: RIP-relative (x86-64), or
+        relative to a register holding a known address (i386 PIC: the GOT in ebx)."""
+        if mem.index or mem.segment:
+            return None
+        if mem.base == x86.X86_REG_RIP:
+            return (insn.address + insn.size + mem.disp) & self.mask
+        if mem.base:
+            base = regs.get(_family(insn.reg_name(mem.base)))
+            if base is not None and base.at is not None:
+                return (base.at + mem.disp) & self.mask
+        return None
+
+    def pc_thunk(self, target: int) -> str | None:
+        """The register a ``__x86.get_pc_thunk.<reg>`` at ``target`` loads (i386 only)."""
+        if self.image.machine != "EM_386":
+            return None
+        if target not in self._thunks:
+            code = self.image.read_vaddr(target, 4)
+            found = None
+            if len(code) == 4 and code[0] == 0x8B and code[2] == 0x24 and code[3] == 0xC3:
+                found = PC_THUNK_REGS.get(code[1])
+            self._thunks[target] = found
+        return self._thunks[target]
+
     def _loaded(self, insn: Any, mem: Any, regs: dict[str, Value]) -> Value:
         """What a load from ``mem`` yields."""
-        if mem.base == x86.X86_REG_RIP and not mem.index:
-            slot = insn.address + insn.size + mem.disp
+        slot = self._target(insn, mem, regs)
+        if slot is not None:
             if slot in self.got:
                 return Value("got", self.got[slot], insn.address)
             return Value("data", f"{slot:#x}", insn.address)
@@ -335,10 +410,10 @@ class EntryWalker:
             return Value("data", origin, insn.address)
         return Value("data", f"memory (load at {insn.address:#x})", insn.address)
 
-    def _address_of(self, insn: Any, mem: Any) -> Value | None:
-        if mem.base != x86.X86_REG_RIP or mem.index:
+    def _address_of(self, insn: Any, mem: Any, regs: dict[str, Value]) -> Value | None:
+        target = self._target(insn, mem, regs)
+        if target is None:
             return None
-        target = insn.address + insn.size + mem.disp
         sec = self.image.section_at(target)
         if sec is None or not sec.executable:
             return None

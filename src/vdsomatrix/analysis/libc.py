@@ -4,12 +4,16 @@ Three questions, each answered from the bytes of the libc an environment really 
 the static probe binary, which has its libc linked in):
 
 * census (census.py): how many ``syscall`` / ``sysenter`` / ``int 0x80`` instructions the
-  executable code holds, and in which functions;
+  executable code holds (and, in a 32-bit libc, ``call *%gs:0x10``: the call of the vDSO's
+  ``__kernel_vsyscall``), and in which functions;
 * entry points (entrypoints.py): whether ``syscall()``, ``clock_gettime``, ``gettimeofday`` and
-  ``time`` reach the vDSO or a ``syscall`` instruction, with the addresses of the evidence;
+  ``time`` reach the vDSO or enter the kernel themselves (``syscall``; in 32-bit code
+  ``int $0x80`` or ``__kernel_vsyscall``), with the addresses of the evidence;
 * vDSO names (vdsonames.py): which ``__vdso_*`` symbols and ``LINUX_*`` versions the libc's
   read-only data names, i.e. what it will ask the vDSO for. Dynamic glibc asks for most of them
-  in its loader (ld.so, ``setup_vdso_pointers``): ``analyse_ldso`` reads those.
+  in its loader (ld.so, ``setup_vdso_pointers``): ``analyse_ldso`` reads those. In 32-bit
+  code the names are found, but not yet which functions use them (``referenced_from`` stays
+  empty: i386 code addresses them relative to its GOT register, not to RIP).
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ every executable section and again at every symbol inside it (objdump disassembl
 symbol to the next and never lets an instruction run over the next symbol). Bytes capstone
 cannot decode are skipped one at a time, as objdump's ``(bad)`` lines resynchronise the same way
 in practice.
+
+The kinds of kernel entry counted: ``syscall``, ``sysenter`` and ``int 0x80`` themselves, and,
+in 32-bit code, ``call dword ptr gs:[0x10]`` (AT&T: ``call *%gs:0x10``): glibc and musl on i386
+call the vDSO's ``__kernel_vsyscall`` through the address the thread control block keeps at
+``%gs:0x10`` (AT_SYSINFO), and that function enters the kernel with whichever instruction the
+kernel patched in at boot (see ``vdso.kernel_vsyscall``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import capstone
 
 from vdsomatrix.analysis.elfimage import Symbol
 
-KINDS = ("syscall", "sysenter", "int80")
+KINDS = ("syscall", "sysenter", "int80", "kernel_vsyscall")
+# The indirect call through the TCB's sysinfo word, as capstone prints it in 32-bit mode (in
+# 64-bit mode the same bytes are "qword ptr gs:[rip + 0x10]", which enters nothing).
+KERNEL_VSYSCALL_CALL = "dword ptr gs:[0x10]"
 KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
 _RIP = re.compile(r"\[rip ([+-]) (0x[0-9a-f]+|\d+)\]")
 # capstone decodes a whole buffer into a C array (about 250 bytes an instruction) before it
@@ -63,6 +72,8 @@ def classify(mnemonic: str, op_str: str) -> str | None:
         return "sysenter"
     if mnemonic == "int" and op_str.strip().lstrip("$") in ("0x80", "128"):
         return "int80"
+    if mnemonic == "call" and op_str.strip() == KERNEL_VSYSCALL_CALL:
+        return "kernel_vsyscall"
     return None
 
 

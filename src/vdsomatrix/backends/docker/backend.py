@@ -8,13 +8,19 @@ stops by itself if vdsomatrix dies; what killed runs leave behind is found by le
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import gzip
 import os
+import struct
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vdsomatrix import contract
+from vdsomatrix import contract, processes
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.backends.docker import images, leftovers, runtimes
 from vdsomatrix.backends.docker.container import (
@@ -35,7 +41,8 @@ from vdsomatrix.backends.docker.engine import (
     find_image,
 )
 from vdsomatrix.errors import EnvironmentUnavailable
-from vdsomatrix.matrix import BackendName, Environment, Suite
+from vdsomatrix.matrix import DEFAULT_ARCH, BackendName, Environment, Suite
+from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import one_line
 
 PING_TIMEOUT = 5.0  # seconds for the availability check
@@ -43,6 +50,91 @@ API_TIMEOUT = 120.0  # seconds for ordinary engine requests (create, start, kill
 # The container kills itself this long after the run's deadline: normally the run kills it
 # first and reports a timeout; this is for when nobody is left to do so.
 SELF_KILL_GRACE = 15.0
+
+
+# The smallest i386 program: an ELF32 header, one PT_LOAD segment, and exit(0) through int $0x80
+# (mov $1, %eax; xor %ebx, %ebx; int $0x80). A kernel without IA32 emulation, or with it
+# switched off (ia32_emulation=0), refuses to exec it with ENOEXEC.
+_I386_BASE = 0x08048000
+_I386_CODE = bytes.fromhex("b801000000" "31db" "cd80")
+_I386_SIZE = 52 + 32 + len(_I386_CODE)
+I386_EXIT0 = (
+    b"\x7fELF\x01\x01\x01" + bytes(9)  # ELFCLASS32, little-endian, version 1, SysV
+    + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, _I386_BASE + 84, 52, 0, 0, 52, 32, 1, 0, 0, 0)
+    + struct.pack("<IIIIIIII", 1, 0, _I386_BASE, _I386_BASE, _I386_SIZE, _I386_SIZE, 5, 0x1000)
+    + _I386_CODE
+)
+NO_IA32 = "this machine's kernel cannot run 32-bit (i386) programs"
+
+
+def _kernel_says_why() -> str:
+    """Why 32-bit programs do not run, as far as the command line and the kernel's config say."""
+    try:
+        words = Path("/proc/cmdline").read_text().split()
+    except OSError:
+        words = []
+    for word in words:
+        key, _, value = word.partition("=")
+        # The kernel reads it with kstrtobool: 0, n, N and "off" switch the emulation off.
+        if key == "ia32_emulation" and (value[:1] in ("0", "n", "N") or value.lower() == "off"):
+            return f"it was booted with {word}; boot it without that to run the i386 environments"
+    config = _kernel_config()
+    if "CONFIG_IA32_EMULATION=y" not in config and config:
+        return "it is built without IA32 emulation (CONFIG_IA32_EMULATION is not set)"
+    if "CONFIG_IA32_EMULATION_DEFAULT_DISABLED=y" in config:
+        return ("its IA32 emulation is off by default (CONFIG_IA32_EMULATION_DEFAULT_DISABLED):"
+                " boot it with ia32_emulation=1 to run the i386 environments")
+    return "no IA32 emulation (CONFIG_IA32_EMULATION) in this kernel, or it is switched off"
+
+
+def _kernel_config() -> str:
+    for path in (Path(f"/boot/config-{os.uname().release}"), Path("/proc/config.gz")):
+        try:
+            data = path.read_bytes()
+            return (gzip.decompress(data) if path.suffix == ".gz" else data).decode("latin-1")
+        except (OSError, EOFError, gzip.BadGzipFile):
+            continue
+    return ""
+
+
+def _exec_i386(folder: Path, program_bytes: bytes = I386_EXIT0) -> tuple[bool, str] | None:
+    """Exec ``program_bytes`` (:data:`I386_EXIT0`) from ``folder``: (runs, reason), or None when
+    this folder cannot tell (not writable, mounted noexec)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="ia32-check.", dir=folder) as tmp:
+            program = Path(tmp) / "exit0-i386"
+            program.write_bytes(program_bytes)
+            program.chmod(0o700)
+            try:
+                proc = processes.spawn([str(program)], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except OSError as exc:
+                if exc.errno == errno.ENOEXEC:
+                    return False, f"{NO_IA32} (exec of an i386 program: Exec format error): " \
+                                  f"{_kernel_says_why()}"
+                return None  # EACCES on a noexec mount, and the like: try elsewhere
+            code = processes.wait(proc, 10.0)
+    except OSError:
+        return None
+    if code == 0:
+        return True, ""
+    what = "did not exit within 10 s" if code is None else f"exited with status {code}"
+    return False, f"{NO_IA32}: an i386 program that only calls exit(0) {what}"
+
+
+@functools.cache
+def ia32_support() -> tuple[bool, str]:
+    """(True, "") when this machine's kernel runs 32-bit x86 programs, else (False, why).
+
+    Found by running one (see :data:`I386_EXIT0`), once per process; when no folder here
+    allows running a program at all, the answer is yes (a build would say otherwise).
+    """
+    for folder in (Path(tempfile.gettempdir()), cache_dir() / "tmp"):
+        answer = _exec_i386(folder)
+        if answer is not None:
+            return answer
+    return True, ""
 
 
 def _engine_version(client) -> dict[str, str | None]:
@@ -63,11 +155,22 @@ class DockerBackend(Backend):
     startup_allowance = 10.0  # creating, starting and removing a container
 
     def __init__(self, *, client_factory: Callable[..., Any] | None = None,
-                 root: Path | None = None):
+                 root: Path | None = None,
+                 ia32_check: Callable[[], tuple[bool, str]] | None = None):
         """``client_factory`` (tests) returns a Docker client and takes ``timeout=``; ``root`` is
-        the checkout with images/Dockerfile and probes/."""
+        the checkout with images/Dockerfile and probes/; ``ia32_check`` (tests) stands in for
+        :func:`ia32_support`."""
         self._client_factory = client_factory or docker_client
         self._root = root
+        self._ia32_check = ia32_check or ia32_support
+
+    def _check_arch(self, env: Environment) -> None:
+        """EnvironmentUnavailable when this kernel cannot run ``env``'s userland (an i386
+        userland without IA32 emulation), before anything is built or asked of the engine."""
+        if env.arch != DEFAULT_ARCH:
+            runs, why = self._ia32_check()
+            if not runs:
+                raise EnvironmentUnavailable(why)
 
     @staticmethod
     def _userland(env: Environment) -> Suite:
@@ -104,6 +207,7 @@ class DockerBackend(Backend):
     def availability(self, env: Environment) -> Availability:
         try:
             suite = self._userland(env)
+            self._check_arch(env)
             with self._engine(PING_TIMEOUT) as client:
                 built, reason = self._images(env).image_status(suite, client=client,
                                                                root=self._root)
@@ -113,6 +217,7 @@ class DockerBackend(Backend):
 
     def prepare(self, env: Environment, *, rebuild: bool = False, log=print) -> None:
         suite = self._userland(env)
+        self._check_arch(env)
         with self._engine(LONG_TIMEOUT) as client:
             self._images(env).ensure_image(suite, rebuild=rebuild, log=log, client=client,
                                            root=self._root)
@@ -142,6 +247,7 @@ class DockerBackend(Backend):
 
         try:
             suite = self._userland(env)
+            self._check_arch(env)
             with self._engine(API_TIMEOUT) as client:
                 tag = self._images(env).image_tag(suite, root=self._root)
                 try:

@@ -1,7 +1,9 @@
 """Probe images: images/Dockerfile on top of a suite's base image, built locally (no registry).
 
 ``vdsomatrix-probe:<suite>-<hash12>``: the probe plus the C helper compiled three ways;
-``<hash12>`` covers the Dockerfile, the probe sources, the suite and the base recipe.
+``<hash12>`` covers the Dockerfile, the probe sources, the suite and the base recipe (and so the
+suite's architecture: an i386 suite's helpers are built by its own i386 gcc and musl-gcc, run
+natively in the container on the host's 64-bit kernel).
 
 Nothing is rebuilt when its tag already exists; ``rebuild=True`` rebuilds both images of the
 suite from scratch. Builds of different suites may run in parallel threads or processes: each
@@ -51,8 +53,12 @@ def _context_files(root: Path) -> list[tuple[str, bytes, int]]:
     return [("Dockerfile", dockerfile.read_bytes(), 0o644), *paths.probe_sources(root)]
 
 
-def probe_hash(suite: Suite, *, root: Path | None = None) -> str:
-    files = _context_files(root or project_root())
+def probe_hash(suite: Suite, *, root: Path | None = None,
+               files: list[tuple[str, bytes, int]] | None = None) -> str:
+    """The hash of ``suite``'s probe image: of ``files`` (the build context) when given, else of
+    the context as it is now in ``root``."""
+    if files is None:
+        files = _context_files(root or project_root())
     h = hashlib.sha256()
     h.update(f"vdsomatrix-probe-image/1\0{suite.name}\0{suite.script}\0".encode())
     h.update(base_hash(suite).encode() + b"\0")
@@ -89,12 +95,15 @@ def _suite_lock(suite: Suite, log: Log):
     )
 
 
-def _probe_labels(suite: Suite, base_tag: str, root: Path) -> dict[str, str]:
+def _probe_labels(suite: Suite, base_tag: str, root: Path,
+                  files: list[tuple[str, bytes, int]] | None = None) -> dict[str, str]:
     return {
         f"{LABEL}.kind": "probe",
         f"{LABEL}.suite": suite.name,
         f"{LABEL}.script": suite.script,
-        f"{LABEL}.hash": probe_hash(suite, root=root),
+        f"{LABEL}.arch": suite.arch,
+        f"{LABEL}.release": suite.release,
+        f"{LABEL}.hash": probe_hash(suite, root=root, files=files),
         f"{LABEL}.base": base_tag,
         f"{LABEL}.base-hash": base_hash(suite),
     }
@@ -136,9 +145,18 @@ def _follow_build(stream: Iterator[dict], suite: Suite, log: Log) -> None:
 def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool, root: Path,
                  log: Log) -> str:
     started = time.monotonic()
+    # One reading of the context for what is built, its labels and the check against the tag:
+    # the probe sources edited since the tag was computed would otherwise be built under a
+    # tag (and labelled with a hash) that names other sources.
+    files = _context_files(root)
+    if not tag.endswith("-" + probe_hash(suite, files=files)[:12]):
+        raise ImageBuildError(
+            f"the probe sources (images/Dockerfile, probes/) changed while the {suite.name} "
+            "image was being prepared: run again once they are saved"
+        )
     log(f"[{suite.name}] building {tag} on {base_tag}")
     stream = client.api.build(
-        fileobj=_context_tar(_context_files(root)),
+        fileobj=_context_tar(files),
         custom_context=True,
         tag=tag,
         buildargs={"BASE": base_tag},
@@ -147,7 +165,7 @@ def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool
         nocache=nocache,
         rm=True,
         forcerm=True,
-        labels=_probe_labels(suite, base_tag, root),
+        labels=_probe_labels(suite, base_tag, root, files),
         decode=True,
     )
     _follow_build(stream, suite, log)

@@ -25,7 +25,7 @@ from typing import Any
 from vdsomatrix.backends.docker.engine import LABEL, Log, remove_container
 from vdsomatrix.backends.docker.images import PROBE_REPO, probe_image_tag
 from vdsomatrix.backends.docker.rootfs import BASE_REPO, base_image_tag
-from vdsomatrix.matrix import Suite
+from vdsomatrix.matrix import DEFAULT_ARCH, Suite
 from vdsomatrix.processes import boot_id, start_time
 from vdsomatrix.text import one_line
 
@@ -101,11 +101,14 @@ _ANY_RUNTIMES = "*"
 
 
 def _current_tags(labels: dict[str, str], root: Path | None,
-                  known: dict[tuple[str, str], set[str]]) -> set[str]:
+                  known: dict[tuple[str, str, str, str | None], set[str]]) -> set[str]:
     """The tags the current recipe and probe sources give the suite an image was built for."""
     from vdsomatrix.backends.docker import runtimes  # it builds on images.py, as this does
 
-    key = (labels.get(f"{LABEL}.suite", ""), labels.get(f"{LABEL}.script", ""))
+    # Images built before suites had an architecture and a release carry no label for either:
+    # amd64, and the suite's name.
+    key = (labels.get(f"{LABEL}.suite", ""), labels.get(f"{LABEL}.script", ""),
+           labels.get(f"{LABEL}.arch") or DEFAULT_ARCH, labels.get(f"{LABEL}.release") or None)
     if key not in known:
         suite = Suite(*key)
         known[key] = {base_image_tag(suite), probe_image_tag(suite, root=root)}
@@ -120,7 +123,7 @@ def remove_stale_images(client, *, root: Path | None = None, log: Log = print) -
     """Remove our images that no current tag names; returns how many tags or images went."""
     import docker.errors
 
-    known: dict[tuple[str, str], set[str]] = {}
+    known: dict[tuple[str, str, str, str | None], set[str]] = {}
     from vdsomatrix.backends.docker.runtimes import RUNTIMES_REPO
 
     ours = (f"{BASE_REPO}:", f"{PROBE_REPO}:", f"{RUNTIMES_REPO}:")

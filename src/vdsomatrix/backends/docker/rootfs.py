@@ -1,7 +1,8 @@
 """Base images: a Debian suite's minbase root filesystem, made by debootstrap and imported.
 
-``vdsomatrix-base:<suite>-<hash12>``: ``<hash12>`` covers the recipe (suite, debootstrap script,
-package list, clean-up, import changes), so the tag names what was asked for; the packages inside
+``vdsomatrix-base:<suite>-<hash12>``: ``<hash12>`` covers the recipe (suite, its architecture and
+Debian release, debootstrap script, package list, clean-up, import changes), so the tag names what
+was asked for; the packages inside
 are whatever the mirror served that day (labels record glibc and Python). The cache directory
 holds per-suite .deb caches (so a rebuild downloads only what changed), the last debootstrap log
 of each suite, and transient work directories that are removed after each import.
@@ -27,7 +28,7 @@ from debian import deb822
 from vdsomatrix import mirror, processes
 from vdsomatrix.backends.docker.engine import LABEL, Log, find_image
 from vdsomatrix.errors import BadInput, VdsomatrixError
-from vdsomatrix.matrix import Suite
+from vdsomatrix.matrix import DEFAULT_ARCH, Suite
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import one_line
 
@@ -38,7 +39,8 @@ RECIPE_VERSION = 1  # bump when the code below changes what a base image contain
 VARIANT = "minbase"
 # python3 runs probe.py; gcc + libc6-dev build the dynamic helper and, with libc6-dev's libc.a,
 # the static one; musl-tools (musl-gcc, pulling in musl-dev's libc.a) the musl one. gcc pulls in
-# binutils, whose readelf the Dockerfile uses to check the builds.
+# binutils, whose readelf the Dockerfile uses to check the builds. The same list for every
+# architecture: Debian's i386 has all four in every suite of the matrix.
 PACKAGES = ("python3", "gcc", "libc6-dev", "musl-tools")
 # Emptied before the root filesystem is tarred: downloaded .debs and apt lists (useless without a
 # network, and 130+ MB), and the files debootstrap copies from the host that builds the image.
@@ -60,8 +62,13 @@ class ImageBuildError(VdsomatrixError):
 
 def base_recipe(suite: Suite) -> dict[str, Any]:
     """Everything that decides what the base image of ``suite`` contains (apart from the mirror's
-    contents of the day). Its hash is the base tag's suffix."""
-    return {
+    contents of the day). Its hash is the base tag's suffix.
+
+    The architecture and the release are written only when they differ from amd64 and the
+    suite's name, so the recipes (and tags) of the amd64 suites stay what they were before
+    suites had either.
+    """
+    recipe: dict[str, Any] = {
         "recipe": RECIPE_VERSION,
         "suite": suite.name,
         "script": suite.script,
@@ -70,6 +77,11 @@ def base_recipe(suite: Suite) -> dict[str, Any]:
         "prune": [list(PRUNE_DIRS), list(PRUNE_FILES), sorted(BLANK_FILES.items())],
         "changes": list(IMPORT_CHANGES),
     }
+    if suite.arch != DEFAULT_ARCH:
+        recipe["arch"] = suite.arch
+    if suite.release != suite.name:
+        recipe["release"] = suite.release
+    return recipe
 
 
 def _sha256(data: bytes) -> str:
@@ -195,12 +207,13 @@ def _debootstrap_argv(suite: Suite, target: Path, archive: str, debs: Path, scri
     # Release file's signature cannot be checked against the archive keyring.
     return [
         "debootstrap",
+        f"--arch={suite.arch}",
         f"--variant={VARIANT}",
         f"--include={','.join(PACKAGES)}",
         f"--cache-dir={debs}",
         f"--keyring={keyring}",
         "--force-check-gpg",
-        suite.name,
+        suite.release,
         str(target),
         archive,
         str(script),
@@ -239,7 +252,8 @@ def _debootstrap(suite: Suite, target: Path, archive: str, log: Log) -> None:
     debs.mkdir(parents=True, exist_ok=True)
     logfile = cache_dir() / "logs" / f"debootstrap-{suite.name}.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    log(f"[{suite.name}] debootstrap {suite.name} from {archive} (log: {logfile})")
+    log(f"[{suite.name}] debootstrap {suite.release} ({suite.arch}) from {archive} "
+        f"(log: {logfile})")
     argv = _debootstrap_argv(suite, target, archive, debs, script, keyring)
     returncode = _run_logged(argv, logfile)
     if returncode is None:
@@ -288,6 +302,10 @@ def _base_labels(suite: Suite, archive: str, versions: dict[str, str]) -> dict[s
         f"{LABEL}.kind": "base",
         f"{LABEL}.suite": suite.name,
         f"{LABEL}.script": suite.script,
+        # What the userland is: `docker import` labels every image with the engine's own
+        # platform (amd64), whatever the binaries inside are built for.
+        f"{LABEL}.arch": suite.arch,
+        f"{LABEL}.release": suite.release,
         f"{LABEL}.hash": base_hash(suite),
         f"{LABEL}.mirror": archive,
         f"{LABEL}.debootstrap": _debootstrap_version(),
@@ -347,7 +365,7 @@ def build_base(client, suite: Suite, tag: str, log: Log) -> str:
         started = time.monotonic()
         _import(client, tar_path, tag, _base_labels(suite, archive, versions), suite)
         log(
-            f"[{suite.name}] base {tag} ready: debootstrap {took:.0f} s, import "
+            f"[{suite.name}] base {tag} ({suite.arch}) ready: debootstrap {took:.0f} s, import "
             f"{time.monotonic() - started:.0f} s, glibc {versions.get('libc6', '?')}, "
             f"python3 {versions.get('python3', '?')}"
         )

@@ -4,15 +4,17 @@ What boots: the kernel of ``env.kernel`` (kernels.py: only vmlinuz, everything t
 is built in) with the initramfs of ``env.userland``'s probe image (initramfs.py), whose /init
 (guest.py) runs the probe and writes its result to the second serial port.
 
-How it runs: ``qemu-system-x86_64`` with no network, no display and two serial ports, both
-files: ttyS0 is the console (kept as a log tail), ttyS1 carries the framed JSON result, read as
-it grows. Each guest has one vCPU and is pinned to one host CPU of its own (``taskset``; a lock
-file per CPU, so guests of parallel threads or processes do not share a CPU while a free one
-exists), so guests running side by side do not compete for a CPU and their latencies stay
-comparable. QEMU runs in a session of its own that dies with vdsomatrix (processes.spawn), and
-is killed when the deadline passes, when the result is in and the guest does not power off by
-itself, when it floods its serial ports, when the run is interrupted, and on any exception; its
-work folder is removed. The accelerator (KVM or TCG) is chosen by accel.py.
+How it runs: ``qemu-system-x86_64`` (``qemu-system-i386`` for an i386 kernel: Debian's 686-pae,
+booted with an i386 userland, so the probe's rows are native 32-bit ones) with no network, no
+display and two serial ports, both files: ttyS0 is the console (kept as a log tail), ttyS1
+carries the framed JSON result, read as it grows. Each guest has one vCPU and is pinned to one
+host CPU of its own (``taskset``; a lock file per CPU, so guests of parallel threads or
+processes do not share a CPU while a free one exists), so guests running side by side do not
+compete for a CPU and their latencies stay comparable. QEMU runs in a session of its own that
+dies with vdsomatrix (processes.spawn), and is killed when the deadline passes, when the result
+is in and the guest does not power off by itself, when it floods its serial ports, when the run
+is interrupted, and on any exception; its work folder is removed. The accelerator (KVM or TCG)
+is chosen by accel.py.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import plain_tail
 
 QEMU = "qemu-system-x86_64"
-INSTALL_QEMU = f"{QEMU} not found: install qemu-system-x86 (`bash .ci/setup-machine` as root does)"
+QEMU_I386 = "qemu-system-i386"  # the same Debian package (qemu-system-x86) as QEMU
+
+
+def install_qemu(binary: str) -> str:
+    return (f"{binary} not found: install qemu-system-x86 (`bash .ci/setup-machine` as root "
+            "does)")
+
+
+INSTALL_QEMU = install_qemu(QEMU)
 MEMORY_MB = 1024  # enough for a ~150 MB initramfs unpacked into RAM next to its packed copy
 POWER_OFF_GRACE = 5.0  # seconds a guest gets to power off after its result is complete
 POLL_SECONDS = 0.2
@@ -170,14 +180,27 @@ class QemuBackend(Backend):
         self,
         *,
         qemu: str = QEMU,
+        qemu_i386: str = QEMU_I386,
         image_for: Callable[[Suite, bool, Any], str] | None = None,
         memory_mb: int = MEMORY_MB,
     ):
-        """``image_for(suite, rebuild, log)``: the probe image tag of a suite, built if needed
+        """``qemu`` boots the amd64 kernels, ``qemu_i386`` the i386 ones;
+        ``image_for(suite, rebuild, log)``: the probe image tag of a suite, built if needed
         (default: the docker backend's)."""
         self.qemu = qemu
+        self.qemu_i386 = qemu_i386
         self.memory_mb = memory_mb
         self.initramfs = InitramfsCache(image_for=image_for)
+
+    def qemu_for(self, spec: KernelSpec) -> str:
+        """The QEMU binary that boots ``spec``'s kernel: by its architecture."""
+        return self.qemu_i386 if spec.arch == "i386" else self.qemu
+
+    def _can_boot(self, spec: KernelSpec) -> Availability:
+        qemu = self.qemu_for(spec)
+        if not shutil.which(qemu):
+            return Availability(False, install_qemu(qemu))
+        return Availability(True)
 
     # -- Backend
 
@@ -192,7 +215,13 @@ class QemuBackend(Backend):
             return gate
         try:
             suite, kernel = _parts(env)
+            gate = self._can_boot(kernel)
+            if not gate.ok:
+                return gate
             guest.check_cmdline(env)
+            missing = kernels.unavailable_reason(kernel)
+            if missing:
+                return Availability(False, missing)
             if kernels.cached_kernel(kernel) is None:
                 return Availability(
                     False, f"the {kernel.suite} kernel is not downloaded: run `vdsomatrix probe "
@@ -212,6 +241,9 @@ class QemuBackend(Backend):
         if not self.can_start().ok:
             raise EnvironmentUnavailable(INSTALL_QEMU)
         suite, kernel = _parts(env)
+        gate = self._can_boot(kernel)
+        if not gate.ok:
+            raise EnvironmentUnavailable(gate.reason)
         guest.check_cmdline(env)  # refuses reserved words before anything is built
         kernels.fetch_kernel(kernel, refresh=rebuild, log=log)
         self.initramfs.prepare(suite, runtimes=env.runtimes, rebuild=rebuild, log=log)
@@ -225,7 +257,7 @@ class QemuBackend(Backend):
             initrd = self.initramfs.cached(suite, runtimes=env.runtimes)
         except BadInput:
             return None
-        chosen = accel.known_accel(self.qemu)
+        chosen = accel.known_accel(self.qemu_for(spec))
         if kernel is None or initrd is None or chosen is None:
             return None
         # The accelerator too: a TCG result is not what a KVM run would measure.
@@ -246,8 +278,10 @@ class QemuBackend(Backend):
             suite, spec = _parts(env)
             budget = contract.helper_budget(deadline, self.startup_allowance)
             append = guest.kernel_cmdline(env, budget)
-            if not self.can_start().ok:
-                raise EnvironmentUnavailable(INSTALL_QEMU)
+            qemu = self.qemu_for(spec)
+            gate = self._can_boot(spec)
+            if not gate.ok:
+                raise EnvironmentUnavailable(gate.reason)
             kernel = kernels.fetch_kernel(spec, log=log)  # the cached one, when there is one
             initrd = (self.initramfs.cached(suite, runtimes=env.runtimes)
                       or self.initramfs.prepare(suite, runtimes=env.runtimes, log=log))
@@ -255,15 +289,15 @@ class QemuBackend(Backend):
             return ProbeOutcome(None, "failed", [str(exc)], seconds=time.monotonic() - started)
 
         def kvm_try_argv(console: Path) -> list[str]:
-            return qemu_argv(qemu=self.qemu, accel="kvm", vmlinuz=kernel.vmlinuz, initrd=None,
+            return qemu_argv(qemu=qemu, accel="kvm", vmlinuz=kernel.vmlinuz, initrd=None,
                              memory_mb=256, append="console=ttyS0 panic=-1", console=console,
                              result=None)  # fmt: skip
 
-        chosen = accel.detect_accel(self.qemu, kvm_try_argv, log=log)
+        chosen = accel.detect_accel(qemu, kvm_try_argv, log=log)
         memory = guest_memory_mb(initrd.stat().st_size, self.memory_mb)
         with workdirs.owned_tempdir(f"{WORK_PREFIX}{env.name}-") as work, _host_cpu() as cpu:
             argv = qemu_argv(
-                qemu=self.qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,
+                qemu=qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,
                 append=append, console=work / "console.log", result=work / "result.log",
                 memory_mb=memory,
             )  # fmt: skip
@@ -276,7 +310,7 @@ class QemuBackend(Backend):
         outcome.identity = {
             "accel": chosen,
             "kernel_package": kernel.package_ref,
-            "qemu": {"version": accel.qemu_version(self.qemu),
+            "qemu": {"version": accel.qemu_version(qemu), "binary": os.path.basename(qemu),
                      "cpu": argv[argv.index("-cpu") + 1], "memory_mb": memory, "host_cpu": cpu},
         }  # fmt: skip
         return outcome

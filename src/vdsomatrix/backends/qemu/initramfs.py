@@ -12,8 +12,12 @@ Cache layout, under ``<cache>/initramfs``::
     .<suite>.lock                                             held while either changes
 
 ``<suite>`` is ``<suite>-runtimes`` for a runtime image (userland_key). ``_`` never occurs in
-either, so a file belongs to exactly one of them. Once built, an
-initramfs boots without the Docker engine.
+either, so a file belongs to exactly one of them (an i386 suite is named ``bookworm-i386``, and
+its files ``bookworm-i386_<image>_<recipe>.cpio``). Once built, an initramfs boots without the
+Docker engine.
+
+An i386 suite's image keeps its libraries and compiler drivers under i386/i686 names;
+:func:`strip_patterns` gives the same exclusions under those names.
 """
 
 from __future__ import annotations
@@ -81,6 +85,25 @@ STRIP = (
     "var/lib/apt",
     "var/log",
 )
+# How the amd64 names in STRIP read in an i386 userland (Debian's multiarch triplet is
+# i386-linux-gnu, the toolchain's prefix i686-linux-gnu-).
+_ARCH_NAMES = {
+    "i386": (("usr/bin/x86_64-linux-gnu-", "usr/bin/i686-linux-gnu-"),
+             ("x86_64-linux-gnu", "i386-linux-gnu"),
+             ("x86_64-linux-musl", "i386-linux-musl")),
+}
+
+
+def strip_patterns(arch: str = "amd64") -> tuple[str, ...]:
+    """:data:`STRIP` for a userland of ``arch`` (amd64: STRIP itself)."""
+    patterns = []
+    for pattern in STRIP:
+        for old, new in _ARCH_NAMES.get(arch, ()):
+            pattern = pattern.replace(old, new)
+        patterns.append(pattern)
+    return tuple(patterns)
+
+
 BUILDING = ".building-"  # prefix of the folder an initramfs is built in before it is renamed
 BSDTAR_MISSING = (
     "bsdtar not found: install libarchive-tools (`bash .ci/setup-machine` as root does)"
@@ -115,27 +138,31 @@ def _mtree_path(path: Path) -> str:
     )
 
 
-def initramfs_recipe_hash() -> str:
-    """Covers everything besides the image that decides an initramfs's content."""
+def initramfs_recipe_hash(arch: str = "amd64") -> str:
+    """Covers everything besides the image that decides an initramfs's content (for amd64, the
+    same hash as before userlands had an architecture)."""
     digest = hashlib.sha256()
     digest.update(f"recipe {INITRAMFS_RECIPE}\n".encode())
-    digest.update("\n".join(STRIP).encode() + b"\n")
+    digest.update("\n".join(strip_patterns(arch)).encode() + b"\n")
     digest.update(guest.INIT_SCRIPT.encode())
     return digest.hexdigest()[:12]
 
 
-def build_initramfs(client, image: str, dest: Path, *, log=print) -> dict[str, Any]:
-    """Write the initramfs of Docker image ``image`` to ``dest``; returns size and timing.
+def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64",
+                    log=print) -> dict[str, Any]:
+    """Write the initramfs of Docker image ``image`` (a userland of ``arch``) to ``dest``;
+    returns size and timing.
 
     The image's file system is exported from a created (never started) container and streamed
-    through ``bsdtar``, which drops :data:`STRIP` and adds /init, /dev and /dev/console.
+    through ``bsdtar``, which drops :data:`STRIP` (:func:`strip_patterns` of ``arch``) and adds
+    /init, /dev and /dev/console.
     """
     if not shutil.which("bsdtar"):
         raise EnvironmentUnavailable(BSDTAR_MISSING)
     started = time.monotonic()
     with workdirs.owned_tempdir(BUILDING, dest.parent) as work:
         (work / "init").write_text(guest.INIT_SCRIPT)
-        (work / "strip").write_text("\n".join(STRIP) + "\n")
+        (work / "strip").write_text("\n".join(strip_patterns(arch)) + "\n")
         (work / "extra.mtree").write_text(
             "#mtree\n"
             "./dev type=dir uid=0 gid=0 mode=0755\n"
@@ -288,7 +315,7 @@ class InitramfsCache:
                 raise
             log(f"qemu: no Docker engine; booting the cached initramfs {cached.name}")
             return cached
-        key = CacheKey(name, image_id.split(":")[-1][:12], initramfs_recipe_hash())
+        key = CacheKey(name, image_id.split(":")[-1][:12], initramfs_recipe_hash(suite.arch))
         path = self.folder() / key.file_name
         with file_lock(self._suite_lock(name)):
             with self._lock:
@@ -296,7 +323,7 @@ class InitramfsCache:
             if not path.is_file() or (rebuild and not fresh):
                 client = self.client_factory()
                 try:
-                    stats = build_initramfs(client, tag, path, log=log)
+                    stats = build_initramfs(client, tag, path, arch=suite.arch, log=log)
                 finally:
                     client.close()
                 with self._lock:

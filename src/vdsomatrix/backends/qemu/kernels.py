@@ -1,8 +1,12 @@
 """Debian kernels for the QEMU backend: fetched by package name, unpacked, cached by version.
 
-A guest's kernel is named by a :class:`~vdsomatrix.matrix.KernelSpec`: a suite and a
-metapackage (``linux-image-amd64`` unless the matrix says otherwise), and is whatever that
-metapackage points at (for example ``linux-image-6.1.0-50-amd64`` in bookworm). Only
+A guest's kernel is named by a :class:`~vdsomatrix.matrix.KernelSpec`: a suite, its Debian
+release and architecture, and a metapackage (``linux-image-amd64`` for amd64,
+``linux-image-686-pae`` for i386, unless the matrix says otherwise), and is whatever that
+metapackage points at in the release's ``binary-<arch>`` index (for example
+``linux-image-6.1.0-50-amd64`` in bookworm, ``linux-image-6.1.0-50-686-pae`` in bookworm's i386
+index). Debian's i386 kernels stop with bookworm (:data:`NO_KERNEL`): an i386 spec of a later
+release is unavailable, with that reason, before any download. Only
 ``/boot/vmlinuz-*`` and ``/boot/config-*`` are unpacked from the package: everything the guest
 needs (8250 serial console, initramfs, proc, sys, devtmpfs, tmpfs, magic SysRq) is built into
 Debian's kernels, which :func:`missing_builtins` checks against the unpacked config, so no
@@ -22,6 +26,9 @@ Cache layout (under :func:`vdsomatrix.paths.cache_dir`: ``$VDSOMATRIX_CACHE``, e
 
     kernels/<package>_<version>/vmlinuz, config, kernel.json    one folder per package version
     kernels/suites/<suite>/<metapackage>.json                   what a spec resolved to
+                                                                (or that the index has none)
+
+``<suite>`` is the matrix's name of the suite (``bookworm``, ``bookworm-i386``).
 
 A spec is resolved against the mirror once and then reused offline; ``refresh=True`` resolves
 again (and downloads only if the version changed). Resolving a spec is serialised per spec (so
@@ -53,16 +60,37 @@ from debian.debian_support import Version
 from vdsomatrix import processes
 from vdsomatrix.backends.qemu import workdirs
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
-from vdsomatrix.matrix import KernelSpec
+from vdsomatrix.matrix import ARCHES, KernelSpec
 from vdsomatrix.mirror import archive_keyring, debian_mirror
 from vdsomatrix.paths import cache_dir, file_lock
 from vdsomatrix.results import write_atomic
 
 META_PACKAGE = "linux-image-amd64"
-# A real kernel image package: linux-image-<abi>-amd64, or its -unsigned twin.
-_IMAGE_PACKAGE = re.compile(r"^linux-image-(?P<abi>[0-9][0-9A-Za-z.+~-]*)-amd64(?:-unsigned)?$")
-# Split packaging (7.x): the image package depends on these for the image and its config.
-_PAYLOAD_PACKAGE = re.compile(r"^linux-(?:binary|base)-[0-9][0-9A-Za-z.+~-]*-amd64$")
+# The kernel flavours of each architecture, as the end of the image package's name
+# (linux-image-<abi>-<flavour>): i386 has 686 and 686-pae.
+FLAVOURS = {"amd64": r"amd64", "i386": r"686(?:-pae)?"}
+# Releases known to ship no kernel of an architecture (no network needed to say so); for any
+# other release the mirror's index decides, and a missing metapackage is remembered.
+NO_KERNEL = {
+    "i386": {
+        release: "Debian ships i386 kernels (linux-image-686, linux-image-686-pae) in bullseye and "
+        f"bookworm only: {release} has an i386 userland but no i386 kernel"
+        for release in ("trixie", "forky", "sid")
+    },
+}
+
+
+def _image_package(arch: str) -> re.Pattern:
+    """A real kernel image package: linux-image-<abi>-<flavour>, or its -unsigned twin."""
+    return re.compile(rf"^linux-image-(?P<abi>[0-9][0-9A-Za-z.+~-]*)-{FLAVOURS[arch]}"
+                      r"(?:-unsigned)?$")
+
+
+def _payload_package(arch: str) -> re.Pattern:
+    """Split packaging (7.x): the image package depends on these for the image and its config."""
+    return re.compile(rf"^linux-(?:binary|base)-[0-9][0-9A-Za-z.+~-]*-{FLAVOURS[arch]}$")
+
+
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9.+~:_-]+$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,100}\Z")  # Debian policy's package names
@@ -98,6 +126,7 @@ class Kernel:
     version_string: str  # the image's own banner: "6.1.0-50-amd64 (debian-kernel@...) #1 SMP ..."
     deb_sha256: str  # "<file> <sha256>" of each downloaded .deb, joined by "; "
     directory: Path
+    arch: str = "amd64"  # the Debian architecture it is built for (kernel.json before: amd64)
 
     @property
     def vmlinuz(self) -> Path:
@@ -131,17 +160,19 @@ def parse_paragraphs(text: str) -> list[deb822.Packages]:
 
 
 def resolve_kernel_package(
-    paragraphs: Iterable[Mapping[str, str]], meta: str = META_PACKAGE
+    paragraphs: Iterable[Mapping[str, str]], meta: str = META_PACKAGE, arch: str = "amd64"
 ) -> tuple[str, str]:
     """The (package, version) of the kernel image that ``meta`` depends on.
 
-    ``paragraphs`` are Packages stanzas. The newest stanza of ``meta`` is used; from its Depends,
-    the first relation naming a kernel image package (``linux-image-<abi>-amd64`` or its
+    ``paragraphs`` are Packages stanzas (of the ``binary-<arch>`` index). The newest stanza of
+    ``meta`` is used; from its Depends, the first relation naming a kernel image package of
+    ``arch`` (``linux-image-<abi>-amd64``; for i386 ``-686-pae`` or ``-686``; or its
     ``-unsigned`` twin) wins; among alternatives, one present in ``paragraphs`` is preferred. The
     version is the one the metapackage pins with ``(= v)``, else the newest stanza of that package.
     Raises BadInput when nothing fits (a changed packaging scheme should be loud, not guessed).
     """
     paragraphs = list(paragraphs)
+    image_package = _image_package(arch)
     by_name: dict[str, list[str]] = {}
     for para in paragraphs:
         name, version = para.get("Package"), para.get("Version")
@@ -156,7 +187,7 @@ def resolve_kernel_package(
         if p.get("Package", "").strip() == meta and p.get("Version", "").strip() == newest_meta
     )
     for group in deb822.PkgRelation.parse_relations(stanza.get("Depends", "")):
-        images = [alt for alt in group if _IMAGE_PACKAGE.match(alt["name"] or "")]
+        images = [alt for alt in group if image_package.match(alt["name"] or "")]
         if not images:
             continue
         chosen = next((alt for alt in images if alt["name"] in by_name), images[0])
@@ -172,13 +203,13 @@ def resolve_kernel_package(
             raise BadInput(f"refusing odd kernel package reference {name!r} {version!r}")
         return name, version
     raise BadInput(
-        f"{meta} {newest_meta} depends on no linux-image-<abi>-amd64 package "
+        f"{meta} {newest_meta} depends on no linux-image-<abi>-{FLAVOURS[arch]} package "
         f"(Depends: {stanza.get('Depends', '')!r})"
     )
 
 
 def payload_packages(
-    paragraphs: Iterable[Mapping[str, str]], package: str, version: str
+    paragraphs: Iterable[Mapping[str, str]], package: str, version: str, arch: str = "amd64"
 ) -> list[tuple[str, str]]:
     """The packages whose files make up kernel ``package`` ``version``, starting with itself.
 
@@ -189,6 +220,7 @@ def payload_packages(
     names them. ``linux-modules-*`` is never needed (see :data:`REQUIRED_BUILTINS`).
     """
     wanted = [(package, version)]
+    payload_package = _payload_package(arch)
     stanza = next(
         (
             p
@@ -202,7 +234,7 @@ def payload_packages(
     for group in deb822.PkgRelation.parse_relations(stanza.get("Depends", "")):
         for alt in group:
             name, pinned = alt["name"] or "", alt.get("version")
-            if _PAYLOAD_PACKAGE.match(name) and pinned and pinned[0] == "=":
+            if payload_package.match(name) and pinned and pinned[0] == "=":
                 if not (_SAFE_TOKEN.match(name) and _SAFE_TOKEN.match(pinned[1])):
                     raise BadInput(f"refusing odd kernel package reference {name!r}")
                 wanted.append((name, pinned[1]))
@@ -241,7 +273,7 @@ def missing_builtins(config_text: str, required: Iterable[str] = REQUIRED_BUILTI
 # --- apt with a private configuration --------------------------------------------------------
 
 
-def _apt_conf(root: Path) -> str:
+def _apt_conf(root: Path, arch: str = "amd64") -> str:
     """apt.conf read with ``-c`` (after the machine's own config): private state, no hooks."""
     return "\n".join(
         [
@@ -260,8 +292,9 @@ def _apt_conf(root: Path) -> str:
             '  flatDescription "$(RELEASE) Packages";',
             "};",
             'Acquire::Languages "none";',
-            'APT::Architecture "amd64";',
-            'APT::Architectures { "amd64"; };',
+            # The index read (binary-<arch>) and the packages downloaded are of this one.
+            f'APT::Architecture "{arch}";',
+            f'APT::Architectures {{ "{arch}"; }};',
             f'Dir::Etc::sourcelist "{root}/sources.list";',
             f'Dir::Etc::sourceparts "{root}/sources.list.d";',
             f'Dir::Etc::preferences "{root}/preferences";',
@@ -277,16 +310,17 @@ def _apt_conf(root: Path) -> str:
 
 
 class _PrivateApt:
-    """apt-get/apt-cache over one suite of one mirror, with all state in a temporary folder."""
+    """apt-get/apt-cache over one suite (a Debian codename) and one architecture of one mirror,
+    with all state in a temporary folder."""
 
-    def __init__(self, suite: str, mirror: str, keyring: Path, root: Path):
+    def __init__(self, suite: str, mirror: str, keyring: Path, root: Path, arch: str = "amd64"):
         self.root = root
         for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "status").write_text("")
         (root / "preferences").write_text("")
         (root / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
-        (root / "apt.conf").write_text(_apt_conf(root))
+        (root / "apt.conf").write_text(_apt_conf(root, arch))
         # apt downloads as the unprivileged _apt user when run as root: let it into our folder.
         root.chmod(0o755)
 
@@ -337,8 +371,36 @@ def _check_spec(spec: KernelSpec) -> None:
         raise BadInput(f"{spec!r} is not a kernel spec (a suite and a metapackage)")
     if not _SUITE.match(spec.suite):
         raise BadInput(f"{spec.suite!r} is not a Debian suite name")
-    if not _PACKAGE.match(spec.package):
+    if not _SUITE.match(spec.release or ""):
+        raise BadInput(f"{spec.release!r} is not a Debian codename")
+    if spec.arch not in ARCHES or spec.arch not in FLAVOURS:
+        raise BadInput(f"{spec.arch!r} is not an architecture a kernel is booted for "
+                       f"({', '.join(FLAVOURS)})")
+    if not _PACKAGE.match(spec.package or ""):
         raise BadInput(f"{spec.package!r} is not a Debian package name")
+
+
+def _what(spec: KernelSpec) -> str:
+    """How a spec is named in messages: "bookworm linux-image-amd64",
+    "bookworm i386 linux-image-686-pae"."""
+    arch = "" if spec.arch == "amd64" else f" {spec.arch}"
+    return f"{spec.release}{arch} {spec.package}"
+
+
+def unavailable_reason(spec: KernelSpec) -> str | None:
+    """Why ``spec`` names no kernel, without the network: its release is known to have none of
+    its architecture (:data:`NO_KERNEL`), or the mirror's index lacked the metapackage when it
+    was last read. None when nothing says so."""
+    _check_spec(spec)
+    known = NO_KERNEL.get(spec.arch, {}).get(spec.release)
+    if known:
+        return known
+    try:
+        pointer = json.loads(_pointer(spec).read_text())
+        missing = pointer["missing"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(missing) if isinstance(missing, str) and missing else None
 
 
 def _pointer(spec: KernelSpec) -> Path:
@@ -383,6 +445,9 @@ def fetch_kernel(
         kernel = cached_kernel(spec)
         if kernel:
             return kernel
+    known = NO_KERNEL.get(spec.arch, {}).get(spec.release)
+    if known:
+        raise EnvironmentUnavailable(known)
     keyring = keyring or archive_keyring()
     mirror = mirror or debian_mirror()
     with file_lock(_resolving_lock(spec)):
@@ -392,24 +457,34 @@ def fetch_kernel(
                 return kernel
         started = time.monotonic()
         with workdirs.owned_tempdir("vdsomatrix-qemu-apt-") as tmp:
-            apt = _PrivateApt(spec.suite, mirror, keyring, tmp)
-            log(f"kernels: reading the {spec.suite} package index from the mirror")
+            apt = _PrivateApt(spec.release, mirror, keyring, tmp, arch=spec.arch)
+            log(f"kernels: reading the {spec.release} {spec.arch} package index from the mirror")
             apt.run("apt-get", "update")
+            if not apt.run("apt-cache", "pkgnames", spec.package).split().count(spec.package):
+                reason = (f"the {spec.release} {spec.arch} package index on the mirror has no "
+                          f"{spec.package}: this suite has no such kernel")
+                write_atomic(_pointer(spec), json.dumps(
+                    {"suite": spec.suite, "metapackage": spec.package, "arch": spec.arch,
+                     "missing": reason, "resolved": time.time()}, indent=1) + "\n")
+                raise EnvironmentUnavailable(reason)
             shown = apt.run("apt-cache", "show", "-o", "APT::Cache::AllVersions=0", spec.package)
-            package, version = resolve_kernel_package(parse_paragraphs(shown), spec.package)
+            package, version = resolve_kernel_package(parse_paragraphs(shown), spec.package,
+                                                      spec.arch)
             target = kernels_dir() / f"{package}_{version}"
             # Held until the pointer is written, so that clean() never sees the folder unused.
             with file_lock(_artefact_lock(target)):
                 kernel = _load(target)
                 if kernel is None:
                     shown = apt.run("apt-cache", "show", f"{package}={version}")
-                    payload = payload_packages(parse_paragraphs(shown), package, version)
-                    kernel = _download_and_unpack(apt, spec.suite, payload, target, log)
-                pointer = {"suite": spec.suite, "metapackage": spec.package, "package": package,
-                           "version": version, "resolved": time.time()}
+                    payload = payload_packages(parse_paragraphs(shown), package, version,
+                                               spec.arch)
+                    kernel = _download_and_unpack(apt, spec.suite, payload, target, log,
+                                                  arch=spec.arch)
+                pointer = {"suite": spec.suite, "metapackage": spec.package, "arch": spec.arch,
+                           "package": package, "version": version, "resolved": time.time()}
                 write_atomic(_pointer(spec), json.dumps(pointer, indent=1) + "\n")
         log(
-            f"kernels: {spec.suite} {spec.package} -> {kernel.package_ref} ({kernel.release}) "
+            f"kernels: {_what(spec)} -> {kernel.package_ref} ({kernel.release}) "
             f"in {time.monotonic() - started:.1f}s"
         )
         return dataclasses.replace(kernel, suite=spec.suite)
@@ -475,7 +550,8 @@ def _sha256(path: Path) -> str:
 
 
 def _download_and_unpack(
-    apt: _PrivateApt, suite: str, payload: list[tuple[str, str]], target: Path, log
+    apt: _PrivateApt, suite: str, payload: list[tuple[str, str]], target: Path, log,
+    arch: str = "amd64",
 ) -> Kernel:
     """Download ``payload`` and unpack it into ``target``; the caller holds its artefact lock."""
     package, version = payload[0]
@@ -513,6 +589,7 @@ def _download_and_unpack(
             version_string=bzimage_version(staging / "vmlinuz"),
             deb_sha256="; ".join(digests),
             directory=target,
+            arch=arch,
         )
         data = kernel.to_json()
         del data["directory"]
