@@ -297,3 +297,76 @@ def test_the_committed_report_is_readable():
         assert (ROOT / "reports" / "tables" / f"{table_id}.md").is_file()
     data = json.loads(committed("report.json").read_text("utf-8"))
     assert schema_errors(data) == []
+
+
+def _copies(names: list[str]) -> list[dict]:
+    """The first fixture (a container) under each name: rows that say the same thing."""
+    docs = []
+    for name in names:
+        docs.append(copy.deepcopy(fixtures()[0]))
+        docs[-1]["environment"]["name"] = name
+    return docs
+
+
+def _section(page: str, anchor: str) -> str:
+    start = page.index(f'<a id="{anchor}"></a>')
+    return page[start:page.index('<a id="', start + 10)]
+
+
+def test_the_page_folds_identical_rows_and_every_other_format_keeps_them():
+    from vdsomatrix.report.exports import table_snippet
+
+    names = ["c1", "c2", "c3", "c4", "c5"]
+    report = build_report(_copies(names))
+    page = render_markdown(report)
+    libc = _section(page, "libc-path")
+    rows = [line for line in libc.splitlines() if line.startswith("| c")]
+    assert len(rows) == 1 and rows[0].startswith("| c1 … c5 (5) |"), rows
+    assert ("Identical consecutive rows are folded on this page: 5 environments in 1 row, each "
+            "named by its first and last environment and their count; "
+            "[tables/libc-path.md](tables/libc-path.md) has a row per environment.") \
+        in " ".join(libc.split())
+    assert "c1 … c5 (5)" in _section(page, "vdso")  # a kernel property: the same vDSO
+    # the vsyscall rows carry latencies: equal medians are chance, those rows never fold
+    vsyscall = _section(page, "vsyscall")
+    assert "folded" not in vsyscall and all(f"| {n} " in vsyscall for n in names)
+    table = next(t for t in report.tables() if t.id == "libc-path")
+    assert table.page_folds_identical_rows
+    assert all(f"| {n} " in table_snippet(table) for n in names)
+    assert len(render_csv(table).splitlines()) == 1 + len(names)
+    data = json.loads(render_json(report))
+    assert [r["environment"] for r in next(t for t in data["tables"]
+                                           if t["id"] == "libc-path")["rows"]] == names
+    assert sum(len(part.rows) for _, _, part in table.parts()) == len(names)  # HTML's view
+    # no table files, nothing to link: the page shows every row
+    assert "folded" not in render_markdown(report, tables=None)
+    assert not any(t.page_folds_identical_rows for t in report.tables()
+                   if t.id.startswith("latency-") or t.id in ("syscall-cost", "speedup"))
+
+
+def test_only_consecutive_rows_with_equal_cells_fold():
+    from vdsomatrix.report.model import Subject, Value, fold_identical, identical_runs
+
+    def subject(name: str) -> Subject:
+        return Subject(name, None, "docker", False, "native", name)
+
+    yes, no = Value("user", mechanism="user", status="ok"), Value("syscall", mechanism="syscall")
+    timed = Value("5 ns user", number=5.0, unit="ns", mechanism="user", status="ok")
+    rows = [[Value(n), *cells] for n, cells in (
+        ("a", [yes]), ("b", [yes]), ("c", [no]), ("d", [yes]), ("e", [yes]), ("f", [yes]),
+        ("g", [timed]), ("h", [timed]))]
+    subjects = [subject(row[0].text) for row in rows]
+    assert identical_runs(rows, subjects) == [[0, 1], [2], [3, 4, 5], [6], [7]]
+    folded, who = fold_identical(rows, subjects)
+    assert [r[0].text for r in folded] == ["a … b (2)", "c", "d … f (3)", "g", "h"]
+    assert [s.label for s in who] == ["a … b (2)", "c", "d … f (3)", "g", "h"]
+    assert [r[1:] for r in folded] == [[yes], [no], [yes], [timed], [timed]]
+
+
+def test_a_folded_page_in_columns_names_the_folded_column():
+    report = build_report(_copies(["c1", "c2", "c3"]) + fixtures()[1:2]).with_layout("columns")
+    libc = _section(render_markdown(report), "libc-path")
+    header = next(line for line in libc.splitlines() if line.startswith("| "))
+    assert "c1 … c3 (3)" in header and "| c2 " not in libc
+    assert "Identical consecutive columns are folded on this page: 3 environments in 1 column" \
+        in " ".join(libc.split())

@@ -37,7 +37,15 @@ MEASURED_CALL = {"clock_gettime": "clock_gettime(CLOCK_MONOTONIC)",
 VDSO_CLASSES = ("vdso-then-syscall-fallback", "vdso-via-ifunc-resolver")
 # The static classifications, as a table shows them (the section's intro spells them out).
 CLASS_SHOWN = {"vdso-then-syscall-fallback": "vDSO, else syscall",
-               "vdso-via-ifunc-resolver": "IFUNC to vDSO", "syscall": "syscall"}
+               "vdso-via-ifunc-resolver": "IFUNC to vDSO", "syscall": "syscall",
+               "int80": "int $0x80", "kernel_vsyscall": "__kernel_vsyscall",
+               "sysenter": "sysenter"}
+# The classifications that say the function enters the kernel itself, whatever the instruction
+# (32-bit code has three ways: int $0x80, the vDSO's __kernel_vsyscall, sysenter).
+KERNEL_ENTRIES = ("syscall", "int80", "kernel_vsyscall", "sysenter")
+# A vDSO route's fallback as the "else" of its cell (x86_64: the syscall instruction).
+FALLBACK_SHOWN = {"kernel_vsyscall": "__kernel_vsyscall", "int80": "int $0x80",
+                  "sysenter": "sysenter"}
 VDSO_PREFIX = "__vdso_"
 LISTING_LINES = 200
 
@@ -103,6 +111,7 @@ def symbols_section(results: list[Result]) -> Section:
     """The symbols of each distinct vDSO (containers share their host's): a row per symbol."""
     images: dict[str, dict[str, str]] = {}
     users: dict[str, list[str]] = {}
+    bits32: set[str] = set()  # the vDSOs of 32-bit processes
     missing = []
     for result in results:
         name = vdso_name(result)
@@ -113,6 +122,8 @@ def symbols_section(results: list[Result]) -> Section:
             images[name] = _symbol_versions(result.vdso_analysis or {})
             users[name] = []
         users[name].append(result.label)
+        if result.i386:
+            bits32.add(name)
     names = sorted({n for versions in images.values() for n in versions},
                    key=lambda n: (n.removeprefix(VDSO_PREFIX).lstrip("_"), n))
     rows = [[plain(n, 60)] + [plain(images[i].get(n, ""), 60) if images[i].get(n)
@@ -124,20 +135,26 @@ def symbols_section(results: list[Result]) -> Section:
         id="vdso-symbols", title="vDSO symbols", section="binary-symbols",
         question="Which functions each distinct vDSO exports, with their symbol version (the "
                  "objdump -T view); * marks a function whose code holds a syscall fallback.",
-        columns=["symbol"] + [f"vDSO {i}" for i in images],
+        columns=["symbol"] + [f"vDSO {i}" + (" (32-bit)" if i in bits32 else "")
+                              for i in images],
         keys=["symbol"] + [f"vdso_{slug(i)}" for i in images],
         rows=rows, subjects=[None] * len(rows), notes=notes,
         on_page=False)  # a reference listing: REPORT.md links it (its 40 KB budget)
-    return Section("binary-symbols", "vDSO symbols", _exported(images) + [
+    return Section("binary-symbols", "vDSO symbols", _exported(
+        {i: v for i, v in images.items() if i not in bits32}) + _exported(
+        {i: {n: v for n, v in versions.items() if n.startswith(VDSO_PREFIX)}
+         for i, versions in images.items() if i in bits32}, "32-bit ") + [
         "Read from the vDSO image each environment's probe copied out, with pyelftools on the "
         "host. One column per distinct vDSO, named by the start of its build-id: containers "
         "share their host's vDSO, so the host's column stands for all of them (the notes say "
         "which environments have which)."], [table])
 
 
-def _exported(images: dict[str, dict[str, str]]) -> list[str]:
+def _exported(images: dict[str, dict[str, str]], kind: str = "") -> list[str]:
     """What the vDSOs export, in one sentence (a function and its __vdso_ alias count once):
-    what every one exports, then what only some do, with how many."""
+    what every one exports, then what only some do, with how many. ``kind``: "32-bit " for the
+    vDSOs of 32-bit processes (given their __vdso_ functions only: __kernel_vsyscall and the
+    signal trampolines are no clock functions), which get a sentence of their own."""
     if not images:
         return []
     exporting: dict[str, int] = {}
@@ -146,7 +163,8 @@ def _exported(images: dict[str, dict[str, str]]) -> list[str]:
             exporting[name] = exporting.get(name, 0) + 1
     every = sorted(n for n, count in exporting.items() if count == len(images))
     some = sorted((n for n in exporting if n not in every), key=lambda n: (-exporting[n], n))
-    whom = "The one vDSO" if len(images) == 1 else f"Each of the {len(images)} distinct vDSOs"
+    whom = f"The one {kind}vDSO" if len(images) == 1 else \
+        f"Each of the {len(images)} distinct {kind}vDSOs"
     line = f"{whom} exports {_names(every) or 'no function'}"
     if some:
         line += "; some also " + _names([f"{n} ({exporting[n]})" for n in some])
@@ -260,7 +278,7 @@ def _expected(result: Result, name: str, klass: str) -> bool | None:
     a vDSO route behaves like the vDSO symbol called directly in the same environment (which
     itself falls back to the kernel for a clock source it cannot read), or like the fallback
     when the vDSO lacks the symbol; None when it predicts nothing checkable."""
-    if klass == "syscall":
+    if klass in KERNEL_ENTRIES:
         return True
     if klass not in VDSO_CLASSES or name not in MEASURED_CALL:
         return None
@@ -275,6 +293,9 @@ def _reading(ep: object) -> tuple[Value, str | None]:
     if not isinstance(klass, str):
         return MISSING_VALUE, None
     shown = CLASS_SHOWN.get(klass, plain_line(klass, 40))
+    fallback = part(ep, "fallback")
+    if klass == "vdso-then-syscall-fallback" and fallback in FALLBACK_SHOWN:
+        shown = f"vDSO, else {FALLBACK_SHOWN[fallback]}"
     if part(ep, "ifunc") is True and "IFUNC" not in shown:
         shown += " (IFUNC)"
     return Value(shown), klass
@@ -367,6 +388,11 @@ def entry_points_section(results: list[Result]) -> Section:
                    [table], _listings(results))
 
 
-def analysis_sections(results: list[Result]) -> list[Section]:
-    return [symbols_section(results), census_section(results), usage_section(results),
+def analysis_sections(results: list[Result], x86: list[Result] | None = None) -> list[Section]:
+    """The four sections. ``x86``: the results of 64-bit processes, the only ones the census
+    reads (a 32-bit libc's census, with its own instructions, is in the section "32-bit code");
+    the symbols, the vDSO functions each libc uses and the entry points are of every result in
+    ``results``."""
+    x86 = results if x86 is None else x86
+    return [symbols_section(results), census_section(x86), usage_section(results),
             entry_points_section(results)]

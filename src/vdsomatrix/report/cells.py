@@ -29,6 +29,7 @@ ENTERS_KERNEL = 0.5
 # Above this a median is not a latency anyone measured; it is written compactly, not in full.
 LARGEST_PLAIN_NS = 1e12
 RUNTIMES_BUILD = str(Build.RUNTIMES)  # the build of an environment that runs only runtime rows
+I386 = "i386"  # the ABI of a 32-bit x86 process (environment.abi; environment.arch says "i386")
 
 
 # ----------------------------------------------------------------------- reading --------------
@@ -98,7 +99,13 @@ class Result:
         # The language runtimes' rows (only in a runtime environment's result: see runtimes.py)
         self.runtimes = [row for row in entries(self.doc.get("runtimes"))
                          if isinstance(row, dict)]
+        self.abi = abi_of(self.environment)
         self.subject = None  # its model.Subject, given by the page
+
+    @property
+    def i386(self) -> bool:
+        """Whether the probe ran as a 32-bit x86 process (its rows are of another ABI)."""
+        return self.abi == I386
 
     @property
     def label(self) -> str:
@@ -122,6 +129,16 @@ class Result:
     @property
     def run_status(self) -> str:
         return self.text("run", "status") or "ok"
+
+
+def abi_of(environment: dict) -> str:
+    """The ABI the probe process ran with: ``environment.abi`` ("i386" or "x86_64"), else the
+    userland's ``environment.arch`` ("i386" | "amd64"); "x86_64" for a result that says neither
+    (every result before 32-bit userlands)."""
+    abi, arch = environment.get("abi"), environment.get("arch")
+    if abi in (I386, "x86_64"):
+        return abi
+    return I386 if arch == I386 else "x86_64"
 
 
 def machine_of(doc: dict) -> str | None:

@@ -24,7 +24,17 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from vdsomatrix.report.cells import MISSING, cell, code_block, unblocked
-from vdsomatrix.report.model import MISSING_VALUE, Listing, Report, Table, Value
+from vdsomatrix.report.model import (
+    GROUPS,
+    LEFT_OUT,
+    MISSING_VALUE,
+    Listing,
+    Report,
+    Subject,
+    Table,
+    Value,
+    identical_runs,
+)
 
 FORMATS = ("md", "html", "csv", "json")
 REPORT_SCHEMA = "vdsomatrix-report/1"
@@ -88,13 +98,21 @@ def md_notes(lines: Iterable[str]) -> str:
     return "\n".join(md_item(cell(line, LONGEST_CELL)) for line in lines)
 
 
-def table_markdown(table: Table) -> str:
-    """A table as Markdown: one grid per group (with the group's title), then its notes."""
+def table_markdown(table: Table, leave_out: tuple[str, ...] = (), where: str = "",
+                   fold: bool = False) -> str:
+    """A table as Markdown: one grid per group (with the group's title), then ``where`` (the
+    lines that say where the groups in ``leave_out`` are and which rows are folded), then its
+    notes. ``fold``: identical consecutive rows as one, where the table asks for it (the
+    page's; a table's own file has every row)."""
     out = []
-    for _group, title, part in table.parts():
+    for group, title, part in table.parts(fold=fold):
+        if group in leave_out:
+            continue
         if title:
             out.append(f"**{cell(title)}**")
         out.append(md_grid(part))
+    if where:
+        out.append(where)
     if table.notes:
         out.append(md_notes(table.notes))
     return "\n\n".join(out)
@@ -105,6 +123,63 @@ def table_snippet(table: Table) -> str:
     (``--8<-- "reports/tables/vdso.md:vdso"``)."""
     return (f"<!-- --8<-- [start:{table.id}] -->\n{table_markdown(table)}\n"
             f"<!-- --8<-- [end:{table.id}] -->\n")
+
+
+def _names(labels: list[str]) -> str:
+    """Row labels, the first and the last of more than two."""
+    return " … ".join([labels[0], labels[-1]]) if len(labels) > 2 else ", ".join(labels)
+
+
+def _fold_line(table: Table, leave_out: tuple[str, ...], own: str) -> str:
+    """The line under a table whose page folds identical consecutive rows: how many
+    environments share how many rows (empty when none fold), and the file with every row."""
+    runs = [run for group, _ in GROUPS if group not in leave_out
+            for run in identical_runs(*_members(table, group)) if len(run) > 1]
+    if not runs:
+        return ""
+    noun = "columns" if table.layout == "columns" else "rows"
+    return wrapped(f"Identical consecutive {noun} are folded on this page: "
+                   f"{sum(len(run) for run in runs)} environments in {len(runs)} "
+                   f"{noun if len(runs) > 1 else noun[:-1]}, each "
+                   f"named by its first and last environment and their count; "
+                   f"[{cell(own)}]({own}) has a row per environment.")
+
+
+def _members(table: Table, group: str) -> tuple[list[list[Value]], list[Subject | None]]:
+    """The rows (in the "rows" layout) of one group and their subjects."""
+    members = [(row, s) for row, s in zip(table.rows, table.subjects, strict=False)
+               if s is not None and s.group == group]
+    return [row for row, _ in members], [s for _, s in members]
+
+
+def page_table(report: Report, table: Table, tables: str | None) -> str:
+    """A table as the page shows it: without the row groups it leaves off the page (when its
+    own file is written and other rows stay), and one line that says where they are; with
+    identical consecutive rows folded (``Table.page_folds_identical_rows``, when its own file
+    is written), and one line that says so."""
+    groups = [group for group, _, _ in table.parts()]
+    leave_out = tuple(g for g in groups if g in table.page_leaves_out and g in LEFT_OUT)
+    if len(leave_out) == len(groups):
+        leave_out = ()
+    if not tables:
+        return table_markdown(table)
+    own = f"{tables}/{table.id}.md"
+    fold = table.page_folds_identical_rows
+    fold_line = _fold_line(table, leave_out, own) if fold else ""
+    lines = []
+    for group in leave_out:
+        noun, section_id = LEFT_OUT[group]
+        labels = [s.label for s in table.subjects if s is not None and s.group == group]
+        where = f"[{cell(own)}]({own})"
+        summed_up = report.section(section_id)
+        if summed_up is not None and summed_up.id != table.section:
+            where += f" and in [{cell(summed_up.title)}](#{section_id})"
+        lines.append(wrapped(
+            f"The {cell(noun.removesuffix('s'))} {cell(labels[0])} is in {where}."
+            if len(labels) == 1 else
+            f"The {cell(noun)} ({len(labels)}: {cell(_names(labels), 400)}) are in {where}."))
+    return table_markdown(table, leave_out, "\n\n".join(lines + [fold_line] if fold_line
+                                                           else lines), fold=fold)
 
 
 def _anchor(anchor_id: str) -> str:
@@ -158,7 +233,7 @@ def render_markdown(report: Report, *, disassembly: str | None = DISASSEMBLY,
                 out.append(_anchor(table.id))
             if len(section.tables) > 1:
                 out.append(f"### {cell(table.title)}")
-            out += [md_paragraph(table.question, 1000), table_markdown(table)]
+            out += [md_paragraph(table.question, 1000), page_table(report, table, tables)]
         if linked:
             same = not any(t.fixed_layout for t in linked)
             out.append(("More tables, with the same rows:" if shown and same else "More tables:"

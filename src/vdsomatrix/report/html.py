@@ -211,11 +211,18 @@ def _panel(report: Report, title: str, where: Column,
 
 
 def _same_rows(panels: list[plots.Panel]) -> list[plots.Panel]:
-    """The panels that describe the same environments in the same order as the first."""
+    """The panels that describe the same environments in the same order as the first; a panel
+    of more environments (the vsyscall table's has the 32-bit ones, which the latency tables
+    have not) keeps the first's only."""
     if not panels:
         return []
     subjects = [c.subject for c in panels[0].cells]
-    return [p for p in panels if [c.subject for c in p.cells] == subjects]
+    out = []
+    for panel in panels:
+        by_subject = {c.subject: c for c in panel.cells}
+        if set(subjects) <= set(by_subject):
+            out.append(dataclasses.replace(panel, cells=[by_subject[s] for s in subjects]))
+    return out
 
 
 MONOTONIC = "clock_gettime(CLOCK_MONOTONIC)"

@@ -147,14 +147,17 @@ def vdso_name(result: Result) -> str | None:
 
 def _table(table_id: str, section: str, title: str, question: str,
            columns: list[tuple[str, Callable[[Result], Value]]], results: list[Result],
-           notes: list[str] | None = None) -> Table:
-    """A table with a row per environment: the first column names it, then ``columns``."""
+           notes: list[str] | None = None, *, page_folds: bool = False) -> Table:
+    """A table with a row per environment: the first column names it, then ``columns``.
+    ``page_folds``: the page may fold its identical consecutive rows (rows with a latency
+    never fold: see ``model.identical_runs``)."""
     return Table(
         id=table_id, title=title, section=section, question=question,
         columns=["environment"] + [title for title, _ in columns],
         keys=["environment"] + [slug(title) for title, _ in columns],
         rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
         subjects=[r.subject for r in results], notes=notes or [],
+        page_folds_identical_rows=page_folds,
     )
 
 
@@ -211,9 +214,22 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
     ]
 
 
+VDSO_PREFIX = "__vdso_"
+
+
+def exported(result: Result) -> list[str]:
+    """The functions a vDSO exports for callers, by name: an x86_64 vDSO's names without
+    "__" (each also has a __vdso_ alias), a 32-bit vDSO's __vdso_ names (it has no others)
+    without that prefix; __kernel_vsyscall and the signal trampolines are not among them."""
+    names = vdso_functions(result) or set()
+    if result.i386:
+        return sorted(n.removeprefix(VDSO_PREFIX) for n in names if n.startswith(VDSO_PREFIX))
+    return sorted(n for n in names if not n.startswith("__"))
+
+
 def vdso_table(results: list[Result]) -> Table:
     def functions(r: Result) -> Value:
-        shown = [n for n in vdso_functions(r) or () if not n.startswith("__")]
+        shown = exported(r)
         return Value(str(len(shown)), number=float(len(shown)), unit="count") if shown \
             else MISSING_VALUE
 
@@ -232,7 +248,7 @@ def vdso_table(results: list[Result]) -> Table:
                       ("size (bytes)", size),
                       ("functions", functions),
                       ("build-id", build_id),
-                  ], results)
+                  ], results, page_folds=True)
 
 
 def legacy_runs(r: Result) -> Value:
@@ -241,6 +257,9 @@ def legacy_runs(r: Result) -> Value:
         return MISSING_VALUE
     if all(row.get("status") == "ok" for row in rows):
         return Value("yes")
+    if all(row.get("status") == "unsupported" for row in rows):  # a 32-bit process: no page
+        return Value("unsupported", status="unsupported",
+                     detail=plain_line(rows[0].get("reason"), 120) or None)
     crashed = [row for row in rows if row.get("status") == "crashed"]
     if crashed:
         signal = plain_line(crashed[0].get("signal"), 40) or "crash"
@@ -259,7 +278,7 @@ def vsyscall_table(results: list[Result]) -> Table:
     return _table("vsyscall", "vsyscall", "The vsyscall page",
                   "The vsyscall mode (from /proc/self/maps), whether the page can be read, and "
                   "whether a legacy static binary that calls it runs, with the latency of each "
-                  "legacy call.", columns, results)
+                  "legacy call.", columns, results, page_folds=True)
 
 
 def syscall_cost_table(results: list[Result]) -> Table:
@@ -304,7 +323,7 @@ def libc_path_table(results: list[Result]) -> Table:
     return _table("libc-path", "latency", "Which way libc's call goes",
                   "Whether libc's own call answers in user space or makes the system call, as "
                   "counted (the latency of every path is in the tables linked below).",
-                  libc, results)
+                  libc, results, page_folds=True)
 
 
 def latency_tables(results: list[Result]) -> list[Table]:

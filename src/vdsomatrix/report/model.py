@@ -30,18 +30,29 @@ The API, which renderers may rely on (it stays stable):
                  always the data in the "rows" layout: a row per environment (or per symbol,
                  for ``vdso-symbols``), the first column naming it. To render, iterate
                  ``Table.parts()``: ``(group id, group title, table)`` per group of rows (host
-                 and containers, then QEMU guests), each part already in ``layout``
+                 and containers, 32-bit containers, then QEMU guests), each part already in
+                 ``layout``
                  ("columns": transposed, a column per environment); render the part's
                  ``columns`` and ``rows`` literally. ``on_page``: False for reference tables
                  too detailed for the Markdown page (it links to their own files instead); other
                  renderers may show them all. ``fixed_layout``: the table keeps its own
                  ``layout`` whatever the report's (the runtime tables: a row per runtime call,
-                 a column per environment).
+                 a column per environment). ``page_leaves_out``: ids of row groups the
+                 Markdown page leaves out of this table (the 32-bit rows of the environment,
+                 vDSO and vsyscall tables, summed up in the section of ``LEFT_OUT``): one
+                 computed line under the table names them and links the table's own file;
+                 ``parts()``, the table's files, CSV, JSON and HTML keep every group.
+                 ``page_folds_identical_rows``: the Markdown page shows consecutive rows of
+                 one group whose cells (after the first) are all equal as one row, named
+                 "first … last (count)" (``parts(fold=True)``, see ``fold_identical``), with
+                 one computed line under the table that links its own file; ``parts()``,
+                 the table's files, CSV, JSON and HTML keep a row per environment.
 ``Listing``      a disassembly: ``title``, ``environments`` and the plain ``lines``.
 ``Section``      ``id`` (one of ``SECTION_IDS``, stable: an anchor), ``title``, ``intro`` (plain
                  paragraphs), ``tables``, ``listings``. ``Report.sections`` holds the sections
                  with tables (environments ... binary-entry-points; "runtimes" only when a
-                 result is of a runtime environment, see ``OPTIONAL_SECTIONS``); "at-a-glance",
+                 result is of a runtime environment, "i386" only when one is of a 32-bit
+                 process, see ``OPTIONAL_SECTIONS``); "at-a-glance",
                  "glossary",
                  "method" and "problems" are the Report's own fields, shown where
                  ``Report.shows(id)``.
@@ -74,18 +85,27 @@ MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (
 # The sections, in page order. Their ids are anchors and --section names: they do not change.
 SECTION_IDS: tuple[str, ...] = (
     "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
-    "latency", "runtimes", "binary-symbols", "binary-census", "binary-usage",
+    "latency", "runtimes", "i386", "binary-symbols", "binary-census", "binary-usage",
     "binary-entry-points", "method", "problems",
 )
 # Sections a report has only when its results call for them: "runtimes" when any result is of a
-# runtime environment (the language runtimes' rows).
-OPTIONAL_SECTIONS: tuple[str, ...] = ("runtimes",)
+# runtime environment (the language runtimes' rows), "i386" when any result is of a 32-bit
+# process (an i386 userland: its rows are of another ABI than the x86_64 tables').
+OPTIONAL_SECTIONS: tuple[str, ...] = ("runtimes", "i386")
 # (group id, title): the rows of every per-environment table, in this order.
 GROUPS: tuple[tuple[str, str], ...] = (
     ("native", "Host and containers (this machine's kernel)"),
+    ("i386", "32-bit userlands in containers (this machine's kernel, IA32 emulation)"),
     ("qemu", "Kernels under QEMU (†: emulated time)"),
     ("other", "Results that name no known backend"),
 )
+# Row groups a table may leave off the Markdown page (``Table.page_leaves_out``): what the line
+# under the table calls its rows, and the section that sums them up (its id is an anchor).
+LEFT_OUT: dict[str, tuple[str, str]] = {"i386": ("32-bit userlands", "i386")}
+# How a folded row is named (``fold_identical``): "bullseye … sid-musl (15)".
+FOLD_JOIN = " … "
+# Rows with a number in one of these units are never folded (see ``identical_runs``).
+UNFOLDED_UNITS = ("ns", "×")
 
 
 @dataclass(frozen=True)
@@ -137,21 +157,29 @@ class Table:
     layout: Layout = "rows"
     on_page: bool = True
     fixed_layout: bool = False
+    page_leaves_out: tuple[str, ...] = ()
+    page_folds_identical_rows: bool = False
 
-    def parts(self) -> list[tuple[str, str, Table]]:
+    def parts(self, fold: bool = False) -> list[tuple[str, str, Table]]:
         """What a renderer shows: ``(group id, group title, table)`` for each group of rows
         that has any, in ``GROUPS`` order (host and containers, then QEMU guests), each table
         already in this table's ``layout`` (transposed for "columns"): render its ``columns``
-        and ``rows`` as they are. A table about no environment is one part ("", "", table)."""
+        and ``rows`` as they are. A table about no environment is one part ("", "", table).
+        ``fold`` (the Markdown page's, for a table with ``page_folds_identical_rows``): each
+        group's identical consecutive rows as one (``fold_identical``), before any
+        transposing."""
         if not any(self.subjects):
             return [("", "", self._shown(self.rows, self.subjects))]
         out = []
         for group, title in GROUPS:
             members = [(row, s) for row, s in zip(self.rows, self.subjects, strict=False)
                        if s is not None and s.group == group]
-            if members:
-                out.append((group, title, self._shown([r for r, _ in members],
-                                                      [s for _, s in members])))
+            if not members:
+                continue
+            rows, subjects = [r for r, _ in members], [s for _, s in members]
+            if fold and self.page_folds_identical_rows:
+                rows, subjects = fold_identical(rows, subjects)
+            out.append((group, title, self._shown(rows, subjects)))
         return out
 
     def _shown(self, rows: list[list[Value]], subjects: list[Subject | None]) -> Table:
@@ -176,6 +204,54 @@ class Table:
             s.environment if s else f"column_{n + 1}" for n, s in enumerate(subjects)]
         return dataclasses.replace(self, columns=columns, keys=keys, rows=rows,
                                    subjects=subjects, layout="columns")
+
+
+def folded_label(labels: list[str]) -> str:
+    """The name of a folded row: "first … last (count)"."""
+    return f"{labels[0]}{FOLD_JOIN}{labels[-1]} ({len(labels)})"
+
+
+def identical_runs(rows: list[list[Value]], subjects: list[Subject | None]) -> list[list[int]]:
+    """The rows as runs of indices: consecutive rows about environments whose cells after the
+    first (the one that names the environment) are all equal share a run. Whole ``Value``s
+    are compared: rows that differ in any field (a number, a status) stay apart, and a row
+    with a measured time (a latency, a speed-up: ``UNFOLDED_UNITS``) is never folded, since
+    equal medians agree by chance, not because the environments share a property."""
+    def foldable(i: int) -> bool:
+        return subjects[i] is not None and not any(
+            v.unit in UNFOLDED_UNITS and v.number is not None for v in rows[i][1:])
+
+    runs: list[list[int]] = []
+    for i, row in enumerate(rows):
+        if (runs and foldable(i) and foldable(runs[-1][0])
+                and row[1:] == rows[runs[-1][0]][1:]):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def fold_identical(rows: list[list[Value]], subjects: list[Subject | None]
+                   ) -> tuple[list[list[Value]], list[Subject | None]]:
+    """Each run of ``identical_runs`` as one row named by ``folded_label``; the subject is
+    the first's, with that label."""
+    out_rows: list[list[Value]] = []
+    out_subjects: list[Subject | None] = []
+    runs = identical_runs(rows, subjects)
+    for run in runs:
+        first = run[0]
+        if len(run) == 1:
+            out_rows.append(rows[first])
+            out_subjects.append(subjects[first])
+            continue
+        named = [subjects[i] for i in run]
+        label = folded_label([s.label for s in named if s is not None])
+        row = rows[first]
+        out_rows.append([dataclasses.replace(row[0], text=label) if row else Value(label)]
+                        + row[1:])
+        head = named[0]
+        out_subjects.append(None if head is None else dataclasses.replace(head, label=label))
+    return out_rows, out_subjects
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from vdsomatrix import __version__
 from vdsomatrix.matrix import BackendName
-from vdsomatrix.report import measurements, runtimes
+from vdsomatrix.report import i386, measurements, runtimes
 from vdsomatrix.report.binary import analysis_sections
 from vdsomatrix.report.cells import (
     Result,
@@ -43,11 +43,14 @@ EMULATED = (BackendName.QEMU,)
 EMULATED_MARK = " †"
 MACHINE_JOIN = " @ "
 UNKNOWN_MACHINE = "unknown machine"
+# The tables whose 32-bit rows the Markdown page leaves out (it links the table's own file, and
+# the section "32-bit code" carries what a reader then misses): the page keeps its budget.
+I386_OFF_PAGE = ("environments", "vdso", "vsyscall")
 
 
 def group_of(result: Result) -> str:
     if result.backend in NATIVE:
-        return "native"
+        return "i386" if result.i386 else "native"
     if result.backend in EMULATED:
         return "qemu"
     return "other"  # a failed environment's, an old or hand-made result: still a row
@@ -87,10 +90,13 @@ def _names(results: list[Result]) -> str:
 
 def summary(results: list[Result]) -> list[Finding]:
     """The answers in a few lines, each computed from the measured rows (no expectations), with
-    the same counted-mechanism rules as the tables below."""
+    the same counted-mechanism rules as the tables below: the vDSO and the vsyscall page of
+    every environment, the costs of the x86_64 ones (a 32-bit process's are in
+    :func:`i386.findings`)."""
     probed = [r for r in results if r.calls]
     if not probed:  # no C rows at all (only runtime environments): nothing to say here
         return []
+    x86 = [r for r in probed if not r.i386]
     found = []
     with_vdso = [r for r in probed if r.get("vdso", "present") is True]
     without = [r for r in probed if r not in with_vdso]
@@ -105,7 +111,7 @@ def summary(results: list[Result]) -> list[Finding]:
                          f"work in {len(runs)} environments and kill the caller in "
                          f"{len(dies)}: {_names(dies)}."))
     for where, backends in (("natively", NATIVE), ("under QEMU", EMULATED)):
-        costs = [c for r in probed if r.backend in backends
+        costs = [c for r in x86 if r.backend in backends
                  if (c := median(call_row(r, "getppid", "syscall"))) is not None]
         if costs:
             found.append(Finding("A system call",
@@ -115,7 +121,7 @@ def summary(results: list[Result]) -> list[Finding]:
                                  + (", emulated time" if where == "under QEMU" else "") + "."))
     call = "clock_gettime(CLOCK_MONOTONIC)"
     speedups, fallbacks = [], []
-    for r in probed:
+    for r in x86:
         vdso_row = call_row(r, call, "vdso")
         fast, slow = median(vdso_row), median(call_row(r, call, "syscall"))
         if fast is None or slow is None:
@@ -129,7 +135,7 @@ def summary(results: list[Result]) -> list[Finding]:
                              f"is {min(speedups):.1f}–{max(speedups):.1f}× faster than the "
                              f"system call where it stays in user space; it makes the system "
                              f"call itself in: {_names(fallbacks)}."))
-    libc_kernel = [r for r in probed if enters_kernel(call_row(r, call, "libc"))]
+    libc_kernel = [r for r in x86 if enters_kernel(call_row(r, call, "libc"))]
     found.append(Finding(f"libc's {call}",
                          f"enters the kernel on every call in: {_names(libc_kernel)}."))
     return found
@@ -249,6 +255,7 @@ def meta(results: list[Result], machines: list[str]) -> dict[str, Any]:
             "emulated": r.emulated,
             "status": plain_line(r.run_status, 40),
             "build": plain_line(r.get("environment", "build"), 40) or None,
+            "abi": r.abi,
             "description": plain_line(r.get("environment", "description"), 300) or None,
             "started": plain_line(r.get("run", "started"), 40) or None,
             "seconds": number(r.get("run", "seconds")),
@@ -277,7 +284,11 @@ def _guarded(section_id: str, title: str, build: Callable[[], list[Section]],
 
 def _table_section(section_id: str, build: Callable[[], list]) -> Callable[[], list[Section]]:
     def make() -> list[Section]:
-        return [Section(section_id, SECTION_TITLES[section_id], [], build())]
+        tables = build()
+        if section_id in I386_OFF_PAGE:
+            for table in tables:
+                table.page_leaves_out = (i386.SECTION_ID,)  # the group's id (GROUPS)
+        return [Section(section_id, SECTION_TITLES[section_id], [], tables)]
     return make
 
 
@@ -290,6 +301,10 @@ def assemble(docs: Any, *, order: list[str] | None = None,
     # section, and in none of the C tables, figures or the census (no empty rows or columns).
     measured = [r for r in results if not r.runtime_only]
     runtime_envs = [r for r in results if r.runtime_only]
+    # A 32-bit process's rows are of another ABI: in the vDSO and vsyscall tables (their own
+    # group), in a section of their own, and in none of the x86_64 latency tables or census.
+    x86 = [r for r in measured if not r.i386]
+    i386_envs = [r for r in measured if r.i386]
     broken: list[Problem] = []
     sections: list[Section] = []
     # a report of runtime environments alone has no C sections (they would have no rows)
@@ -298,9 +313,9 @@ def assemble(docs: Any, *, order: list[str] | None = None,
         ("environments", lambda: measurements.identity_tables(results, several)),
         ("vdso", lambda: [measurements.vdso_table(measured)]),
         ("vsyscall", lambda: [measurements.vsyscall_table(measured)]),
-        ("syscall-cost", lambda: [measurements.syscall_cost_table(measured)]),
-        ("speedup", lambda: [measurements.speedup_table(measured)]),
-        ("latency", lambda: measurements.latency_tables(measured)),
+        ("syscall-cost", lambda: [measurements.syscall_cost_table(x86)]),
+        ("speedup", lambda: [measurements.speedup_table(x86)]),
+        ("latency", lambda: measurements.latency_tables(x86)),
     ):
         if c_sections or section_id == "environments":
             sections += _guarded(section_id, SECTION_TITLES[section_id],
@@ -308,9 +323,12 @@ def assemble(docs: Any, *, order: list[str] | None = None,
     if runtime_envs:
         sections += _guarded(runtimes.SECTION_ID, runtimes.TITLE,
                              lambda: [runtimes.section(runtime_envs)], broken)
+    if i386_envs:
+        sections += _guarded(i386.SECTION_ID, i386.TITLE, lambda: [i386.section(i386_envs, x86)],
+                             broken)
     if c_sections:
         sections += _guarded("binary-symbols", "Binary analysis",
-                             lambda: analysis_sections(measured), broken)
+                             lambda: analysis_sections(measured, x86), broken)
 
     def guarded_list(build: Callable[[], list], what: str) -> list:
         try:
@@ -319,7 +337,8 @@ def assemble(docs: Any, *, order: list[str] | None = None,
             broken.append(Problem(None, f"the {what} could not be built: {type(exc).__name__}"))
             return []
 
-    glossary = GLOSSARY + ([MACHINE_TERM] if several else [])
+    glossary = GLOSSARY + (i386.TERMS if i386_envs else []) + (
+        [MACHINE_TERM] if several else [])
     if runtime_envs:  # the runtimes' rows count system calls only
         glossary = [Term(t.term, t.definition.removesuffix(".") + "; the language runtimes' "
                          "traps are not counted at all.") if t.term == "no syscall" else t
@@ -333,6 +352,7 @@ def assemble(docs: Any, *, order: list[str] | None = None,
                "the kernel's ways of answering a few calls (the clocks, getcpu) without a system "
                "call; how to read the tables follows the answers."),
         summary=guarded_list(lambda: summary(measured), "summary")
+        + guarded_list(lambda: i386.findings(i386_envs, x86, several), "32-bit summary")
         + guarded_list(lambda: runtimes.findings(runtime_envs), "runtimes summary"),
         glossary=glossary,
         sections=sections,
