@@ -149,8 +149,8 @@ def test_what_kernel_vsyscall_executes_comes_from_the_analysis_not_the_cpu():
     assert rows["trixie-i386-musl"][2].missing and rows["trixie-i386-musl"][3].missing
     finding = next(f for f in report.summary if f.topic == "int $0x80")
     assert finding.text.endswith(
-        "; __kernel_vsyscall enters the kernel with syscall in 1 of 3 32-bit environments; "
-        "sysenter in 1 of 3 32-bit environments (decoded from the live vDSO).")
+        "; __kernel_vsyscall enters the kernel with syscall in 1, sysenter in 1 of 3 32-bit "
+        "environments (decoded from the live vDSO).")
 
 
 def test_at_a_glance_compares_int80_with_the_64_bit_syscall_of_the_same_machine():

@@ -209,7 +209,7 @@ def test_one_table_per_clock_a_column_per_environment():
     monotonic = table(report, "runtimes-monotonic")
     assert monotonic.layout == "columns" and monotonic.fixed_layout
     parts = monotonic.parts()
-    assert [group for group, _, _ in parts] == ["native", "qemu"]
+    assert [group for group, _, _ in parts] == ["runtimes-native", "runtimes-qemu"]
     native = parts[0][2]
     assert native.columns[1:] == ["host-runtimes", "bullseye-runtimes", "bookworm-runtimes",
                                   "trixie-runtimes", "forky-runtimes", "sid-runtimes"]

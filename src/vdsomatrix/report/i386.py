@@ -391,8 +391,9 @@ def findings(i386: list[Result], x86: list[Result], several: bool) -> list[Findi
     for r in i386:
         if (word := enters_with(r)):
             by_entry.setdefault(word, []).append(r)
-    entry = "; ".join(f"{word} in {len(rs)} of {len(i386)} 32-bit environments"
-                      for word, rs in by_entry.items())
+    entry = ", ".join(f"{word} in {len(rs)}" for word, rs in by_entry.items())
+    if entry:
+        entry += f" of {len(i386)} 32-bit environments"
     if costs_told:
         line = "from a 32-bit process costs " + "; ".join(costs_told)
         if entry:

@@ -93,15 +93,23 @@ SECTION_IDS: tuple[str, ...] = (
 # process (an i386 userland: its rows are of another ABI than the x86_64 tables').
 OPTIONAL_SECTIONS: tuple[str, ...] = ("runtimes", "i386")
 # (group id, title): the rows of every per-environment table, in this order.
+# The language-runtime environments have groups of their own, titled as the others: they are
+# rows of the runtime section's tables and of the environment list only.
 GROUPS: tuple[tuple[str, str], ...] = (
     ("native", "Host and containers (this machine's kernel)"),
     ("i386", "32-bit userlands in containers (this machine's kernel, IA32 emulation)"),
     ("qemu", "Kernels under QEMU (†: emulated time)"),
+    ("runtimes-native", "Host and containers (this machine's kernel)"),
+    ("runtimes-qemu", "Kernels under QEMU (†: emulated time)"),
     ("other", "Results that name no known backend"),
 )
 # Row groups a table may leave off the Markdown page (``Table.page_leaves_out``): what the line
 # under the table calls its rows, and the section that sums them up (its id is an anchor).
-LEFT_OUT: dict[str, tuple[str, str]] = {"i386": ("32-bit userlands", "i386")}
+LEFT_OUT: dict[str, tuple[str, str]] = {
+    "i386": ("32-bit userlands", "i386"),
+    "runtimes-native": ("runtime environments", "runtimes"),
+    "runtimes-qemu": ("runtime environments under QEMU", "runtimes"),
+}
 # How a folded row is named (``fold_identical``): "bullseye … sid-musl (15)".
 FOLD_JOIN = " … "
 # Rows with a number in one of these units are never folded (see ``identical_runs``).

@@ -49,6 +49,8 @@ I386_OFF_PAGE = ("environments", "vdso", "vsyscall")
 
 
 def group_of(result: Result) -> str:
+    if result.runtime_only and result.backend in NATIVE + EMULATED:
+        return "runtimes-native" if result.backend in NATIVE else "runtimes-qemu"
     if result.backend in NATIVE:
         return "i386" if result.i386 else "native"
     if result.backend in EMULATED:
@@ -288,6 +290,9 @@ def _table_section(section_id: str, build: Callable[[], list]) -> Callable[[], l
         if section_id in I386_OFF_PAGE:
             for table in tables:
                 table.page_leaves_out = (i386.SECTION_ID,)  # the group's id (GROUPS)
+        if section_id == "environments":  # the runtime section lists their versions
+            for table in tables:
+                table.page_leaves_out += ("runtimes-native", "runtimes-qemu")
         return [Section(section_id, SECTION_TITLES[section_id], [], tables)]
     return make
 
