@@ -361,13 +361,11 @@ def artefact_of(data: bytes, role: str = "probe-binary") -> dict:
 # -- 32-bit x86 (i386) --------------------------------------------------------------------------
 
 AT_SYSINFO = 32  # auxv: the address of __kernel_vsyscall (i386 only)
-DATA = Path(__file__).parent / "data"
-# The unpatched vdso32.so of two Debian kernels (stripped with objcopy --strip-all), from
-# linux-image-5.10.0-32-amd64-dbg 5.10.223-1 (bullseye) and linux-image-6.1.0-50-amd64-dbg
-# 6.1.176-1 (bookworm): /usr/lib/debug/lib/modules/<release>/vdso/vdso32.so. The kernel patches
-# __kernel_vsyscall at boot, so these hold the int $0x80 a live copy has replaced.
-VDSO32_FILES = {"5.10": DATA / "vdso32-5.10.0-32-amd64.so",
-                "6.1": DATA / "vdso32-6.1.0-50-amd64.so"}
+# What the kernel patches into __kernel_vsyscall at boot (the on-disk vdso32.so holds nops there,
+# before the int $0x80 landing pad): sysenter on Intel, syscall on AMD and Hygon.
+PATCHED_ENTRIES = (b"\x0f\x34", b"\x0f\x05")
+
+
 # A whole i386 program, so that no 32-bit toolchain is needed: write(1, esp, 1) (says it is
 # running), read(0, esp, 1) (waits until stdin closes), exit(0).
 _WAIT32_CODE = bytes.fromhex(
@@ -386,6 +384,24 @@ def _wait32_elf() -> bytes:
 
 
 @functools.cache
+def unpatched_vdso32() -> bytes:
+    """The live 32-bit vDSO with the instruction the kernel patched into __kernel_vsyscall
+    turned back into the nops it replaced: the image as the kernel's vdso32.so holds it on
+    disk (made here, so that no kernel binary is copied into the project)."""
+    from vdsomatrix.analysis.elfimage import ElfImage
+
+    data, base, sysinfo = live_vdso32()
+    start = sysinfo - base
+    sym = next(s for s in ElfImage(data).symbols("SHT_DYNSYM", 100)
+               if s.name == "__kernel_vsyscall")
+    window = data[start:start + max(sym.size, 16)]
+    for entry in PATCHED_ENTRIES:
+        at = window.find(entry)
+        if at >= 0:
+            return data[:start + at] + b"\x90" * len(entry) + data[start + at + len(entry):]
+    pytest.fail(f"no sysenter or syscall in the live __kernel_vsyscall: {window.hex()}")
+
+
 def live_vdso32() -> tuple[bytes, int, int]:
     """The 32-bit vDSO this kernel maps into a 32-bit process, copied from the live process
     (as the probe does: patched at boot), with AT_SYSINFO_EHDR and AT_SYSINFO of that process.

@@ -118,7 +118,7 @@ def _row(doc, call, path):
 
 @pytest.mark.qemu
 @pytest.mark.slow
-def test_real_boot_of_the_32_bit_6_1_kernel():
+def test_real_boot_of_the_32_bit_6_1_kernel(tmp_path):
     """k6.1-i386 as the matrix ships it: the probe is a native i386 process on an i686 kernel,
     int $0x80 costs one system call, and there is no vsyscall page."""
     if not shutil.which(qb.QEMU_I386):
@@ -145,6 +145,21 @@ def test_real_boot_of_the_32_bit_6_1_kernel():
     assert doc["vdso"]["present"] and doc["vdso"]["kernel_vsyscall_address"]
     assert doc["vsyscall"]["mode"] == "none"
     assert _row(doc, "gettimeofday", "vsyscall")["status"] == "unsupported"
+    # The 32-bit kernel's own vDSO, as the guest copied it: its symbols are objdump -T's, and
+    # its __kernel_vsyscall is patched (sysenter or syscall before the int $0x80 pad).
+    import base64
+
+    from analysis_support import objdump_T
+
+    from vdsomatrix.analysis import analyse_result
+
+    image = base64.b64decode(doc["vdso"]["image"])
+    path = tmp_path / "vdso32-guest.so"
+    path.write_bytes(image)
+    vdso = analyse_result(doc)["vdso"]
+    assert [(s["name"], s["version"]) for s in vdso["symbols"]] == \
+        [(r["name"], r["version"]) for r in objdump_T(path)]
+    assert vdso["kernel_vsyscall"]["enters_with"] in ("sysenter", "syscall")
 
 
 @pytest.mark.qemu
