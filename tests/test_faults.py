@@ -7,6 +7,7 @@ have changed (byte for byte), and vdsomatrix itself must not have crashed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -147,6 +148,17 @@ def second_engine(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     log.close()
+    # A killed dockerd's containerd-shims outlive it (re-parented to init, one per container
+    # the test ran): kill those of this private engine, known by their socket under ``root``.
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"containerd-shim-runc-v2") and any(
+                str(root).encode() in arg for arg in args):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(entry.name), signal.SIGKILL)
     # A killed dockerd leaves its overlay and shm mounts behind: unmount them, deepest first.
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     for point in sorted((m for m in mounts if m.startswith(str(root))), key=len, reverse=True):
