@@ -265,15 +265,23 @@ def image_status(suite: Suite, *, client=None, root: Path | None = None) -> tupl
         tag = probe_image_tag(suite, root=root)
     except BadInput as exc:
         return False, str(exc)
+    return built_status(tag, client=client, under=(base_image_tag(suite), "base"),
+                        missing=f"{tag} missing")
+
+
+def built_status(tag: str | None, *, client, under: tuple[str, str],
+                 missing: str) -> tuple[bool, str]:
+    """(built, reason) of image ``tag`` (None: its name cannot be told yet), built nothing:
+    when it is missing, ``missing`` says what, and whether the image ``under`` = (tag, what
+    it is) that it is built on is ready. Shared by the probe and the runtime images."""
     try:
         with engine(client, timeout=5) as client:
-            image = find_image(client, tag)
+            image = find_image(client, tag) if tag else None
             if image is not None:
                 created = (image.attrs.get("Created") or "")[:19]
                 return True, f"{tag} ({image.short_id}, built {created})"
-            if find_image(client, base_image_tag(suite)) is not None:
-                return False, f"{NOT_BUILT} ({tag} missing; its base is ready)"
-            return False, f"{NOT_BUILT} ({tag} missing)"
+            ready = f"; its {under[1]} is ready" if find_image(client, under[0]) else ""
+            return False, f"{NOT_BUILT} ({missing}{ready})"
     except EnvironmentUnavailable as exc:
         return False, str(exc)
     except Exception as exc:  # the engine went away between ping and query

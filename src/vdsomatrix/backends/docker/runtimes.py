@@ -50,8 +50,6 @@ from vdsomatrix import mirror, paths, processes
 from vdsomatrix.backends.docker import images
 from vdsomatrix.backends.docker.engine import (
     LABEL,
-    NO_ENGINE,
-    NOT_BUILT,
     Log,
     engine,
     find_image,
@@ -60,7 +58,7 @@ from vdsomatrix.backends.docker.engine import (
 )
 from vdsomatrix.backends.docker.leftovers import EXPIRES, PROBE_RUN, owner_labels
 from vdsomatrix.backends.docker.rootfs import ImageBuildError
-from vdsomatrix.errors import BadInput, EnvironmentUnavailable
+from vdsomatrix.errors import BadInput
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, project_root
 from vdsomatrix.text import one_line, plain, without_escapes
@@ -82,11 +80,6 @@ DEBS_MOUNT = "/mnt"
 WORK_MOUNT = "/srv"
 BUILD_TMPFS = "rw,nosuid,nodev,size=1g,mode=1777"
 PHASE = "@@vdsomatrix-phase "
-
-# Tests (and measurements before probes/runtimes/ exists) may build from another directory of
-# runtime sources, bind-mounted over /opt/vdsomatrix/probes/runtimes; it is part of the hash.
-_sources_override: Path | None = None
-
 
 # ---------------------------------------------------------------------------------------------
 # Which packages: a pure function of the suite's Packages index.
@@ -358,10 +351,6 @@ def resolve_and_download(suite: Suite, status: Path, selection: Selection) -> li
 
 def runtime_sources(root: Path | None = None) -> list[tuple[str, bytes, int]]:
     """(path, content, mode) of the runtime programs' sources (probes/runtimes/)."""
-    if _sources_override is not None:
-        return [(f"{SOURCES_DIR}/{p.relative_to(_sources_override).as_posix()}",
-                 p.read_bytes(), 0o755 if p.stat().st_mode & 0o111 else 0o644)
-                for p in sorted(_sources_override.rglob("*")) if p.is_file()]
     return [f for f in paths.probe_sources(root) if f[0].startswith(SOURCES_DIR + "/")]
 
 
@@ -400,20 +389,9 @@ def runtime_image_status(suite: Suite, *, client=None,
         tag = tag_for(suite, selection, root or project_root()) if selection else None
     except BadInput as exc:
         return False, str(exc)
-    try:
-        with engine(client, timeout=5) as client:
-            image = find_image(client, tag) if tag else None
-            if image is not None:
-                created = (image.attrs.get("Created") or "")[:19]
-                return True, f"{tag} ({image.short_id}, built {created})"
-            ready = "; its probe image is ready" if find_image(client, probe_tag) else ""
-            if tag is None:
-                return False, f"{NOT_BUILT} (the {suite.name} runtime layer{ready})"
-            return False, f"{NOT_BUILT} ({tag} missing{ready})"
-    except EnvironmentUnavailable as exc:
-        return False, str(exc)
-    except Exception as exc:  # the engine went away between ping and query
-        return False, NO_ENGINE.format(detail=one_line(exc))
+    return images.built_status(tag, client=client, under=(probe_tag, "probe image"),
+                               missing=f"{tag} missing" if tag
+                               else f"the {suite.name} runtime layer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,9 +595,6 @@ def _build_kwargs(suite: Suite, probe_tag: str, work: Path, seconds: int) -> dic
 
     volumes = {str(debs_dir(suite)): {"bind": DEBS_MOUNT, "mode": "ro"},
                str(work): {"bind": WORK_MOUNT, "mode": "ro"}}
-    if _sources_override is not None:
-        volumes[str(_sources_override)] = {"bind": "/opt/vdsomatrix/probes/runtimes",
-                                           "mode": "ro"}
     return {
         "image": probe_tag,
         "command": ["sh", "-c", 'timeout -s KILL "$0" "$@"; exit $?', f"{seconds}s",
@@ -742,12 +717,7 @@ def _build(client, suite: Suite, selection: Selection, probe_tag: str, tag: str,
     took = time.monotonic() - started
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     log(f"[{suite.name}] runtime image {tag} ready ({took:.0f} s: {phases})")
-    last_timings[suite.name] = {**timings, "total": took}
     return tag
-
-
-# Per suite, the phase timings of the last build in this process (for measurements).
-last_timings: dict[str, dict[str, float]] = {}
 
 
 def ensure_runtime_image(suite: Suite, *, rebuild: bool = False, log: Log = print,
