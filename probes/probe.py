@@ -187,6 +187,193 @@ def clocksource(errors):
     return (current or "").strip() or None, (available or "").split()
 
 
+VULNERABILITIES = "/sys/devices/system/cpu/vulnerabilities"
+SMALL_READ = 4096  # every cpu_security file is a line; an environment cannot make us read more
+MAX_VULNERABILITIES = 64  # 6.18 lists ~25
+MAX_BUGS = 64
+
+
+def mitigations_word(cmdline):
+    """The value of the last ``mitigations=`` word of a kernel command line (the kernel parses
+    them in order, so the last wins), or None: the kernel's built-in default."""
+    value = None
+    for word in cmdline.split():
+        if word.startswith("mitigations="):
+            value = word[len("mitigations="):]
+    return value
+
+
+def cpu_security(cmdline):
+    """What the running kernel says of the CPU's vulnerabilities and its mitigations.
+
+    In a container these are the host kernel's, which is right: the container runs on it. Each
+    file is read up to SMALL_READ bytes and at most MAX_VULNERABILITIES of them; nothing here
+    goes to "errors" (an old kernel without the folder is a fact, given as the reason).
+    """
+    facts = {"vulnerabilities": None, "vulnerabilities_reason": None,
+             "mitigations_cmdline": mitigations_word(cmdline), "cmdline_source": "/proc/cmdline",
+             "hypervisor": None, "cpu_vendor": None, "cpu_model": None, "cpu_bugs": None}
+    try:
+        names = sorted(os.listdir(VULNERABILITIES))
+    except OSError as exc:
+        names = None
+        facts["vulnerabilities_reason"] = "cannot list %s: %s%s" % (
+            VULNERABILITIES, exc.strerror or exc,
+            " (the kernel predates 4.15, or /sys is not mounted)"
+            if exc.errno == errno.ENOENT else "")
+    if names is not None:
+        found, unread = {}, []
+        for entry in names[:MAX_VULNERABILITIES]:
+            text = read_text(os.path.join(VULNERABILITIES, entry), unread, SMALL_READ)
+            if text is not None:
+                found[entry[:100]] = text.strip()
+        facts["vulnerabilities"] = found
+        notes = unread[:3]
+        if len(names) > MAX_VULNERABILITIES:
+            notes.append("%d files, only the first %d read" % (len(names), MAX_VULNERABILITIES))
+        facts["vulnerabilities_reason"] = "; ".join(notes) or None
+    # The first processor's block of /proc/cpuinfo is enough, and is within the first 64 KiB.
+    text = read_text("/proc/cpuinfo", [], 16 * SMALL_READ)
+    if text is not None:
+        for line in text.splitlines():
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if not sep:
+                if facts["cpu_vendor"] or facts["cpu_model"]:
+                    break  # the blank line after the first processor's block
+                continue
+            if key == "vendor_id":
+                facts["cpu_vendor"] = value.strip()[:200]
+            elif key == "model name":
+                facts["cpu_model"] = value.strip()[:200]
+            elif key == "flags":
+                facts["hypervisor"] = "hypervisor" in value.split()
+            elif key == "bugs":
+                facts["cpu_bugs"] = value.split()[:MAX_BUGS]
+    return facts
+
+
+# Time namespaces (Linux 5.6): the helper can run with CLOCK_MONOTONIC and CLOCK_BOOTTIME
+# shifted, which makes the vDSO read its clocks through the namespace's own vvar page.
+CLONE_NEWTIME = 0x80
+CLONE_NEWUSER = 0x10000000
+TIMENS_OFFSETS_NS = {"monotonic": 10 * 86400 * 10**9, "boottime": 20 * 86400 * 10**9}
+NO_TIMENS = "not offered by this kernel: no /proc/self/ns/time (Linux 5.6 added time namespaces)"
+# What a child process prints: its two shifted clocks, in nanoseconds.
+_CHILD_CLOCKS = ("import time; print(time.clock_gettime_ns(time.CLOCK_MONOTONIC), "
+                 "time.clock_gettime_ns(time.CLOCK_BOOTTIME))")
+
+
+def _unshare(flags):
+    """unshare(2) through libc (os.unshare is Python 3.12+); an OSError when refused."""
+    import ctypes  # only here: a probe that is not asked for a namespace never loads it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(ctypes.c_int(flags)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _write(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _map_own_ids():
+    """In a new user namespace, map this process's uid and gid to themselves (the one mapping
+    an unprivileged process may write), so that its children are not the overflow uid, which
+    may create no file. None when done, else why not (not fatal: the clocks do not need it)."""
+    uid, gid = os.geteuid(), os.getegid()
+    problems = []
+    for path, text in (("/proc/self/uid_map", "%d %d 1\n" % (uid, uid)),
+                       ("/proc/self/setgroups", "deny\n"),
+                       ("/proc/self/gid_map", "%d %d 1\n" % (gid, gid))):
+        try:
+            _write(path, text)
+        except OSError as exc:
+            problems.append("cannot write %s: %s" % (path, exc.strerror or exc))
+    return "; ".join(problems) or None
+
+
+def _errname(exc):
+    return errno.errorcode.get(exc.errno, "errno %s" % exc.errno)
+
+
+def enter_time_namespace():
+    """Put this process's future children in a new time namespace with MONOTONIC shifted by
+    10 days and BOOTTIME by 20, and check in a child that they are. Never raises.
+
+    Root (a guest's /init) unshares the time namespace alone; anyone else needs a user
+    namespace with it (CLONE_NEWUSER|CLONE_NEWTIME in one call: the only unshare the
+    containers' seccomp profile lets through). This process stays in its own time namespace:
+    only its children enter the new one, the first of them fixing the offsets.
+    """
+    result = {"requested": True, "entered": False, "how": None, "reason": None,
+              "offsets_ns": dict(TIMENS_OFFSETS_NS), "observed_shift_ns": None,
+              "offsets_applied": False}
+    try:
+        if not os.path.exists("/proc/self/ns/time"):
+            result["reason"] = NO_TIMENS
+            return result
+        tries = [(CLONE_NEWUSER | CLONE_NEWTIME, "unshare(CLONE_NEWUSER|CLONE_NEWTIME)")]
+        if os.geteuid() == 0:  # root without CAP_SYS_ADMIN still gets the second form
+            tries.insert(0, (CLONE_NEWTIME, "unshare(CLONE_NEWTIME)"))
+        refused = []
+        for flags, how in tries:
+            try:
+                _unshare(flags)
+            except OSError as exc:
+                refused.append("%s (%s) for %s" % (_errname(exc), exc.strerror, how))
+                continue
+            result["entered"], result["how"] = True, how
+            if flags & CLONE_NEWUSER:
+                result["id_map_problem"] = _map_own_ids()
+            break
+        if not result["entered"]:
+            result["reason"] = "unshare refused: " + "; ".join(refused)
+            return result
+        try:
+            _write("/proc/self/timens_offsets", "monotonic %d 0\nboottime %d 0\n" % (
+                TIMENS_OFFSETS_NS["monotonic"] // 10**9, TIMENS_OFFSETS_NS["boottime"] // 10**9))
+        except OSError as exc:
+            result["reason"] = ("cannot write /proc/self/timens_offsets: %s (%s); the children "
+                                "run in the namespace unshifted" % (_errname(exc), exc.strerror))
+            return result
+        result.update(verify_time_namespace())
+    except Exception as exc:  # noqa: BLE001 - the probe must print its document whatever happens
+        result["reason"] = "time namespace set-up failed: %s: %s" % (type(exc).__name__, exc)
+    return result
+
+
+def verify_time_namespace():
+    """Whether a child sees the offsets: its MONOTONIC and BOOTTIME must lie between this
+    process's readings just before and just after it ran, each plus the offset."""
+    clocks = (time.CLOCK_MONOTONIC, time.CLOCK_BOOTTIME)
+    before = [time.clock_gettime_ns(c) for c in clocks]
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD_CLOCKS],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        after = [time.clock_gettime_ns(c) for c in clocks]
+        child = [int(word) for word in done.stdout.split()[:2]]
+        if done.returncode != 0 or len(child) != 2:
+            raise ValueError("exit status %d, %r" % (done.returncode,
+                                                     done.stderr[-200:].decode("utf-8", "replace")))
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return {"reason": "cannot check the offsets in a child process: %s" % exc}
+    shifts, applied = {}, True
+    for i, name in enumerate(("monotonic", "boottime")):
+        # The shift as seen: the child's clock less the parent's before it started (the offset
+        # plus the child's start-up, at most the bracket's width more).
+        shifts[name] = child[i] - before[i]
+        offset = TIMENS_OFFSETS_NS[name]
+        applied = applied and before[i] + offset <= child[i] <= after[i] + offset
+    out = {"observed_shift_ns": shifts, "offsets_applied": applied,
+           "bracket_ns": after[0] - before[0]}
+    if not applied:
+        out["reason"] = "the child's clocks are not shifted by the offsets written"
+    return out
+
+
 def artefact(path, role, errors):
     """A file shipped back compressed for the host's analysis (pyelftools and capstone there).
 
@@ -303,7 +490,8 @@ def ia32_exec(errors):
     return {"runs": False, "error": "the exec worked, the program " + how}
 
 
-def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None):
+def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
+            time_namespace=False):
     errors = []
     started = time.monotonic()
     doc = {"schema": SCHEMA, "errors": errors}
@@ -342,6 +530,7 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None)
         "cpu": cpu_info(errors),
         "accel": None,  # filled in by the backend that knows (qemu: kvm or tcg)
         "ia32": ia32_exec(errors),
+        "cpu_security": cpu_security(cmdline),
     }
 
     base = auxv.get(AT_SYSINFO_EHDR)
@@ -372,6 +561,10 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None)
 
     doc["calls"] = []
     doc["artefacts"] = {}
+    if time_namespace:
+        # After every fact above (they are this process's own) and before the first child:
+        # the helper (or the runtimes) then run in the new namespace.
+        doc["environment"]["time_namespace"] = enter_time_namespace()
     helper_out = run_helper(helper, errors, helper_timeout) if helper else None
     if helper is None and runtimes is None:
         errors.append("no helper given: latency rows not measured")
@@ -392,6 +585,8 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None)
                               "vDSO image are python3's" % (abi, doc["environment"]["abi"]))
             doc["environment"]["abi"] = abi
         doc["calls"] = helper_out.get("calls", [])
+        doc["entry_costs"] = helper_out.get("entry_costs", [])
+        doc["vdso_getrandom"] = helper_out.get("vdso_getrandom")
         doc["method"] = helper_out.get("method")
         doc["method"]["pinned_cpu"] = helper_out.get("pinned_cpu")
         read = helper_out.get("vsyscall_read") or {}
@@ -443,10 +638,12 @@ def main(argv=None):
     parser.add_argument("--backend", default="host", help="backend name to record")
     parser.add_argument("--helper-timeout", type=int, default=240,
                         help="seconds for the C helper, or for the whole runtime mode")
+    parser.add_argument("--time-namespace", action="store_true", help="run the helper in a "
+                        "new time namespace, MONOTONIC +10 days and BOOTTIME +20 days")
     args = parser.parse_args(argv)
     runtimes = os.path.abspath(args.runtimes) if args.runtimes else None
     doc = collect(args.helper, args.name, args.backend, args.helper_timeout, runtimes,
-                  args.syscount)
+                  args.syscount, args.time_namespace)
     json.dump(doc, sys.stdout, sort_keys=False)
     sys.stdout.write("\n")
     return 0

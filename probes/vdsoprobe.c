@@ -1,12 +1,14 @@
 /*
  * vdsoprobe: every way into the kernel, timed and counted, on x86 Linux (x86_64 and i386).
  *
- * For each call (getppid, clock_gettime on five clocks, gettimeofday, time, getcpu) and each path
- * (the libc function, the vDSO symbol called directly, the raw `syscall` instruction, the legacy
- * vsyscall page, `int $0x80`), this program
+ * For each call (getppid, clock_gettime on five clocks, gettimeofday, time, getcpu, getrandom) and
+ * each path (the libc function, the vDSO symbol called directly, the raw `syscall` instruction, the
+ * legacy vsyscall page, `int $0x80`), this program
  *   - times it in a child process (a crash is a result, not a failure of the probe), and
  *   - counts the real system calls one call makes with ptrace, as strace does, and the page-fault
  *     traps it takes with a perf software counter where the kernel allows one.
+ * The same way it measures what entering the kernel costs apart from a system call ("entry_costs":
+ * cpuid, and a signal round trip entered by tgkill and by int3).
  * It prints one JSON object on stdout. The Python half of the probe (probe.py) wraps it with the
  * facts it collects itself.
  *
@@ -31,6 +33,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -41,6 +44,13 @@
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <gnu/libc-version.h>
+#endif
+/* getrandom() is glibc >= 2.25 and musl >= 1.1.20; without the header the libc row says so. */
+#if defined(__has_include)
+#if __has_include(<sys/random.h>)
+#include <sys/random.h>
+#define HAVE_LIBC_GETRANDOM 1
+#endif
 #endif
 
 #include "json_string.h"
@@ -93,6 +103,9 @@ struct perf_attr_v0 {
 #if defined(__x86_64__)
 #define VSYSCALL_BASE 0xffffffffff600000UL
 #define MARKER_NR SYS_getpid /* a raw getpid with a magic argument brackets the counted calls */
+#define X86_64_NR_GETRANDOM 318
+#define X86_64_NR_GETTID 186
+#define X86_64_NR_TGKILL 234
 #else
 /* The rest of the 32-bit system call table this program calls by number (int $0x80). */
 #define I386_NR_TIME 13
@@ -102,6 +115,9 @@ struct perf_attr_v0 {
 #define I386_NR_CLOCK_GETRES 266
 #define I386_NR_GETCPU 318
 #define I386_NR_CLOCK_GETTIME64 403
+#define I386_NR_GETTID 224
+#define I386_NR_TGKILL 270
+#define I386_NR_GETRANDOM 355
 #define MARKER_NR I386_NR_GETPID
 #define NO_VSYSCALL_32 "no vsyscall page for 32-bit processes"
 #endif
@@ -118,6 +134,7 @@ static struct {
 /* ---------------------------------------------------------------- the calls --------------- */
 
 typedef long (*call_fn)(void);
+typedef int (*setup_fn)(void); /* run in each child before the call; nonzero: it failed */
 static volatile long sink;
 static clockid_t g_clock; /* the clock the clock_gettime rows read */
 
@@ -200,6 +217,7 @@ struct kernel_timespec64 {
 static int (*vdso_clock_gettime64)(clockid_t, struct kernel_timespec64 *);
 static int (*vdso_clock_getres)(clockid_t, struct timespec *);
 #endif
+static long (*vdso_getrandom)(void *, size_t, unsigned int, void *, size_t);
 
 __attribute__((noinline)) static long c_empty(void)
 {
@@ -360,6 +378,154 @@ static long c_getcpu_int80(void)
 	return cpu;
 }
 #endif
+
+/* ------------------------------------------------------------------ getrandom ------------ */
+/*
+ * __vdso_getrandom (Linux 6.11) keeps its ChaCha20 key and buffered output in an opaque state the
+ * caller allocates. The kernel's documented protocol: ask with (NULL, 0, 0, &params, ~0UL), then
+ * mmap states with the prot and flags it returns (MAP_DROPPABLE: the kernel may zero the pages at
+ * any time, and a forked child gets them zeroed; the vDSO then reseeds with one getrandom system
+ * call). One state per thread, not straddling a page. Each child maps its own (grnd_setup),
+ * as a libc does per thread, so the reseed falls in the warm-up call, outside the measurement.
+ */
+struct vgetrandom_params {
+	uint32_t size_of_opaque_state, mmap_prot, mmap_flags, reserved[13];
+};
+static struct vgetrandom_params grnd_params;
+static int grnd_params_ok; /* the query answered: grnd_params holds what the kernel asks for */
+static void *grnd_state;
+#define GETRANDOM_BYTES 16
+
+static size_t grnd_map_len(void)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (grnd_params.size_of_opaque_state + page - 1) & ~(page - 1);
+}
+
+static int grnd_setup(void)
+{
+	void *p = mmap(NULL, grnd_map_len(), (int)grnd_params.mmap_prot, (int)grnd_params.mmap_flags, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	grnd_state = p; /* the start of a page: one state never straddles two */
+	return 0;
+}
+
+/* The params query, in the parent; NULL when the vDSO path can be measured, else why not. */
+static const char *grnd_init(void)
+{
+	static char why[160];
+	long ret = vdso_getrandom(NULL, 0, 0, &grnd_params, ~(size_t)0);
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	if (ret != 0) {
+		snprintf(why, sizeof why, "the vDSO's getrandom params query failed (returned %ld)", ret);
+		return why;
+	}
+	grnd_params_ok = 1;
+	if (grnd_params.size_of_opaque_state == 0 || grnd_params.size_of_opaque_state > page) {
+		snprintf(why, sizeof why, "the vDSO asks for a %u-byte getrandom state, not 1 to %lu",
+			 (unsigned)grnd_params.size_of_opaque_state, (unsigned long)page);
+		return why;
+	}
+	if (grnd_setup() != 0) {
+		snprintf(why, sizeof why, "mmap of the vDSO getrandom state (prot %#x, flags %#x) failed: %s",
+			 (unsigned)grnd_params.mmap_prot, (unsigned)grnd_params.mmap_flags, strerror(errno));
+		return why;
+	}
+	munmap(grnd_state, grnd_map_len()); /* a trial: every child maps its own */
+	grnd_state = NULL;
+	return NULL;
+}
+
+#ifdef HAVE_LIBC_GETRANDOM
+static long c_getrandom_libc(void)
+{
+	unsigned char buf[GETRANDOM_BYTES];
+	getrandom(buf, sizeof buf, 0);
+	return buf[0];
+}
+#else
+#define c_getrandom_libc NULL
+#endif
+static long c_getrandom_vdso(void)
+{
+	unsigned char buf[GETRANDOM_BYTES];
+	vdso_getrandom(buf, sizeof buf, 0, grnd_state, grnd_params.size_of_opaque_state);
+	return buf[0];
+}
+#if defined(__x86_64__)
+static long c_getrandom_syscall(void)
+{
+	unsigned char buf[GETRANDOM_BYTES];
+	raw_syscall3(X86_64_NR_GETRANDOM, (long)buf, sizeof buf, 0);
+	return buf[0];
+}
+#else
+static long c_getrandom_int80(void)
+{
+	unsigned char buf[GETRANDOM_BYTES];
+	int80_3(I386_NR_GETRANDOM, (long)buf, sizeof buf, 0);
+	return buf[0];
+}
+static long c_getrandom_kvs(void)
+{
+	unsigned char buf[GETRANDOM_BYTES];
+	kvs3(I386_NR_GETRANDOM, (long)buf, sizeof buf, 0);
+	return buf[0];
+}
+#endif
+
+/* --------------------------------------------------------------- entry costs -------------- */
+/*
+ * What entering the kernel costs apart from any system call: cpuid (an exit to the hypervisor in
+ * a VM), and a signal round trip entered two ways, by tgkill (the syscall entry) and by int3 (an
+ * exception through the IDT, the way int $0x80 enters too), each to an empty handler and back
+ * with rt_sigreturn. Comparing them tells the IDT entry and IRET apart from the rest. In i386
+ * code tgkill goes through int $0x80, and so does rt_sigreturn: glibc's and musl's i386 restorers
+ * are `mov $173, %eax; int $0x80`, so those rows carry one or two int $0x80 entries each.
+ */
+static long self_pid, self_tid; /* this process's, set after fork by entry_setup */
+
+static void empty_handler(int sig) { (void)sig; }
+
+static int entry_setup(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = empty_handler;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigaction(SIGTRAP, &sa, NULL) != 0)
+		return -1;
+	self_pid = getpid();
+#if defined(__x86_64__)
+	self_tid = raw_syscall3(X86_64_NR_GETTID, 0, 0, 0);
+#else
+	self_tid = int80_3(I386_NR_GETTID, 0, 0, 0);
+#endif
+	return 0;
+}
+
+static long c_cpuid(void)
+{
+	unsigned a = 0, b, c = 0, d;
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");
+	return (long)(a + b + c + d);
+}
+
+static long c_tgkill_signal(void)
+{
+#if defined(__x86_64__)
+	return raw_syscall3(X86_64_NR_TGKILL, self_pid, self_tid, SIGUSR1);
+#else
+	return int80_3(I386_NR_TGKILL, self_pid, self_tid, SIGUSR1);
+#endif
+}
+
+static long c_int3_signal(void)
+{
+	__asm__ volatile("int3" ::: "memory");
+	return 0;
+}
 
 /* ---------------------------------------------------- the vDSO's own symbol table --------- */
 /*
@@ -565,7 +731,7 @@ static void count_faults(call_fn fn, struct timing *t)
  * the parent follows it with PTRACE_SYSCALL and counts the syscall-entry stops in between.
  * Returns the count, or -1 with *why set when the child died first.
  */
-static long count_syscalls(call_fn fn, const char **why)
+static long count_syscalls(call_fn fn, setup_fn setup, const char **why)
 {
 	int status, in_syscall = 0, counting = 0, sig = 0;
 	long count = 0, seen_end = 0;
@@ -580,6 +746,8 @@ static long count_syscalls(call_fn fn, const char **why)
 			_exit(3);
 		alarm(cfg.row_deadline_s);
 		raise(SIGSTOP);
+		if (setup && setup() != 0)
+			_exit(4);
 		sink += fn(); /* warm up outside the counted window */
 		marker(MARKER_BEGIN);
 		for (i = 0; i < COUNT_CALLS; i++)
@@ -634,7 +802,9 @@ static long count_syscalls(call_fn fn, const char **why)
 		waitpid(pid, &status, 0);
 	}
 	if (!seen_end) {
-		*why = WIFSIGNALED(status) ? "the call killed the traced child" : "trace ended early";
+		*why = WIFSIGNALED(status) ? "the call killed the traced child"
+		       : WIFEXITED(status) && WEXITSTATUS(status) == 4 ? "the traced child could not set the call up"
+		       : "trace ended early";
 		return -1;
 	}
 	return count;
@@ -666,9 +836,22 @@ struct row {
 	clockid_t clock;
 	const char *detail;
 	const char *unsupported; /* set when this environment does not offer the path */
+	setup_fn setup;          /* per-process preparation, run in each child after fork */
 };
 
 static int first_row = 1;
+
+/* Rows go into a named top-level array: "calls", "entry_costs". */
+static void begin_rows(const char *name)
+{
+	printf("  \"%s\": [", name);
+	first_row = 1;
+}
+
+static void end_rows(int last)
+{
+	printf("\n  ]%s\n", last ? "" : ",");
+}
 
 static void emit_row(const struct row *r)
 {
@@ -702,6 +885,8 @@ static void emit_row(const struct row *r)
 	if (pid == 0) {
 		close(fds[0]);
 		alarm(cfg.row_deadline_s);
+		if (r->setup && r->setup() != 0)
+			_exit(4);
 		count_faults(r->fn, &t);
 		time_call(r->fn, &t);
 		if (write(fds[1], &t, sizeof t) != (ssize_t)sizeof t)
@@ -722,6 +907,10 @@ static void emit_row(const struct row *r)
 			       signal_name(sig), sig);
 		return;
 	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 4) {
+		printf(", \"status\": \"error\", \"reason\": \"the timing child could not set the call up\"}");
+		return;
+	}
 	if (got != (ssize_t)sizeof t || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		printf(", \"status\": \"error\", \"reason\": \"timing child exited %d\"}",
 		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -740,7 +929,7 @@ static void emit_row(const struct row *r)
 	fflush(stdout);
 	{
 		const char *why = "";
-		long n = count_syscalls(r->fn, &why);
+		long n = count_syscalls(r->fn, r->setup, &why);
 		if (n >= 0)
 			printf(", \"syscalls_per_call\": %.3f, \"counted_calls\": %d", (double)n / COUNT_CALLS,
 			       COUNT_CALLS);
@@ -854,9 +1043,33 @@ static void pin_to_one_cpu(void)
 		printf("  \"pinned_cpu\": null, \"pin_error\": \"%s\",\n", strerror(errno));
 }
 
+#define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no __vdso_getrandom (Linux 6.11 added it)"
+#ifdef HAVE_LIBC_GETRANDOM
+#define NO_LIBC_GETRANDOM NULL
+#else
+#define NO_LIBC_GETRANDOM "not offered by this libc: no getrandom() (no <sys/random.h>)"
+#endif
+#define GETRANDOM_VDSO_DETAIL "__vdso_getrandom (LINUX_2.6) called directly, with one opaque state mmap'd" \
+	" as its params query asks (16 bytes, flags 0)"
+
+/* The three entry-cost rows, the same on both ABIs. */
+static void emit_entry_costs(void)
+{
+	struct row r = {"cpuid", "instruction", c_cpuid, 0, "cpuid leaf 0", NULL, NULL};
+	emit_row(&r);
+	r.call = "signal round trip";
+	r.setup = entry_setup;
+	r.path = "syscall"; r.fn = c_tgkill_signal;
+	r.detail = "tgkill(self, SIGUSR1) to an empty handler, then rt_sigreturn";
+	emit_row(&r);
+	r.path = "int3"; r.fn = c_int3_signal;
+	r.detail = "int3 (#BP through the IDT) to an empty SIGTRAP handler, then rt_sigreturn";
+	emit_row(&r);
+}
+
 int main(int argc, char **argv)
 {
-	const char *no_vdso = NULL;
+	const char *no_vdso = NULL, *no_vgetrandom = NULL;
 #if defined(__i386__)
 	static char kvs_detail[200];
 	const char *no_kvs = NULL;
@@ -900,6 +1113,7 @@ int main(int argc, char **argv)
 		vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_lookup("LINUX_2.6", "__vdso_gettimeofday");
 		vdso_time = (long (*)(long *))vdso_lookup("LINUX_2.6", "__vdso_time");
 		vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_lookup("LINUX_2.6", "__vdso_getcpu");
+		vdso_getrandom = (long (*)(void *, size_t, unsigned int, void *, size_t))vdso_lookup("LINUX_2.6", "__vdso_getrandom");
 #if defined(__i386__)
 		vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_lookup("LINUX_2.6", "__vdso_clock_gettime64");
 		vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_lookup("LINUX_2.6", "__vdso_clock_getres");
@@ -947,11 +1161,18 @@ int main(int argc, char **argv)
 	printf("  \"method\": {\"batches\": %d, \"min_batch_ns\": %ld, \"loop_overhead_ns\": %.3f, "
 	       "\"counted_calls\": %d, \"clock\": \"CLOCK_MONOTONIC via libc\"},\n",
 	       cfg.batches, cfg.min_batch_ns, loop_overhead_ns, COUNT_CALLS);
-	printf("  \"calls\": [");
+	no_vgetrandom = no_vdso ? no_vdso : !vdso_getrandom ? NO_VDSO_GETRANDOM : grnd_init();
+	if (grnd_params_ok)
+		printf("  \"vdso_getrandom\": {\"opaque_state_size\": %u, \"mmap_prot\": %u, \"mmap_flags\": %u},\n",
+		       (unsigned)grnd_params.size_of_opaque_state, (unsigned)grnd_params.mmap_prot,
+		       (unsigned)grnd_params.mmap_flags);
+	else
+		printf("  \"vdso_getrandom\": null,\n");
+	begin_rows("calls");
 #if defined(__x86_64__)
 
 	{
-		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL};
+		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "syscall"; r.fn = c_getppid_syscall; r.detail = "raw syscall instruction, no libc";
 		emit_row(&r);
@@ -976,7 +1197,7 @@ int main(int argc, char **argv)
 		emit_row(&r);
 	}
 	{
-		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL};
+		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = "__vdso_gettimeofday (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : "the vDSO exports no __vdso_gettimeofday");
@@ -988,7 +1209,7 @@ int main(int argc, char **argv)
 		emit_row(&r);
 	}
 	{
-		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL};
+		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_time_vdso; r.detail = "__vdso_time (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : "the vDSO exports no __vdso_time");
@@ -1000,7 +1221,7 @@ int main(int argc, char **argv)
 		emit_row(&r);
 	}
 	{
-		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL};
+		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = "__vdso_getcpu (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : "the vDSO exports no __vdso_getcpu");
@@ -1011,9 +1232,21 @@ int main(int argc, char **argv)
 		r.path = "vsyscall"; r.fn = c_getcpu_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600800";
 		emit_row(&r);
 	}
+	{
+		struct row r = {"getrandom", "libc", c_getrandom_libc, 0, "getrandom() from libc (16 bytes, flags 0)",
+				NO_LIBC_GETRANDOM, NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_getrandom_vdso; r.detail = GETRANDOM_VDSO_DETAIL;
+		r.unsupported = no_vgetrandom; r.setup = grnd_setup;
+		emit_row(&r);
+		r.unsupported = NULL; r.setup = NULL;
+		r.path = "syscall"; r.fn = c_getrandom_syscall;
+		r.detail = "raw syscall instruction, no libc (nr 318, 16 bytes, flags 0)";
+		emit_row(&r);
+	}
 #else
 	{
-		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL};
+		struct row r = {"getppid", "libc", c_getppid_libc, 0, "getppid() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "int80"; r.fn = c_getppid_int80;
 		r.detail = "int $0x80 (32-bit system call table, nr 64)";
@@ -1041,7 +1274,7 @@ int main(int argc, char **argv)
 	}
 	{
 		struct row r = {"clock_gettime64(CLOCK_MONOTONIC)", "vdso", c_cgt64_vdso, CLOCK_MONOTONIC,
-				"__vdso_clock_gettime64 (LINUX_2.6, the y2038 entry) called directly", NULL};
+				"__vdso_clock_gettime64 (LINUX_2.6, the y2038 entry) called directly", NULL, NULL};
 		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime64 ? NULL : "the vDSO exports no __vdso_clock_gettime64");
 		emit_row(&r);
 		r.unsupported = NULL;
@@ -1049,7 +1282,7 @@ int main(int argc, char **argv)
 		emit_row(&r);
 	}
 	{
-		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL};
+		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = "__vdso_gettimeofday (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : "the vDSO exports no __vdso_gettimeofday");
@@ -1062,7 +1295,7 @@ int main(int argc, char **argv)
 		emit_row(&r);
 	}
 	{
-		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL};
+		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_time_vdso; r.detail = "__vdso_time (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : "the vDSO exports no __vdso_time");
@@ -1076,7 +1309,7 @@ int main(int argc, char **argv)
 	}
 	{
 		struct row r = {"clock_getres(CLOCK_MONOTONIC)", "libc", c_getres_libc, CLOCK_MONOTONIC,
-				"clock_getres() from libc", NULL};
+				"clock_getres() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_getres_vdso; r.detail = "__vdso_clock_getres (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_clock_getres ? NULL : "the vDSO exports no __vdso_clock_getres");
@@ -1086,7 +1319,7 @@ int main(int argc, char **argv)
 		emit_row(&r);
 	}
 	{
-		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL};
+		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL, NULL};
 		emit_row(&r);
 		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = "__vdso_getcpu (LINUX_2.6) called directly";
 		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : "the vDSO exports no __vdso_getcpu");
@@ -1098,7 +1331,25 @@ int main(int argc, char **argv)
 		r.unsupported = NO_VSYSCALL_32;
 		emit_row(&r);
 	}
+	{
+		struct row r = {"getrandom", "libc", c_getrandom_libc, 0, "getrandom() from libc (16 bytes, flags 0)",
+				NO_LIBC_GETRANDOM, NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_getrandom_vdso; r.detail = GETRANDOM_VDSO_DETAIL;
+		r.unsupported = no_vgetrandom; r.setup = grnd_setup;
+		emit_row(&r);
+		r.unsupported = NULL; r.setup = NULL;
+		r.path = "int80"; r.fn = c_getrandom_int80;
+		r.detail = "int $0x80 (32-bit system call table, nr 355, 16 bytes, flags 0)";
+		emit_row(&r);
+		r.path = "kernel_vsyscall"; r.fn = c_getrandom_kvs; r.detail = kvs_detail; r.unsupported = no_kvs;
+		emit_row(&r);
+	}
 #endif
-	printf("\n  ]\n}\n");
+	end_rows(0);
+	begin_rows("entry_costs");
+	emit_entry_costs();
+	end_rows(1);
+	printf("}\n");
 	return 0;
 }

@@ -9,6 +9,7 @@ measurement still works under it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ import pytest
 import requests
 
 from vdsomatrix import processes
-from vdsomatrix.backends.docker import DockerBackend, container, images, leftovers
+from vdsomatrix.backends.docker import DockerBackend, container, images, leftovers, seccomp
 from vdsomatrix.backends.docker.container import container_kwargs, run_container
 from vdsomatrix.backends.docker.engine import LABEL, NO_ENGINE, docker_client
 from vdsomatrix.errors import EnvironmentUnavailable
@@ -235,6 +236,54 @@ def test_ok_run_records_the_image_and_uses_the_hardened_settings():
     assert labels[leftovers.OWNER_HOST] == socket.gethostname()
     assert leftovers.owner_is_alive(labels) is True
     assert client.removed == [CONTAINER_ID]
+
+
+@pytest.mark.parametrize("env_fields,profile,flag", [
+    ({}, "docker-default+perf_event_open", False),
+    ({"time_namespace": True}, "docker-default+perf_event_open+unshare(NEWUSER|NEWTIME)", True),
+    ({"seccomp": "allow-all"}, "allow-all (measurement only)", False),
+])
+def test_the_seccomp_profile_and_time_namespace_reach_the_container(
+        tmp_path, monkeypatch, env_fields, profile, flag):
+    base = tmp_path / "default.json"
+    base.write_text(json.dumps({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}))
+    monkeypatch.setattr(seccomp, "BASE_PATH", base)
+    monkeypatch.setattr(seccomp, "installed_versions", lambda: {
+        seccomp.BASE_PACKAGE: {"version": "20.10.24+dfsg1-1", "source_version": ""}})
+    client = built(stdout=json.dumps(GOOD_DOC).encode())
+    client.version = lambda: {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41"}
+    env = Environment(name="bookworm-musl", backend=BackendName.DOCKER, userland=BOOKWORM,
+                      build=Build.MUSL, **env_fields)
+    outcome = backend_with(client).run_probe(env, deadline=60)
+    assert outcome.status == "ok", outcome.errors
+    (kwargs,) = client.created
+    identity = outcome.identity["seccomp"]
+    assert identity["profile"] == profile and identity["reason"] is None
+    assert outcome.identity["engine"] == {"version": "20.10.24+dfsg1", "api": "1.41"}
+    no_new_privileges, inline = kwargs["security_opt"]
+    assert no_new_privileges == "no-new-privileges" and inline.startswith("seccomp={")
+    text = inline.removeprefix("seccomp=")
+    assert identity["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert ("--time-namespace" in kwargs["command"]) is flag
+    assert "cap_add" not in kwargs and "privileged" not in kwargs
+
+
+def test_without_a_usable_base_containers_get_the_engines_profile_and_list_says_so(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(seccomp, "BASE_PATH", tmp_path / "default.json")
+    monkeypatch.setattr(seccomp, "installed_versions", lambda: {})
+    client = built(stdout=json.dumps(GOOD_DOC).encode())
+    client.version = lambda: {"Version": "20.10.24+dfsg1", "ApiVersion": "1.41"}
+    backend = backend_with(client)
+    outcome = backend.run_probe(ENV, deadline=60)
+    assert outcome.status == "ok", outcome.errors
+    assert client.created[0]["security_opt"] == ["no-new-privileges"]
+    reason = outcome.identity["seccomp"]["reason"]
+    assert outcome.identity["seccomp"]["profile"] == "engine default"
+    assert "golang-github-docker-docker-dev" in reason and "not installed" in reason
+    gate = backend.can_start()
+    assert gate.ok and gate.note == reason
 
 
 def test_timeout_kills_and_removes():

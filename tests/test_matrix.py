@@ -195,6 +195,55 @@ def test_the_shipped_matrix_has_the_runtime_environments_the_report_compares():
             } <= runtimes
 
 
+DOCKER = {"name": "d", "backend": "docker", "suite": "bookworm"}
+QEMU = {"name": "k", "backend": "qemu", "suite": "bookworm", "kernel": "bookworm"}
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({**DOCKER, "time_namespace": "yes"}, "`time_namespace` must be true or false"),
+        ({**DOCKER, "time_namespace": 1}, "`time_namespace` must be true or false"),
+        ({"name": "h", "backend": "host", "time_namespace": True},
+         "`time_namespace` is for the docker and qemu backends only"),
+        ({**DOCKER, "time_namespace": True, "build": "runtimes"},
+         "not offered for the runtimes build in docker"),
+        ({**QEMU, "seccomp": "allow-all"}, "`seccomp` is for the docker backend only"),
+        ({"name": "h", "backend": "host", "seccomp": "allow-all"}, "docker backend only"),
+        ({**DOCKER, "seccomp": "unconfined"}, r"`seccomp` must be one of: probe, allow-all"),
+        ({**DOCKER, "seccomp": True}, "`seccomp` must be one of"),
+    ],
+)
+def test_time_namespace_and_seccomp_misuse(entry, message):
+    with pytest.raises(BadInput, match=message):
+        parse_matrix({**BASE, "environment": [entry]})
+
+
+def test_time_namespace_and_seccomp_are_resolved():
+    m = parse_matrix({**BASE, "environment": [
+        {**DOCKER, "time_namespace": True}, {**QEMU, "time_namespace": True},
+        {**DOCKER, "name": "all", "seccomp": "allow-all"}, DOCKER | {"name": "plain"},
+        {"name": "host", "backend": "host", "time_namespace": False}]})
+    envs = m.environments
+    assert envs["d"].time_namespace and envs["k"].time_namespace
+    assert (envs["d"].seccomp, envs["all"].seccomp) == ("probe", "allow-all")
+    assert not envs["plain"].time_namespace and envs["plain"].seccomp == "probe"
+    assert not envs["all"].time_namespace
+    assert not m.environments["host"].time_namespace
+
+
+def test_the_shipped_matrix_has_the_seccomp_and_time_namespace_variants():
+    envs = load_matrix().environments
+    timens, allow_all = envs["trixie-timens"], envs["trixie-seccomp-allow-all"]
+    assert timens.backend == allow_all.backend == "docker"
+    assert timens.suite == allow_all.suite == "trixie"
+    assert timens.time_namespace and timens.seccomp == "probe"
+    assert allow_all.seccomp == "allow-all" and not allow_all.time_namespace
+    assert "measurement only" in allow_all.description
+    # the allow-all profile is one environment of its own, never what the others run with
+    assert [e.name for e in envs.values() if e.seccomp != "probe"] == [allow_all.name]
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(BadInput, match="not found"):
         load_matrix(tmp_path / "missing.toml")

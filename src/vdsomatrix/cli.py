@@ -32,14 +32,17 @@ def _matrix(args) -> Matrix:
 
 
 def _where(env: Environment) -> str:
+    # What differs from the plain environment of its kind, said last.
+    extra = "".join([", time namespace" if env.time_namespace else "",
+                     ", seccomp allow-all" if env.seccomp != "probe" else ""])
     if env.backend == BackendName.HOST:
         return f"this machine, {env.build}"
     if env.backend == BackendName.DOCKER:
         if env.arch != "amd64":
-            return f"{env.userland.release} {env.arch} userland (32-bit), {env.build}"
-        return f"{env.suite} userland, {env.build}"
+            return f"{env.userland.release} {env.arch} userland (32-bit), {env.build}{extra}"
+        return f"{env.suite} userland, {env.build}{extra}"
     return (f"{env.kernel.suite} kernel {env.cmdline or '(default cmdline)'}, "
-            f"{env.suite} userland, {env.build}")
+            f"{env.suite} userland, {env.build}{extra}")
 
 
 def cmd_list(args) -> int:
@@ -55,6 +58,7 @@ def cmd_list(args) -> int:
                 "build": str(env.build), "kernel": env.kernel.suite if env.kernel else None,
                 "cmdline": env.cmdline, "description": env.description,
                 "runs_here": verdict.ok, "reason": verdict.reason or None,
+                "note": gate.note or None,
                 "tags": [str(env.backend)],
             })
         print(json.dumps(entries, indent=1))
@@ -73,6 +77,9 @@ def cmd_list(args) -> int:
                    tablefmt="simple"))
     for reason, number in notes.items():
         print(f"\n[{number}] {reason}")
+    for name, gate in gates.items():
+        if gate.ok and gate.note:
+            print(f"\nnote: {name}: {gate.note}")
     return 0
 
 

@@ -38,10 +38,14 @@ def helper_budget(deadline: float, startup: float) -> int:
 
 
 def probe_argv(*, python: str, probe: str, helper: str, name: str, backend: str,
-               budget: int | str) -> list[str]:
-    """The probe's command line, the same in every backend (``budget``: see helper_budget)."""
-    return [python, probe, "--helper", helper, "--name", name, "--backend", backend,
+               budget: int | str, time_namespace: bool = False) -> list[str]:
+    """The probe's command line, the same in every backend (``budget``: see helper_budget;
+    ``time_namespace``: the helper runs in a new time namespace, see probes/probe.py)."""
+    argv = [python, probe, "--helper", helper, "--name", name, "--backend", backend,
             "--helper-timeout", str(budget)]
+    if time_namespace:
+        argv.append("--time-namespace")
+    return argv
 
 
 def runtimes_argv(*, python: str, probe: str, runtimes: str, syscount: str, name: str,

@@ -116,6 +116,11 @@ class Environment:
     kernel: KernelSpec | None = None  # qemu only
     cmdline: str = ""  # qemu: words appended to the kernel command line
     description: str = ""
+    # docker, qemu: the probe runs its helper in a new time namespace (clocks offset)
+    time_namespace: bool = False
+    # docker: the container's seccomp profile, "probe" (Docker's default plus what the probe
+    # needs, see backends/docker/seccomp.py) or "allow-all" (a measurement of the filter's cost)
+    seccomp: str = "probe"
 
     @property
     def suite(self) -> str | None:
@@ -273,7 +278,10 @@ def _check_build(suite: Suite, build: Build, path: Path, where: str) -> None:
                     f"{suite.name!r} is {suite.arch}: leave it out of this entry")
 
 
-_ENTRY_KEYS = {"name", "backend", "suite", "build", "kernel", "cmdline", "description"}
+_ENTRY_KEYS = {"name", "backend", "suite", "build", "kernel", "cmdline", "description",
+               "time_namespace", "seccomp"}
+# The container seccomp profiles a matrix may choose ("probe" is the default).
+SECCOMP_PROFILES = ("probe", "allow-all")
 
 
 def _parse_entries(entries, suites: dict[str, Suite], path: Path):
@@ -325,6 +333,22 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
                 raise _fail(path, where, f"`cmdline` word {word!r} has characters not allowed")
     elif kernel or cmdline:
         raise _fail(path, where, "`kernel` and `cmdline` are for the qemu backend only")
+    time_namespace, seccomp = body.get("time_namespace", False), body.get("seccomp", "probe")
+    # bool only: TOML's 1 or "yes" would read as true to Python but is not what the key means.
+    if not isinstance(time_namespace, bool):
+        raise _fail(path, where, "`time_namespace` must be true or false (no quotes)")
+    if time_namespace and backend == BackendName.HOST:
+        raise _fail(path, where, "`time_namespace` is for the docker and qemu backends only "
+                    "(the host run does not change the machine's namespaces)")
+    if time_namespace and backend == BackendName.DOCKER and build == Build.RUNTIMES:
+        # contract.runtimes_argv has no --time-namespace: the flag would be dropped silently.
+        raise _fail(path, where, "`time_namespace` is not offered for the runtimes build in "
+                    "docker yet: leave it out of this entry")
+    if "seccomp" in body and backend != BackendName.DOCKER:
+        raise _fail(path, where, "`seccomp` is for the docker backend only")
+    if seccomp not in SECCOMP_PROFILES:
+        raise _fail(path, where, f"`seccomp` must be one of: {', '.join(SECCOMP_PROFILES)} "
+                    f"(got {seccomp!r}; leave it out for the probe's own profile)")
     if suite:
         _check_build(suites[suite], Build(build), path, where)
     return Environment(
@@ -336,4 +360,6 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
                 if backend == BackendName.QEMU else None),
         cmdline=" ".join(cmdline.split()),
         description=body.get("description", ""),
+        time_namespace=time_namespace,
+        seccomp=seccomp,
     )

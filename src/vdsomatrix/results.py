@@ -88,6 +88,14 @@ class CallPath(StrEnum):
     KERNEL_VSYSCALL = "kernel_vsyscall"  # i386: call *%gs:0x10 into the vDSO's __kernel_vsyscall
 
 
+class EntryPath(StrEnum):
+    """How an ``entry_costs`` row enters the kernel (or the hypervisor)."""
+
+    INSTRUCTION = "instruction"  # cpuid: a VM exit in a guest, nothing in the kernel
+    SYSCALL = "syscall"  # tgkill to self: the system call entry, then the signal round trip
+    INT3 = "int3"  # #BP through the IDT, then the signal round trip
+
+
 # ----------------------------------------------------------------------------- decoding ------
 
 

@@ -293,6 +293,9 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
     # 1. Fast refusal for environments whose backend cannot work here at all (no engine...).
     ready: list[Environment] = []
     gates = {name: get_backend(name).can_start() for name in {e.backend for e in envs}}
+    for name, gate in gates.items():
+        if gate.ok and gate.note:
+            log(f"note: {name}: {gate.note}")
     for env in envs:
         verdict = gates[env.backend]
         if verdict.ok:

@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether an environment can run here; ``reason`` says why not and what to do."""
+    """Whether an environment can run here; ``reason`` says why not and what to do, ``note``
+    what runs differently than it should here (it still runs), and how to fix that."""
 
     ok: bool
     reason: str = ""
+    note: str = ""
 
 
 @dataclass

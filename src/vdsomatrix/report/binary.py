@@ -294,7 +294,9 @@ def _reading(ep: object) -> tuple[Value, str | None]:
         return MISSING_VALUE, None
     shown = CLASS_SHOWN.get(klass, plain_line(klass, 40))
     fallback = part(ep, "fallback")
-    if klass == "vdso-then-syscall-fallback" and fallback in FALLBACK_SHOWN:
+    # a hostile document may hold any JSON here: only a string can name a fallback
+    if klass == "vdso-then-syscall-fallback" and isinstance(fallback, str) \
+            and fallback in FALLBACK_SHOWN:
         shown = f"vDSO, else {FALLBACK_SHOWN[fallback]}"
     if part(ep, "ifunc") is True and "IFUNC" not in shown:
         shown += " (IFUNC)"

@@ -13,6 +13,7 @@ formula, JSON by the encoder.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import textwrap
@@ -157,6 +158,17 @@ def page_table(report: Report, table: Table, tables: str | None) -> str:
     own file is written and other rows stay), and one line that says where they are; with
     identical consecutive rows folded (``Table.page_folds_identical_rows``, when its own file
     is written), and one line that says so."""
+    rows_out = []
+    if tables and table.page_leaves_out_rows:
+        kept = [(row, s) for row, s in zip(table.rows, table.subjects, strict=False)
+                if s is None or s.environment not in table.page_leaves_out_rows]
+        rows_out = [s.label for s in table.subjects
+                    if s is not None and s.environment in table.page_leaves_out_rows]
+        if rows_out and kept:
+            table = dataclasses.replace(table, rows=[r for r, _ in kept],
+                                        subjects=[s for _, s in kept])
+        else:
+            rows_out = []
     groups = [group for group, _, _ in table.parts()]
     leave_out = tuple(g for g in groups if g in table.page_leaves_out and g in LEFT_OUT)
     if len(leave_out) == len(groups):
@@ -178,6 +190,10 @@ def page_table(report: Report, table: Table, tables: str | None) -> str:
             f"The {cell(noun.removesuffix('s'))} {cell(labels[0])} is in {where}."
             if len(labels) == 1 else
             f"The {cell(noun)} ({len(labels)}: {cell(_names(labels), 400)}) are in {where}."))
+    if rows_out:
+        noun = table.page_leaves_out_rows_noun or "other rows"
+        lines.append(wrapped(f"The {cell(noun)} ({len(rows_out)}: "
+                             f"{cell(_names(rows_out), 400)}) are in [{cell(own)}]({own})."))
     return table_markdown(table, leave_out, "\n\n".join(lines + [fold_line] if fold_line
                                                            else lines), fold=fold)
 

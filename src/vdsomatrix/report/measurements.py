@@ -32,12 +32,18 @@ CLOCKS = ("CLOCK_MONOTONIC", "CLOCK_REALTIME", "CLOCK_MONOTONIC_COARSE", "CLOCK_
           "CLOCK_PROCESS_CPUTIME_ID")
 VDSO_CALLS = [f"clock_gettime({c})" for c in CLOCKS] + ["gettimeofday", "time", "getcpu"]
 VSYSCALL_CALLS = ("gettimeofday", "time", "getcpu")
+# getrandom: a vDSO function since Linux 6.11 (no vsyscall slot), used by glibc from 2.41.
+RANDOM_CALL = "getrandom"
 # Every call family and the paths it is measured by, in the order of the latency tables.
 FAMILIES: list[tuple[str, tuple[str, ...]]] = [("getppid", ("libc", "syscall", "int80"))] + [
     (call, ("libc", "vdso", "syscall") if call.startswith("clock_gettime")
      else ("libc", "vdso", "syscall", "vsyscall"))
     for call in VDSO_CALLS
-]
+] + [(RANDOM_CALL, ("libc", "vdso", "syscall"))]
+# The rows the page leaves out of the tables about cost: the same kernel measured through the
+# other two builds of the probe (their own files keep them).
+OTHER_BUILDS = ("static", "musl")
+OTHER_BUILDS_NOUN = "static and musl builds"
 PATH_TITLES = {"libc": "libc", "vdso": "vDSO", "syscall": "syscall", "int80": "int $0x80",
                "vsyscall": "vsyscall"}
 BUILD_ID_SHOWN = 8  # characters of a build-id that name a vDSO in the tables
@@ -46,7 +52,7 @@ SECTION_TITLES = {
     "environments": "Environments",
     "vdso": "Is there a vDSO, and what does it export?",
     "vsyscall": "The vsyscall page: which mode, and does a legacy call work?",
-    "syscall-cost": "What does a system call cost?",
+    "syscall-cost": "What does a system call cost, and why?",
     "speedup": "How much faster is the vDSO than the system call?",
     "latency": "Every way into the kernel: latency and mechanism",
 }
@@ -147,10 +153,12 @@ def vdso_name(result: Result) -> str | None:
 
 def _table(table_id: str, section: str, title: str, question: str,
            columns: list[tuple[str, Callable[[Result], Value]]], results: list[Result],
-           notes: list[str] | None = None, *, page_folds: bool = False) -> Table:
+           notes: list[str] | None = None, *, page_folds: bool = False,
+           leaves_out: tuple[str, ...] = ()) -> Table:
     """A table with a row per environment: the first column names it, then ``columns``.
     ``page_folds``: the page may fold its identical consecutive rows (rows with a latency
-    never fold: see ``model.identical_runs``)."""
+    never fold: see ``model.identical_runs``); ``leaves_out``: environments whose rows the page
+    leaves out (the static and musl builds, see ``OTHER_BUILDS``)."""
     return Table(
         id=table_id, title=title, section=section, question=question,
         columns=["environment"] + [title for title, _ in columns],
@@ -158,7 +166,18 @@ def _table(table_id: str, section: str, title: str, question: str,
         rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
         subjects=[r.subject for r in results], notes=notes or [],
         page_folds_identical_rows=page_folds,
+        page_leaves_out_rows=leaves_out,
+        page_leaves_out_rows_noun=OTHER_BUILDS_NOUN if leaves_out else "",
     )
+
+
+def _other_builds(results: list[Result]) -> tuple[str, ...]:
+    """The containers of the static and musl builds, when their dynamic twin is there too."""
+    dynamic = {r.text("environment", "suite") for r in results
+               if r.backend == BackendName.DOCKER and r.text("environment", "build") == "dynamic"}
+    return tuple(r.name for r in results if r.backend == BackendName.DOCKER
+                 and r.text("environment", "build") in OTHER_BUILDS
+                 and r.text("environment", "suite") in dynamic)
 
 
 # ----------------------------------------------------------------------- the tables ----------
@@ -296,7 +315,8 @@ def syscall_cost_table(results: list[Result]) -> Table:
                       ("MONOTONIC syscall (ns)", lambda r: spread(call_row(r, clock, "syscall"))),
                   ], results,
                   notes=[f"ptrace counted one system call per raw getppid in {once} of "
-                         f"{len(results)} environments (the latency tables show every count)."])
+                         f"{len(results)} environments (the latency tables show every count)."],
+                  leaves_out=_other_builds(results))
 
 
 def speedup_table(results: list[Result]) -> Table:
@@ -307,17 +327,23 @@ def speedup_table(results: list[Result]) -> Table:
                   "medians: syscall ÷ vDSO).", speedups, results,
                   notes=[f"A vDSO median under {RESOLUTION_NS:g} ns is within the noise of the "
                          "subtracted loop overhead: the speed-up is then a lower bound "
-                         "(\"≥ N×\")."])
+                         "(\"≥ N×\")."], leaves_out=_other_builds(results))
+
+
+def takes(call: str, path: str) -> Callable[[Result], Value]:
+    """A cell of the way a call goes: the counted mechanism alone (no latency), so that rows
+    that went the same way fold on the page."""
+    def build(r: Result) -> Value:
+        value = outcome(call_row(r, call, path))
+        if value.status == "ok":
+            return Value(value.mechanism or "?", mechanism=value.mechanism, status="ok")
+        return value
+    return build
 
 
 def libc_path_table(results: list[Result]) -> Table:
     def libc_takes(call: str) -> Callable[[Result], Value]:
-        def build(r: Result) -> Value:
-            value = outcome(call_row(r, call, "libc"))
-            if value.status == "ok":
-                return Value(value.mechanism or "?", mechanism=value.mechanism, status="ok")
-            return value
-        return build
+        return takes(call, "libc")
 
     libc = [(short_call(call), libc_takes(call)) for call in VDSO_CALLS]
     return _table("libc-path", "latency", "Which way libc's call goes",

@@ -42,11 +42,15 @@ The API, which renderers may rely on (it stays stable):
                  vDSO and vsyscall tables, summed up in the section of ``LEFT_OUT``): one
                  computed line under the table names them and links the table's own file;
                  ``parts()``, the table's files, CSV, JSON and HTML keep every group.
-                 ``page_folds_identical_rows``: the Markdown page shows consecutive rows of
-                 one group whose cells (after the first) are all equal as one row, named
-                 "first … last (count)" (``parts(fold=True)``, see ``fold_identical``), with
-                 one computed line under the table that links its own file; ``parts()``,
-                 the table's files, CSV, JSON and HTML keep a row per environment.
+                 ``page_leaves_out_rows``: environments (by name) whose rows the page
+                 leaves out, named in one line with ``page_leaves_out_rows_noun`` (rows that
+                 measure what a row left on the page measures: the same kernel through
+                 another build of the probe). ``page_folds_identical_rows``: the Markdown
+                 page shows consecutive rows of one group whose cells (after the first)
+                 are all equal as one row, named "first … last (count)"
+                 (``parts(fold=True)``, see ``fold_identical``), with one computed line
+                 under the table that links its own file; ``parts()``, the table's files,
+                 CSV, JSON and HTML keep a row per environment.
 ``Listing``      a disassembly: ``title``, ``environments`` and the plain ``lines``.
 ``Section``      ``id`` (one of ``SECTION_IDS``, stable: an anchor), ``title``, ``intro`` (plain
                  paragraphs), ``tables``, ``listings``. ``Report.sections`` holds the sections
@@ -85,13 +89,14 @@ MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (
 # The sections, in page order. Their ids are anchors and --section names: they do not change.
 SECTION_IDS: tuple[str, ...] = (
     "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
-    "latency", "runtimes", "i386", "binary-symbols", "binary-census", "binary-usage",
+    "latency", "recent-vdso", "runtimes", "i386", "binary-symbols", "binary-census", "binary-usage",
     "binary-entry-points", "method", "problems",
 )
-# Sections a report has only when its results call for them: "runtimes" when any result is of a
+# Sections a report has only when its results call for them: "recent-vdso" when any result has
+# getrandom rows or ran in a time namespace, "runtimes" when any result is of a
 # runtime environment (the language runtimes' rows), "i386" when any result is of a 32-bit
 # process (an i386 userland: its rows are of another ABI than the x86_64 tables').
-OPTIONAL_SECTIONS: tuple[str, ...] = ("runtimes", "i386")
+OPTIONAL_SECTIONS: tuple[str, ...] = ("recent-vdso", "runtimes", "i386")
 # (group id, title): the rows of every per-environment table, in this order.
 # The language-runtime environments have groups of their own, titled as the others: they are
 # rows of the runtime section's tables and of the environment list only.
@@ -167,6 +172,10 @@ class Table:
     fixed_layout: bool = False
     page_leaves_out: tuple[str, ...] = ()
     page_folds_identical_rows: bool = False
+    # Single rows the page leaves out (environment names), and what the line under the table
+    # calls them ("static and musl builds"): rows that repeat another row's measurement.
+    page_leaves_out_rows: tuple[str, ...] = ()
+    page_leaves_out_rows_noun: str = ""
 
     def parts(self, fold: bool = False) -> list[tuple[str, str, Table]]:
         """What a renderer shows: ``(group id, group title, table)`` for each group of rows

@@ -16,7 +16,7 @@ from typing import Any
 
 from vdsomatrix import __version__
 from vdsomatrix.matrix import BackendName
-from vdsomatrix.report import i386, measurements, runtimes
+from vdsomatrix.report import entry_costs, i386, measurements, recent_vdso, runtimes
 from vdsomatrix.report.binary import analysis_sections
 from vdsomatrix.report.cells import (
     Result,
@@ -185,8 +185,10 @@ def method_lines(results: list[Result]) -> list[str]:
         "with ptrace, traps with the kernel's software page-fault counter (see the glossary).",
         f"Speed-ups with a vDSO median under {RESOLUTION_NS:g} ns are shown as lower bounds: "
         "such a median is within the noise of the subtracted loop overhead.",
-        "Containers enter the kernel through Docker's default seccomp filter, which every "
-        "system call pays for; the host has no filter.",
+        "Containers enter the kernel through a seccomp filter: Docker's default profile (of the "
+        "engine's own version) with perf_event_open allowed, so that their rows count traps as "
+        "the host's do; every system call pays for the filter (at a glance says how much, where "
+        "a measurement-only allow-all container ran); the host has no filter.",
         "The binary analysis reads the bytes each environment shipped (its vDSO image and its "
         "libc) with pyelftools and capstone, on the host; its classifications are static "
         "estimates.",
@@ -318,13 +320,17 @@ def assemble(docs: Any, *, order: list[str] | None = None,
         ("environments", lambda: measurements.identity_tables(results, several)),
         ("vdso", lambda: [measurements.vdso_table(measured)]),
         ("vsyscall", lambda: [measurements.vsyscall_table(measured)]),
-        ("syscall-cost", lambda: [measurements.syscall_cost_table(x86)]),
+        ("syscall-cost", lambda: [measurements.syscall_cost_table(x86),
+                                  *entry_costs.tables(x86)]),
         ("speedup", lambda: [measurements.speedup_table(x86)]),
         ("latency", lambda: measurements.latency_tables(x86)),
     ):
         if c_sections or section_id == "environments":
             sections += _guarded(section_id, SECTION_TITLES[section_id],
                                  _table_section(section_id, build), broken)
+    if c_sections and recent_vdso.has_section(measured):
+        sections += _guarded(recent_vdso.SECTION_ID, recent_vdso.TITLE,
+                             lambda: [recent_vdso.section(measured)], broken)
     if runtime_envs:
         sections += _guarded(runtimes.SECTION_ID, runtimes.TITLE,
                              lambda: [runtimes.section(runtime_envs)], broken)
@@ -357,11 +363,18 @@ def assemble(docs: Any, *, order: list[str] | None = None,
                "the kernel's ways of answering a few calls (the clocks, getcpu) without a system "
                "call; how to read the tables follows the answers."),
         summary=guarded_list(lambda: summary(measured), "summary")
+        + guarded_list(lambda: entry_costs.findings(
+            [r for r in x86 if r.backend in NATIVE], [r for r in x86 if r.backend in EMULATED]),
+            "entry-cost summary")
+        + guarded_list(lambda: recent_vdso.findings(measured), "recent vDSO summary")
         + guarded_list(lambda: i386.findings(i386_envs, x86, several), "32-bit summary")
         + guarded_list(lambda: runtimes.findings(runtime_envs), "runtimes summary"),
         glossary=glossary,
         sections=sections,
-        method_lines=guarded_list(lambda: method_lines(measured), "method")
+        method_lines=guarded_list(lambda: method_lines(measured)
+                                  + entry_costs.method_lines([r for r in x86
+                                                              if r.backend in NATIVE]),
+                                  "method")
         if c_sections else [],  # the runtime section says its own method
         problems=guarded_list(lambda: problems(
             results, [text(p) or "" for p in load_problems or []]), "problems") + broken,

@@ -22,7 +22,7 @@ from typing import Any
 
 from vdsomatrix import contract, processes
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
-from vdsomatrix.backends.docker import images, leftovers, runtimes
+from vdsomatrix.backends.docker import images, leftovers, runtimes, seccomp
 from vdsomatrix.backends.docker.container import (
     MEM_LIMIT,
     RUNTIMES_MEM_LIMIT,
@@ -141,9 +141,11 @@ def _engine_version(client) -> dict[str, str | None]:
     """The engine's version, for the record (a result says what ran it); never fails a run."""
     try:
         version = client.version()
-    except Exception:  # the engine went away after the run: the result still stands
+    except Exception:  # no version: the run goes on, with the engine's default seccomp profile
         return {"version": None}
-    return {"version": str(version.get("Version")), "api": str(version.get("ApiVersion"))}
+    # None, not "None", when the engine leaves one out: the seccomp base is matched against it.
+    return {key: (None if version.get(field) is None else str(version.get(field)))
+            for key, field in (("version", "Version"), ("api", "ApiVersion"))}
 
 
 class DockerBackend(Backend):
@@ -190,13 +192,16 @@ class DockerBackend(Backend):
             close(client)
 
     def can_start(self) -> Availability:
-        """Is a Docker engine reachable at all? (No environment, no image involved.)"""
+        """Is a Docker engine reachable at all? (No environment, no image involved.) Its note
+        says when containers would run with the engine's default seccomp profile, and why."""
         try:
-            with self._engine(PING_TIMEOUT):
-                pass
+            with self._engine(PING_TIMEOUT) as client:
+                engine = _engine_version(client)
         except EnvironmentUnavailable as exc:
             return Availability(False, str(exc))
-        return Availability(True)
+        profile = seccomp.build(seccomp.PROBE, time_namespace=False,
+                                engine_version=engine["version"])
+        return Availability(True, note=profile.identity["reason"] or "")
 
     @staticmethod
     def _images(env: Environment):
@@ -257,18 +262,22 @@ class DockerBackend(Backend):
                                    document=None)
                 if image is None:
                     return outcome("failed", [f"{NOT_BUILT} ({tag} missing)"], document=None)
+                engine = _engine_version(client)
+                # Made for every run from the engine's own default (see seccomp.py).
+                profile = seccomp.build(env.seccomp, time_namespace=env.time_namespace,
+                                        engine_version=engine["version"])
                 remaining = deadline - (time.monotonic() - started)
                 kwargs = container_kwargs(env.name, image.id, self._probe_argv(env, deadline),
                                           lifetime=remaining + SELF_KILL_GRACE,
-                                          runtimes=env.runtimes)
+                                          runtimes=env.runtimes, seccomp=profile.text)
                 run = run_container(client, kwargs, timeout=remaining,
                                     stdout_cap=contract.MAX_OUTPUT, log=log)
-                engine = _engine_version(client)
         except EnvironmentUnavailable as exc:
             return outcome("failed", [str(exc)], document=None)
         limit = RUNTIMES_MEM_LIMIT if env.runtimes else MEM_LIMIT
         return outcome(**self._judge(run, deadline, limit),
-                       identity={"image": {"tag": tag, "id": image.id}, "engine": engine})
+                       identity={"image": {"tag": tag, "id": image.id}, "engine": engine,
+                                 "seccomp": profile.identity})
 
     def _probe_argv(self, env: Environment, deadline: float) -> list[str]:
         common = dict(python="python3", probe=contract.PROBE_IN_IMAGE, name=env.name,
@@ -278,7 +287,7 @@ class DockerBackend(Backend):
             return contract.runtimes_argv(runtimes=contract.RUNTIMES_IN_IMAGE,
                                           syscount=contract.SYSCOUNT_IN_IMAGE, **common)
         return contract.probe_argv(helper=contract.HELPER_IN_IMAGE.format(build=env.build),
-                                   **common)
+                                   time_namespace=env.time_namespace, **common)
 
     @staticmethod
     def _judge(run: ContainerRun, deadline: float, limit: str = MEM_LIMIT) -> dict[str, Any]:

@@ -6,9 +6,10 @@ The confinement of every probe container is decided in :func:`container_kwargs` 
 - a read-only root file system, with a small tmpfs on /tmp (noexec: the probe runs nothing from
   there, the helpers live in /opt/vdsomatrix/bin);
 - an unprivileged user (nobody, 65534:65534), every capability dropped (``cap_drop=["ALL"]``,
-  none added back), no-new-privileges, the engine's default seccomp profile, a memory and a
-  process limit, no core dumps, no log driver (the output is read through an attach stream, so
-  nothing of it lands on the host's disk);
+  none added back), no-new-privileges, the probe's seccomp profile (seccomp.py: Docker's
+  default plus two narrow rules, see below), a memory and a process limit, no core dumps, no
+  log driver (the output is read through an attach stream, so nothing of it lands on the
+  host's disk);
 - a lifetime: the command runs under coreutils ``timeout -s KILL`` (itself under ``sh``), so the
   container stops by itself even when nobody is left to kill it (vdsomatrix itself killed);
   and labels naming its
@@ -24,11 +25,16 @@ kernel's vsyscall mode, not on who asks. Verified on the development machine
 PTRACE_SYSCALL + PTRACE_GETREGS, pinning to one CPU, the vDSO image and the vsyscall read all
 work, and a full probe document is identical to one made as root but for ASLR addresses;
 tests/test_docker_backend.py checks it on every machine.
-One measurement is lost on purpose: the default seccomp profile refuses perf_event_open unless
-the container has CAP_SYS_ADMIN (this engine does not know CAP_PERFMON), so the helper's
-page-fault counts (vsyscall emulation traps) are null in Docker environments, with the reason
-recorded. CAP_SYS_ADMIN is far too broad to grant for that; the host environment measures the
-same kernel with the counter.
+Docker's default seccomp profile refuses perf_event_open unless the container has CAP_SYS_ADMIN
+(this engine does not know CAP_PERFMON), which would leave the helper's page-fault counts (the
+proof that a vsyscall call traps) null in containers. Containers therefore run with a profile
+generated from the engine's own default.json (seccomp.py) that adds exactly one rule allowing
+perf_event_open (still subject to the kernel's perf_event_paranoid, as for any unprivileged
+process), and, in time-namespace environments, one allowing unshare() with the single argument
+CLONE_NEWUSER|CLONE_NEWTIME. Neither CAP_SYS_ADMIN nor an unconfined profile: both would also
+allow mounts, every other namespace, bpf and more, for two calls the probe needs. When the
+engine's default.json cannot be had (seccomp.py says when), the engine's default profile is used
+and the result says why (environment.seccomp.reason).
 
 No CPU quota is set: CFS throttling would distort latency measurements, and the runner already
 serialises measurements of backends that share the host's CPUs.
@@ -78,9 +84,12 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
 def container_kwargs(env_name: str, image: str, command: list[str], *,
-                     lifetime: float, runtimes: bool = False) -> dict[str, Any]:
+                     lifetime: float, runtimes: bool = False,
+                     seccomp: str | None = None) -> dict[str, Any]:
     """Arguments of ``client.containers.create`` for one probe container running ``command``,
-    which kills itself ``lifetime`` seconds after it starts.
+    which kills itself ``lifetime`` seconds after it starts. ``seccomp`` is the text of the
+    seccomp profile (seccomp.py's ``Profile.text``; the engine takes it inline), None for the
+    engine's default one.
 
     The single place that decides how probe containers are confined; the real-engine tests run
     their checks through it with a different ``command``.
@@ -106,7 +115,7 @@ def container_kwargs(env_name: str, image: str, command: list[str], *,
         "tmpfs": {"/tmp": TMPFS_TMP},
         "cap_drop": ["ALL"],
         **({"cap_add": list(CAPABILITIES)} if CAPABILITIES else {}),
-        "security_opt": ["no-new-privileges"],
+        "security_opt": ["no-new-privileges", *([f"seccomp={seccomp}"] if seccomp else [])],
         "mem_limit": RUNTIMES_MEM_LIMIT if runtimes else MEM_LIMIT,
         "memswap_limit": RUNTIMES_MEM_LIMIT if runtimes else MEM_LIMIT,
         "pids_limit": RUNTIMES_PIDS_LIMIT if runtimes else PIDS_LIMIT,

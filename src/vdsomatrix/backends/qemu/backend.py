@@ -261,8 +261,10 @@ class QemuBackend(Backend):
         if kernel is None or initrd is None or chosen is None:
             return None
         # The accelerator too: a TCG result is not what a KVM run would measure.
-        return ":".join(["qemu", kernel.package_ref, initrd.stem, str(env.build), env.cmdline,
-                         chosen])
+        parts = ["qemu", kernel.package_ref, initrd.stem, str(env.build), env.cmdline, chosen]
+        if env.time_namespace:  # only then: the fingerprints of other guests stay as they were
+            parts.append("timens")
+        return ":".join(parts)
 
     def clean(self, *, images: bool = False, log=print) -> None:
         workdirs.remove_dead(Path(tempfile.gettempdir()), WORK_PREFIX, log)

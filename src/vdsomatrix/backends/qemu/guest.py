@@ -3,8 +3,9 @@ frame that carries the probe's JSON out.
 
 The guest's root file system is an initramfs made from a probe image (see initramfs.py); the
 kernel runs :data:`INIT_SCRIPT` as PID 1. It mounts proc, sys and devtmpfs, reads the
-environment's name, the probe build and the helper's time budget from the kernel command line
-(``vdsomatrix.env=``, ``vdsomatrix.build=``, ``vdsomatrix.budget=``: names with a dot are never
+environment's name, the probe build, the helper's time budget and whether it runs in a new time
+namespace from the kernel command line (``vdsomatrix.env=``, ``vdsomatrix.build=``,
+``vdsomatrix.budget=``, ``vdsomatrix.timens=1``: names with a dot are never
 passed on to init or confused with the kernel's own options), runs the probe with the command
 line of :func:`vdsomatrix.contract.probe_argv`, writes its JSON to the second serial port (ttyS1)
 and powers off.
@@ -65,25 +66,32 @@ def cmdline_problems(cmdline: str) -> list[str]:
 
 
 def check_cmdline(env) -> None:
-    """BadInput when ``env``'s matrix cmdline sets what the backend sets itself."""
+    """BadInput when ``env``'s matrix cmdline sets what the backend sets itself, or asks the
+    guest for what its /init cannot do."""
     bad = cmdline_problems(env.cmdline)
     if bad:
         raise BadInput(
             f"{env.name}: cmdline word(s) {' '.join(bad)} are set by the qemu backend itself; "
             "remove them from the matrix"
         )
+    if env.time_namespace and env.runtimes:
+        # The runtimes' command line (contract.runtimes_argv) has no time namespace.
+        raise BadInput(f"{env.name}: `time_namespace` is for the C helper's builds, not the "
+                       "runtimes build; remove one of them from the matrix")
 
 
 def kernel_cmdline(env, budget: int) -> str:
     """The full kernel command line of ``env``'s guest: ours, then the matrix's words, then
-    the guest's parameters (name, build, and ``budget``: the helper's seconds, see
-    contract.helper_budget)."""
+    the guest's parameters (name, build, ``budget``: the helper's seconds, see
+    contract.helper_budget, and ``vdsomatrix.timens=1`` for a time namespace)."""
     check_cmdline(env)
     if not isinstance(budget, int) or budget < 1:
         raise BadInput(f"{env.name}: helper budget {budget!r} is not a positive whole number")
     words = ["console=ttyS0", "panic=-1", *env.cmdline.split()]
     words += [f"vdsomatrix.env={env.name}", f"vdsomatrix.build={env.build}",
               f"vdsomatrix.budget={budget}"]
+    if env.time_namespace:
+        words.append("vdsomatrix.timens=1")
     return " ".join(words)
 
 
@@ -96,9 +104,9 @@ FALLBACK_BUDGET = 60
 _VARIABLE = re.compile(r"\$\{(?:name|build|budget)\}")
 
 
-def probe_command(*, runtimes: bool = False) -> str:
+def probe_command(*, runtimes: bool = False, time_namespace: bool = False) -> str:
     """The probe's command line (contract.probe_argv, or contract.runtimes_argv for the
-    ``runtimes`` build) as a line of POSIX shell.
+    ``runtimes`` build) as a line of POSIX shell; ``time_namespace``: the helper runs in one.
 
     Every argument is double-quoted; the per-guest values are the variables ``${name}``,
     ``${build}`` and ``${budget}``, checked by /init before use. Nothing else in an argument may
@@ -111,7 +119,7 @@ def probe_command(*, runtimes: bool = False) -> str:
                                       syscount=contract.SYSCOUNT_IN_IMAGE, **common)
     else:
         argv = contract.probe_argv(helper=contract.HELPER_IN_IMAGE.format(build="${build}"),
-                                   **common)
+                                   time_namespace=time_namespace, **common)
     for arg in map(str, argv):
         literal = _VARIABLE.sub("", arg)
         if any(ch in literal for ch in '"\\`$'):
@@ -124,12 +132,14 @@ def probe_command(*, runtimes: bool = False) -> str:
 READ_PARAMETERS = r"""name=unnamed
 build=dynamic
 budget=@FALLBACK_BUDGET@
+timens=0
 set -f  # the words are data: no file name expansion
 for word in $cmdline; do
     case "$word" in
         vdsomatrix.env=*) name=${word#vdsomatrix.env=} ;;
         vdsomatrix.build=*) build=${word#vdsomatrix.build=} ;;
         vdsomatrix.budget=*) budget=${word#vdsomatrix.budget=} ;;
+        vdsomatrix.timens=*) timens=${word#vdsomatrix.timens=} ;;
     esac
 done
 set +f
@@ -137,6 +147,7 @@ case "$name" in *[!a-z0-9._-]*|"") say "bad environment name"; name=unnamed ;; e
 case "$build" in @BUILDS@) ;; *) say "bad build"; build=dynamic ;; esac
 # Digits only, no leading zero, at most 5 of them.
 case "$budget" in ""|*[!0-9]*|0*|??????*) say "bad helper budget"; budget=@FALLBACK_BUDGET@ ;; esac
+case "$timens" in 0|1) ;; *) say "bad timens"; timens=0 ;; esac
 """.replace("@FALLBACK_BUDGET@", str(FALLBACK_BUDGET)).replace("@BUILDS@", "|".join(Build))
 
 # PID 1 of every guest. POSIX sh (dash on Debian); only coreutils, mount and stty are used, all
@@ -173,6 +184,8 @@ say "running the probe ($build, helper budget ${budget}s) for $name on $(uname -
 out=/tmp/vdsomatrix-result.json
 if [ "$build" = @RUNTIMES@ ]; then
     @RUNTIMES_COMMAND@ >"$out"
+elif [ "$timens" = 1 ]; then
+    @TIMENS_COMMAND@ >"$out"
 else
     @PROBE_COMMAND@ >"$out"
 fi
@@ -197,6 +210,7 @@ def render_init_script() -> str:
     return (_INIT_TEMPLATE.replace("@READ_PARAMETERS@", READ_PARAMETERS.rstrip("\n"))
             .replace("@PROBE_COMMAND@", probe_command())
             .replace("@RUNTIMES_COMMAND@", probe_command(runtimes=True))
+            .replace("@TIMENS_COMMAND@", probe_command(time_namespace=True))
             .replace("@RUNTIMES@", str(Build.RUNTIMES)))
 
 

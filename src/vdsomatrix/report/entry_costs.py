@@ -1,0 +1,294 @@
+"""Why a system call costs what it costs: the machine's facts beside the measured entry costs.
+
+Every x86 environment's result carries (see the result schema):
+
+- ``entry_costs``: rows timed and counted like the call rows: ``cpuid`` (path "instruction"; an
+  exit to the hypervisor wherever hardware virtualisation intercepts it, which KVM always does),
+  and a signal round trip to an empty handler entered two ways: by ``tgkill`` (path "syscall")
+  and by ``int3`` (path "int3": an exception through the IDT, returning with IRET, as
+  ``int $0x80`` does);
+- ``environment.cpu_security``: the kernel's CPU vulnerability files, its ``mitigations=`` and
+  the CPU's hypervisor flag (a container's are its host kernel's: it runs on it);
+- ``environment.seccomp`` (containers): the seccomp profile the container ran with.
+
+From these, computed and never assumed: a table (the section "syscall-cost"), the lines of "at a
+glance" (what ``int $0x80`` costs against ``syscall`` and what that matches, what
+``mitigations=off`` changes, what Docker's seccomp filter adds) and the method's explanation of
+``int $0x80`` with its source. Plain text: the renderers escape it.
+"""
+
+from __future__ import annotations
+
+from vdsomatrix.report.cells import (
+    Result,
+    call_row,
+    fmt_ns,
+    median,
+    part,
+    plain_line,
+    text,
+)
+from vdsomatrix.report.measurements import label_value, plain, slug, yes_no
+from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Value
+
+CPUID = ("cpuid", "instruction")
+SIGNAL_BY_SYSCALL = ("signal round trip", "syscall")
+SIGNAL_BY_INT3 = ("signal round trip", "int3")
+# The source of the explanation, cited in the method (facts, not code, from the kernel's history).
+INT80_SOURCE = (
+    "Linux commit 55617fb991df (\"x86/entry: Do not allow external 0x80 interrupts\", Thomas "
+    "Gleixner, December 2023; in 6.7, and in the stable kernels from 6.1 on): int80_emulation() "
+    "(arch/x86/entry/common.c; syscall_32.c since 6.9) reads the local APIC's in-service "
+    "register bit of vector 0x80 (int80_is_external()) to refuse an interrupt injected on that "
+    "vector. The `syscall` instruction's entry reads no APIC register")
+VULNERABLE_WORDS = ("Vulnerable",)
+
+
+def entry_row(result: Result, call: str, path: str) -> dict | None:
+    for row in result.get("entry_costs") or []:
+        if isinstance(row, dict) and row.get("call") == call and row.get("path") == path:
+            return row
+    return None
+
+
+def entry_median(result: Result, which: tuple[str, str]) -> float | None:
+    return median(entry_row(result, *which))
+
+
+def int80_extra(result: Result) -> float | None:
+    """What ``int $0x80`` costs beyond ``syscall`` (getppid, medians)."""
+    slow, fast = median(call_row(result, "getppid", "int80")), median(
+        call_row(result, "getppid", "syscall"))
+    return None if slow is None or fast is None else slow - fast
+
+
+def idt_extra(result: Result) -> float | None:
+    """What entering by an exception (int3, through the IDT, back with IRET) costs beyond
+    entering by a system call, both delivering the same signal to the same empty handler."""
+    by_int3, by_syscall = entry_median(result, SIGNAL_BY_INT3), entry_median(
+        result, SIGNAL_BY_SYSCALL)
+    return None if by_int3 is None or by_syscall is None else by_int3 - by_syscall
+
+
+def _ns(value: float | None) -> Value:
+    if value is None:
+        return MISSING_VALUE
+    return Value(f"{fmt_ns(value)}", number=value, unit="ns")
+
+
+def hypervisor(result: Result) -> bool | None:
+    flag = part(result.environment, "cpu_security", "hypervisor")
+    return flag if isinstance(flag, bool) else None
+
+
+def mitigations_param(result: Result) -> str:
+    """The kernel's ``mitigations=`` as its command line says, "(default)" without one."""
+    security = part(result.environment, "cpu_security")
+    if not isinstance(security, dict):
+        return ""
+    return plain_line(security.get("mitigations_cmdline"), 80) or "(default)"
+
+
+def vulnerabilities(result: Result) -> dict[str, str]:
+    found = part(result.environment, "cpu_security", "vulnerabilities")
+    if not isinstance(found, dict):
+        return {}
+    return {plain_line(k, 60): plain_line(v, 200) for k, v in list(found.items())[:64]
+            if text(v) is not None and plain_line(k, 60)}
+
+
+def _vulnerability_summary(result: Result) -> Value:
+    found = vulnerabilities(result)
+    if not found:
+        return MISSING_VALUE
+    mitigated = sum(1 for v in found.values() if v.startswith("Mitigation"))
+    vulnerable = sum(1 for v in found.values() if v.startswith(VULNERABLE_WORDS))
+    clear = sum(1 for v in found.values() if v.startswith("Not affected"))
+    return Value(f"{mitigated} mitigated, {vulnerable} vulnerable, {clear} not affected")
+
+
+def has_entry_costs(results: list[Result]) -> bool:
+    return any(entry_row(r, *CPUID) or part(r.environment, "cpu_security") for r in results)
+
+
+def entry_cost_table(results: list[Result]) -> Table:
+    columns = [
+        ("VM", lambda r: yes_no(hypervisor(r))),
+        ("mitigations=", lambda r: plain(mitigations_param(r), 40)),
+        ("getppid syscall (ns)", lambda r: _ns(median(call_row(r, "getppid", "syscall")))),
+        ("int $0x80 extra (ns)", lambda r: _ns(int80_extra(r))),
+        ("cpuid (ns)", lambda r: _ns(entry_median(r, CPUID))),
+        ("int3 extra (ns)", lambda r: _ns(idt_extra(r))),
+        ("CPU vulnerabilities", _vulnerability_summary),
+    ]
+    return Table(
+        id="entry-cost", title="Why: what the machine adds to a way into the kernel",
+        section="syscall-cost",
+        question=("The facts that explain a system call's cost. VM: the CPU's hypervisor flag. "
+                  "int $0x80 extra: getppid by int $0x80 less getppid by syscall. cpuid: one "
+                  "cpuid instruction, which a hypervisor intercepts (one exit to it). int3 "
+                  "extra: a signal raised by int3 (an exception, through the IDT and back with "
+                  "IRET, as int $0x80 goes) less the same signal sent by tgkill. Medians."),
+        columns=["environment"] + [title for title, _ in columns],
+        keys=["environment"] + [slug(title) for title, _ in columns],
+        rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
+        subjects=[r.subject for r in results],
+    )
+
+
+def cpu_security_table(results: list[Result]) -> Table:
+    names = sorted({name for r in results for name in vulnerabilities(r)})
+    columns = [("VM", lambda r: yes_no(hypervisor(r))),
+               ("mitigations=", lambda r: plain(mitigations_param(r), 80))] + [
+        (name, lambda r, name=name: plain(vulnerabilities(r).get(name), 200)) for name in names]
+    return Table(
+        id="cpu-security", title="CPU vulnerabilities and their mitigations",
+        section="syscall-cost",
+        question=("/sys/devices/system/cpu/vulnerabilities/* as each environment's kernel "
+                  "reports them (a container's are its host kernel's), the kernel's "
+                  "mitigations= and the CPU's hypervisor flag."),
+        columns=["environment"] + [title for title, _ in columns],
+        keys=["environment"] + [slug(title) for title, _ in columns],
+        rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
+        subjects=[r.subject for r in results], on_page=False,
+    )
+
+
+def tables(results: list[Result]) -> list[Table]:
+    if not has_entry_costs(results):
+        return []
+    return [entry_cost_table(results), cpu_security_table(results)]
+
+
+# ------------------------------------------------------------------------- findings ----------
+
+def _range(values: list[float], unit: str = " ns") -> str:
+    low, high = min(values), max(values)
+    same = fmt_ns(low) == fmt_ns(high)
+    return f"{fmt_ns(low)}{unit}" if same else f"{fmt_ns(low)}–{fmt_ns(high)}{unit}"
+
+
+def _ratio_range(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.1f}×" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}×"
+
+
+def int80_finding(native: list[Result], emulated: list[Result]) -> Finding | None:
+    """What int $0x80 costs against syscall natively, and the measurements that say why."""
+    rows = [(r, extra, median(call_row(r, "getppid", "syscall")))
+            for r in native if (extra := int80_extra(r)) is not None]
+    rows = [(r, extra, fast) for r, extra, fast in rows if fast]
+    if not rows:
+        return None
+    ratios = [(extra + fast) / fast for _, extra, fast in rows]
+    extras = [extra for _, extra, _ in rows]
+    sentence = (f"from 64-bit code costs {_ratio_range(ratios)} a syscall on this machine's "
+                f"kernel (getppid: {_range(extras)} more, in {len(rows)} environments)")
+    cpuids = [c for r, _, _ in rows if (c := entry_median(r, CPUID)) is not None]
+    idt = [i for r, _, _ in rows if (i := idt_extra(r)) is not None]
+    vm = [r for r, _, _ in rows if hypervisor(r) is True]
+    if cpuids and idt:
+        sentence += (f". That is about one exit to the hypervisor"
+                     f"{' (the CPU says it is a virtual machine)' if vm else ''}: a cpuid costs "
+                     f"{_range(cpuids)}, while an exception's own way in and out (int3 against "
+                     f"tgkill, same signal) adds only {_range(idt)}; the method says which "
+                     f"kernel code exits")
+    slow = [(median(call_row(r, "getppid", "int80")) or 0) / fast for r in emulated
+            if (fast := median(call_row(r, "getppid", "syscall")))
+            and median(call_row(r, "getppid", "int80")) is not None]
+    if slow:
+        sentence += f". Under QEMU (no hypervisor exits) it costs {_ratio_range(slow)}"
+    return Finding("int $0x80", sentence + ".")
+
+
+def _pair(result: Result, results: list[Result], key) -> Result | None:
+    """The environment ``result`` is a variant of: same backend and ``key``, plain otherwise."""
+    for other in results:
+        if other is not result and other.backend == result.backend and key(other) == key(result):
+            return other
+    return None
+
+
+def _is_plain_guest(r: Result) -> bool:
+    return not (r.text("environment", "matrix_cmdline") or "").strip() and not part(
+        r.environment, "time_namespace", "requested")
+
+
+def mitigations_off_finding(guests: list[Result]) -> Finding | None:
+    """A guest booted with mitigations=off against the same kernel's plain guest."""
+    for r in guests:
+        if "mitigations=off" not in (r.text("environment", "matrix_cmdline") or "").split():
+            continue
+        plain_guest = next((g for g in guests if g is not r and _is_plain_guest(g)
+                            and g.text("environment", "kernel_suite")
+                            == r.text("environment", "kernel_suite")
+                            and g.text("environment", "suite") == r.text("environment", "suite")),
+                           None)
+        if plain_guest is None:
+            continue
+        off, on = (median(call_row(r, "getppid", "syscall")),
+                   median(call_row(plain_guest, "getppid", "syscall")))
+        if off is None or on is None or not off:
+            continue
+        changed = sorted(name for name, v in vulnerabilities(r).items()
+                         if vulnerabilities(plain_guest).get(name) not in (None, v))
+        said = (f"; the vulnerability files change for {', '.join(changed)}" if changed else
+                "; the guest's vulnerability files read the same either way")
+        return Finding("mitigations=off", f"in {r.label}: a system call (getppid) takes "
+                       f"{fmt_ns(off)} ns against {fmt_ns(on)} ns in {plain_guest.label} "
+                       f"({on / off:.2f}× as long with the mitigations; emulated time, compare "
+                       f"the ratio only){said}.")
+    return None
+
+
+def seccomp_profile(result: Result) -> str:
+    return plain_line(part(result.environment, "seccomp", "profile"), 120)
+
+
+def seccomp_finding(containers: list[Result]) -> Finding | None:
+    """Docker's default filter against a minimal allow-all one, same image, same kernel."""
+    for r in containers:
+        if not seccomp_profile(r).startswith("allow-all"):
+            continue
+        other = next((c for c in containers if c is not r
+                      and c.text("environment", "suite") == r.text("environment", "suite")
+                      and c.text("environment", "build") == r.text("environment", "build")
+                      and seccomp_profile(c).startswith("docker-default")
+                      and not part(c.environment, "time_namespace", "requested")), None)
+        if other is None:
+            continue
+        filtered, bare = (median(call_row(other, "getppid", "syscall")),
+                          median(call_row(r, "getppid", "syscall")))
+        if filtered is None or bare is None or not bare:
+            continue
+        return Finding("Docker's seccomp filter",
+                       f"adds {fmt_ns(filtered - bare)} ns to a system call: getppid takes "
+                       f"{fmt_ns(filtered)} ns in {other.label} (Docker's default profile plus "
+                       f"perf_event_open) and {fmt_ns(bare)} ns in {r.label} (an allow-all "
+                       f"filter, for this measurement only).")
+    return None
+
+
+def findings(native: list[Result], emulated: list[Result]) -> list[Finding]:
+    containers = [r for r in native if r.backend == "docker"]
+    return [f for f in (int80_finding(native, emulated), mitigations_off_finding(emulated),
+                        seccomp_finding(containers)) if f is not None]
+
+
+def method_lines(native: list[Result]) -> list[str]:
+    lines = []
+    rows = [(r, e) for r in native if (e := int80_extra(r)) is not None]
+    cpuids = [c for r, _ in rows if (c := entry_median(r, CPUID)) is not None]
+    if rows and cpuids:
+        lines.append(
+            f"Why int $0x80 costs more than syscall on this machine: {INT80_SOURCE}. In a "
+            "virtual machine whose local APIC the hypervisor emulates, that read exits to the "
+            "hypervisor.")
+        lines.append(
+            "Measured beside it in every environment (the table \"Why\"): "
+            f"int $0x80 costs {_range([e for _, e in rows])} more than syscall, one cpuid "
+            f"(always intercepted) {_range(cpuids)}, and the IDT entry and IRET themselves "
+            "(int3 against tgkill) almost nothing; a 32-bit process's __kernel_vsyscall, which "
+            "runs the same 32-bit system call code without int80_emulation(), costs no more "
+            "than a 64-bit syscall (section \"32-bit code\").")
+    return lines
