@@ -93,7 +93,7 @@ def test_the_entry_cost_table_subtracts_and_says_vm():
 
 
 def test_mitigations_off_compared_with_its_own_kernel_only():
-    docs = [guest("k6.1"), guest("k6.1-mitigations-off", "mitigations=off", getppid=300.0)]
+    docs = [guest("k6.1"), guest("k6.1-nomitigations", "mitigations=off", getppid=300.0)]
     glance = glance_of(render_report(docs))
     assert "takes 300 ns against 350 ns in k6.1" in glance
     assert "1.17× as long with the mitigations" in glance

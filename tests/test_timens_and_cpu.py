@@ -121,7 +121,7 @@ def test_the_init_runs_the_contract_command_line_with_a_time_namespace(timens, b
 
 def test_matrix_has_the_timens_and_mitigations_off_guests():
     matrix = load_matrix()
-    timens, off, plain = (matrix.get(n) for n in ("k6.1-timens", "k6.1-mitigations-off", "k6.1"))
+    timens, off, plain = (matrix.get(n) for n in ("k6.1-timens", "k6.1-nomitigations", "k6.1"))
     for env in (timens, off):
         assert (env.backend, env.kernel, env.userland) == (plain.backend, plain.kernel,
                                                            plain.userland)
@@ -353,7 +353,7 @@ def test_real_guests_timens_and_mitigations_off(real_qemu):
     for call in CLOCKS:
         assert row(doc, call, "vdso")["syscalls_per_call"] == 0, call
 
-    off = real_qemu.run_probe(matrix.get("k6.1-mitigations-off"), deadline=180,
+    off = real_qemu.run_probe(matrix.get("k6.1-nomitigations"), deadline=180,
                               log=lambda m: None)
     assert off.status == "ok", (off.errors, off.log_tail)
     facts = off.document["environment"]

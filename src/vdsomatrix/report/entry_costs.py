@@ -97,16 +97,6 @@ def vulnerabilities(result: Result) -> dict[str, str]:
             if text(v) is not None and plain_line(k, 60)}
 
 
-def _vulnerability_summary(result: Result) -> Value:
-    found = vulnerabilities(result)
-    if not found:
-        return MISSING_VALUE
-    mitigated = sum(1 for v in found.values() if v.startswith("Mitigation"))
-    vulnerable = sum(1 for v in found.values() if v.startswith(VULNERABLE_WORDS))
-    clear = sum(1 for v in found.values() if v.startswith("Not affected"))
-    return Value(f"{mitigated} mitigated, {vulnerable} vulnerable, {clear} not affected")
-
-
 def has_entry_costs(results: list[Result]) -> bool:
     return any(entry_row(r, *CPUID) or part(r.environment, "cpu_security") for r in results)
 
@@ -115,16 +105,15 @@ def entry_cost_table(results: list[Result]) -> Table:
     columns = [
         ("VM", lambda r: yes_no(hypervisor(r))),
         ("mitigations=", lambda r: plain(mitigations_param(r), 40)),
-        ("getppid syscall (ns)", lambda r: _ns(median(call_row(r, "getppid", "syscall")))),
         ("int $0x80 extra (ns)", lambda r: _ns(int80_extra(r))),
         ("cpuid (ns)", lambda r: _ns(entry_median(r, CPUID))),
         ("int3 extra (ns)", lambda r: _ns(idt_extra(r))),
-        ("CPU vulnerabilities", _vulnerability_summary),
     ]
     return Table(
         id="entry-cost", title="Why: what the machine adds to a way into the kernel",
         section="syscall-cost",
-        question=("The facts that explain a system call's cost. VM: the CPU's hypervisor flag. "
+        question=("The facts that explain a system call's cost. VM: the CPU's hypervisor flag "
+                  "(the vulnerability files are in the table linked below). "
                   "int $0x80 extra: getppid by int $0x80 less getppid by syscall. cpuid: one "
                   "cpuid instruction, which a hypervisor intercepts (one exit to it). int3 "
                   "extra: a signal raised by int3 (an exception, through the IDT and back with "
@@ -133,7 +122,30 @@ def entry_cost_table(results: list[Result]) -> Table:
         keys=["environment"] + [slug(title) for title, _ in columns],
         rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
         subjects=[r.subject for r in results],
+        page_leaves_out_rows=tuple(r.name for r in results if _repeats_a_kernel(r, results)),
+        page_leaves_out_rows_noun="builds and boot-option variants that repeat a kernel",
     )
+
+
+def _repeats_a_kernel(result: Result, results: list[Result]) -> bool:
+    """Whether the page may leave this row out of the table "Why": a static or musl container
+    (its dynamic twin measures the same kernel), or a guest booted with an option that does not
+    change how the kernel is entered (anything but mitigations=), beside its plain guest."""
+    build = result.text("environment", "build")
+    if result.backend == "docker":
+        return build in ("static", "musl")
+    if result.backend != "qemu":
+        return False
+    cmdline = (result.text("environment", "matrix_cmdline") or "").split()
+    if any(word.startswith("mitigations=") for word in cmdline):
+        return False
+    plain_guest = any(
+        (r.text("environment", "kernel_suite"), r.text("environment", "suite")) == (
+            result.text("environment", "kernel_suite"), result.text("environment", "suite"))
+        and not (r.text("environment", "matrix_cmdline") or "").strip()
+        and not part(r.environment, "time_namespace", "requested") for r in results)
+    is_plain = not cmdline and not part(result.environment, "time_namespace", "requested")
+    return plain_guest and not is_plain
 
 
 def cpu_security_table(results: list[Result]) -> Table:
@@ -190,9 +202,9 @@ def int80_finding(native: list[Result], emulated: list[Result]) -> Finding | Non
     if cpuids and idt:
         sentence += (f". That is about one exit to the hypervisor"
                      f"{' (the CPU says it is a virtual machine)' if vm else ''}: a cpuid costs "
-                     f"{_range(cpuids)}, while an exception's own way in and out (int3 against "
-                     f"tgkill, same signal) adds only {_range(idt)}; the method says which "
-                     f"kernel code exits")
+                     f"{_range(cpuids)}, while entering by an exception costs no more than by a "
+                     f"system call (a signal raised by int3 against one sent by tgkill: "
+                     f"{_range(idt)}); the method says which kernel code exits")
     slow = [(median(call_row(r, "getppid", "int80")) or 0) / fast for r in emulated
             if (fast := median(call_row(r, "getppid", "syscall")))
             and median(call_row(r, "getppid", "int80")) is not None]

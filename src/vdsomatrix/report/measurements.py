@@ -225,7 +225,7 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
     return [
         _table("environments", "environments", "Userland, libc and kernel",
                "Which userland, libc and kernel each environment ran.", columns, results,
-               notes=notes),
+               notes=notes, leaves_out=_other_builds(results)),
         dataclasses.replace(_table(
             "environments-run", "environments", "Where and when each environment ran",
             "On which CPU, under which accelerator, and when each environment was probed.",

@@ -204,8 +204,12 @@ def getrandom_finding(results: list[Result]) -> Finding | None:
         parts.append(f"no system call in {len(stays)} of {len(measured)} environments "
                      f"({_libcs(stays)}, on kernels whose vDSO exports __vdso_getrandom)")
     if libc_only:
+        dynamic = [r for r in libc_only if not _libc_name(r).endswith(" static")]
+        static = [r for r in libc_only if r not in dynamic]
+        which = ", ".join(filter(None, (_libcs(dynamic), f"{len(static)} static builds, glibc's "
+                                        "and musl's" if static else "")))
         parts.append(f"one in {len(libc_only)} whose kernel offers __vdso_getrandom but "
-                     f"whose libc does not use it ({_libcs(libc_only)})")
+                     f"whose libc does not use it ({which})")
     if no_vdso:
         parts.append(f"one in {len(no_vdso)} whose kernel offers no __vdso_getrandom "
                      f"({_listed(no_vdso)})")
