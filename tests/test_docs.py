@@ -18,7 +18,7 @@ pytest.importorskip("pymdownx", reason="install the test extra: pip install -e '
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tables docs/tables.md includes, by file and section.
-TABLE_IDS = ("vdso", "vsyscall", "syscall-cost", "runtimes")
+TABLE_IDS = ("vdso", "vsyscall", "syscall-cost", "entry-cost", "latency-getrandom", "runtimes")
 
 
 def build(config: Path, site: Path) -> subprocess.CompletedProcess:
@@ -72,6 +72,7 @@ def exported(table_id: str, first: str) -> str:
 
 def test_the_tables_page_includes_each_table_by_its_section(tmp_path):
     firsts = {"vdso": r"k6.1-acpi\_pm", "vsyscall": "bookworm-musl", "syscall-cost": "k5.10",
+              "entry-cost": "trixie-timens", "latency-getrandom": "k6.1-nomitigations",
               "runtimes": "sid-runtimes"}
     config = site_copy(tmp_path, {i: exported(i, firsts[i]) for i in TABLE_IDS})
     result = build(config, tmp_path / "site")

@@ -124,11 +124,14 @@ def test_a_section_alone(tmp_path):
     assert code == 0
     page = (out / "REPORT.md").read_text("utf-8")
     anchors = re.findall(r'<a id="([a-z0-9-]+)"></a>', page)
-    assert anchors == ["vdso", "syscall-cost"]
+    # the section "syscall-cost" holds its table, the table "Why" and the linked cpu-security
+    assert anchors == ["vdso", "syscall-cost", "entry-cost"]
     assert "## At a glance" not in page and "## Problems" not in page
-    assert {p.name for p in (out / "tables").iterdir()} == {"vdso.md", "syscall-cost.md"}
+    assert {p.name for p in (out / "tables").iterdir()} == {
+        "vdso.md", "syscall-cost.md", "entry-cost.md", "cpu-security.md"}
     data = json.loads((out / "report.json").read_text("utf-8"))
-    assert [t["id"] for t in data["tables"]] == ["vdso", "syscall-cost"]
+    assert [t["id"] for t in data["tables"]] == ["vdso", "syscall-cost", "entry-cost",
+                                                 "cpu-security"]
     assert schema_errors(data) == []
 
 
@@ -285,10 +288,12 @@ def committed(name: str) -> Path:
 
 
 def test_the_committed_report_is_readable():
-    """REPORT.md of the full matrix: at most 40 KB, table lines of at most 160 characters,
+    """REPORT.md of the full matrix: at most 44 KB (40 KB until the page also answered why a
+    system call costs what it costs, getrandom and time namespaces), table lines of at most 160
+    characters,
     the answers first, the glossary before the first table, sections at stable anchors."""
     page = committed("REPORT.md").read_text("utf-8")
-    assert len(page.encode("utf-8")) <= 40_000
+    assert len(page.encode("utf-8")) <= 44_000
     assert max(len(line) for line in page.splitlines() if line.startswith("|")) <= 160
     anchors = re.findall(r'<a id="([a-z0-9-]+)"></a>', page)
     sections = [a for a in anchors if a in SECTION_IDS]

@@ -304,4 +304,4 @@ def _full_matrix() -> list[dict]:
 def test_a_full_matrix_with_32_bit_environments_stays_within_the_page_budget():
     page = render_markdown(build_report(_full_matrix()))
     assert max(len(line) for line in page.splitlines()) <= 160
-    assert len(page.encode("utf-8")) < 40_000
+    assert len(page.encode("utf-8")) < 44_000  # see test_exports' committed-page budget

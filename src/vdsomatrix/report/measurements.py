@@ -172,10 +172,11 @@ def _table(table_id: str, section: str, title: str, question: str,
 
 
 def _other_builds(results: list[Result]) -> tuple[str, ...]:
-    """The containers of the static and musl builds, when their dynamic twin is there too."""
+    """The containers of the static and musl builds, when their dynamic twin is there too
+    (not the 32-bit ones: a page that leaves rows out leaves out their whole group)."""
     dynamic = {r.text("environment", "suite") for r in results
                if r.backend == BackendName.DOCKER and r.text("environment", "build") == "dynamic"}
-    return tuple(r.name for r in results if r.backend == BackendName.DOCKER
+    return tuple(r.name for r in results if r.backend == BackendName.DOCKER and not r.i386
                  and r.text("environment", "build") in OTHER_BUILDS
                  and r.text("environment", "suite") in dynamic)
 
@@ -306,7 +307,8 @@ def syscall_cost_table(results: list[Result]) -> Table:
     counts = [number(part(call_row(r, "getppid", "syscall"), "syscalls_per_call"))
               for r in results]
     once = sum(1 for c in counts if c is not None and round(c) == 1)
-    return _table("syscall-cost", "syscall-cost", "What a system call costs",
+    # Off the page: the page's table "entry-cost" has the medians beside what explains them.
+    return dataclasses.replace(_table("syscall-cost", "syscall-cost", "What a system call costs",
                   "The median cost of one system call in ns (min–p90 in brackets), by each way "
                   "of making it.", [
                       ("getppid syscall (ns)", lambda r: spread(call_row(r, "getppid", "syscall"))),
@@ -316,7 +318,7 @@ def syscall_cost_table(results: list[Result]) -> Table:
                   ], results,
                   notes=[f"ptrace counted one system call per raw getppid in {once} of "
                          f"{len(results)} environments (the latency tables show every count)."],
-                  leaves_out=_other_builds(results))
+                  leaves_out=_other_builds(results)), on_page=False)
 
 
 def speedup_table(results: list[Result]) -> Table:

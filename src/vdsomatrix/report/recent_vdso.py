@@ -148,6 +148,7 @@ def getrandom_path_table(results: list[Result]) -> Table | None:
         rows=[[label_value(r)] + [takes(GETRANDOM, path)(r) for _, path in shown]
               for r in with_rows],
         subjects=[r.subject for r in with_rows], page_folds_identical_rows=True,
+        on_page=False,  # the section's first line sums it up
     )
 
 
@@ -212,7 +213,7 @@ def getrandom_finding(results: list[Result]) -> Finding | None:
                      f"whose libc does not use it ({which})")
     if no_vdso:
         parts.append(f"one in {len(no_vdso)} whose kernel offers no __vdso_getrandom "
-                     f"({_listed(no_vdso)})")
+                     f"({_listed(no_vdso, 4)})")
     if no_vdso32:
         parts.append(f"one in the {len(no_vdso32)} 32-bit userlands, whose vDSO has no "
                      f"__vdso_getrandom")
