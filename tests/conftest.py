@@ -1,5 +1,8 @@
 """Shared fixtures.
 
+``host_doc``: the probe's document on this machine, once per build for the whole session (the
+host probe takes a while; several test files read it).
+
 ``engine``: a Docker SDK client for a running engine. Tests that need one are marked
 ``@pytest.mark.engine`` and take this fixture; without an engine they are skipped, except in CI
 (``CI=true``), where a missing engine is a failure: CI machines are set up to have one.
@@ -35,3 +38,21 @@ def engine():
         require("Docker engine", str(exc))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session", params=["dynamic", "static", "musl"])
+def host_doc(request):
+    """The host backend's probe document for one build (the real helper, on this machine)."""
+    from vdsomatrix.backends.host import HostBackend
+    from vdsomatrix.matrix import BackendName, Build, Environment
+
+    backend = HostBackend()
+    env = Environment(name=f"host-{request.param}", backend=BackendName.HOST,
+                      build=Build(request.param))
+    if not backend.availability(env).ok:
+        pytest.fail(backend.availability(env).reason)
+    backend.prepare(env, log=lambda m: None)
+    outcome = backend.run_probe(env, deadline=240)
+    assert outcome.status == "ok", outcome.errors + outcome.log_tail
+    outcome.document["run"] = {"status": "ok"}
+    return outcome.document

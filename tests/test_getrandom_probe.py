@@ -136,21 +136,6 @@ def test_a_document_with_entry_costs_validates_and_bad_rows_do_not():
 
 # ------------------------------------------------------------- this machine -----------------
 
-@pytest.fixture(scope="module", params=["dynamic", "static", "musl"])
-def host_doc(request):
-    from vdsomatrix.backends.host import HostBackend
-    from vdsomatrix.matrix import BackendName, Build, Environment
-
-    backend = HostBackend()
-    env = Environment(name=f"host-{request.param}", backend=BackendName.HOST,
-                      build=Build(request.param))
-    if not backend.availability(env).ok:
-        pytest.fail(backend.availability(env).reason)
-    backend.prepare(env, log=lambda m: None)
-    outcome = backend.run_probe(env, deadline=240)
-    assert outcome.status == "ok", outcome.errors + outcome.log_tail
-    outcome.document["run"] = {"status": "ok"}
-    return outcome.document
 
 
 def test_host_getrandom_and_entry_costs(host_doc):

@@ -4,8 +4,6 @@ import struct
 
 import pytest
 
-from vdsomatrix.backends.host import HostBackend
-from vdsomatrix.matrix import BackendName, Build, Environment
 from vdsomatrix.results import check_document
 
 AT_SYSINFO_EHDR = 33
@@ -29,18 +27,6 @@ def own_vsyscall_perms() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=["dynamic", "static", "musl"])
-def host_doc(request):
-    backend = HostBackend()
-    env = Environment(name=f"host-{request.param}", backend=BackendName.HOST,
-                      build=Build(request.param))
-    if not backend.availability(env).ok:
-        pytest.fail(backend.availability(env).reason)
-    backend.prepare(env, log=lambda m: None)
-    outcome = backend.run_probe(env, deadline=240)
-    assert outcome.status == "ok", outcome.errors + outcome.log_tail
-    outcome.document["run"] = {"status": "ok"}
-    return outcome.document
 
 
 def row(doc, call, path):
