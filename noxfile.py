@@ -10,7 +10,10 @@ renders reports/REPORT.md.
     nox -s tests             unit tests and the real-engine / real-QEMU integration tests
     nox -s lint              ruff
     nox -s bench             the probe against an independent reference (benchmarks/;
-                             -- runtimes: the language-runtime rows)
+                             -- runtimes: the language-runtime rows; -- fidelity: every
+                             native row against a reference loop, one ratio per row;
+                             -- wall: phase timings of the matrix, warm, cold or scaling;
+                             -- guest-boot: where a guest's seconds go)
     nox -s clean             remove what killed runs left behind (-- --images: old images too)
     nox -s docs              the documentation site (docs/, mkdocs.yml) built with --strict
 """
@@ -108,13 +111,17 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["-ra"]))
 
 
-BENCHMARKS = {"syscalls": "benchmarks/syscall_cost.py", "runtimes": "benchmarks/runtime_cost.py"}
+BENCHMARKS = {"syscalls": "benchmarks/syscall_cost.py", "runtimes": "benchmarks/runtime_cost.py",
+              "fidelity": "benchmarks/fidelity.py", "wall": "benchmarks/matrix_wall.py",
+              "guest-boot": "benchmarks/guest_boot.py"}
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """The probe against independent references, side by side in one run: `-- syscalls`
-    (perf bench, the default) or `-- runtimes` (timeit, go test -bench, other loops)."""
+    (perf bench, the default), `-- runtimes` (timeit, go test -bench, other loops) or
+    `-- fidelity` (every native row against benchmarks/references/reference_loop.c); and
+    where the time of a run goes: `-- wall` (the matrix's phases) and `-- guest-boot`."""
     install(session)
     args = list(session.posargs)
     script = BENCHMARKS[args.pop(0)] if args and args[0] in BENCHMARKS else BENCHMARKS["syscalls"]

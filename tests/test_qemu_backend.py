@@ -231,14 +231,15 @@ def env(cmdline: str = "", name: str = "k6.1", build: str = "dynamic",
 
 def test_default_cmdline():
     assert kernel_cmdline(env(), 180) == (
-        "console=ttyS0 panic=-1 vdsomatrix.env=k6.1 vdsomatrix.build=dynamic vdsomatrix.budget=180"
+        "console=ttyS0 panic=-1 cryptomgr.notests vdsomatrix.env=k6.1 vdsomatrix.build=dynamic "
+        "vdsomatrix.budget=180"
     )
 
 
 def test_matrix_words_come_between_ours_and_the_guest_parameters():
     line = kernel_cmdline(env("vdso=0  vsyscall=emulate", name="k6.1-x", build="musl"), 5)
     assert line == (
-        "console=ttyS0 panic=-1 vdso=0 vsyscall=emulate vdsomatrix.env=k6.1-x "
+        "console=ttyS0 panic=-1 cryptomgr.notests vdso=0 vsyscall=emulate vdsomatrix.env=k6.1-x "
         "vdsomatrix.build=musl vdsomatrix.budget=5"
     )
 
@@ -370,7 +371,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
     builds = []
 
-    def build(client, image, dest, *, arch="amd64", log=print):
+    def build(client, image, dest, *, arch="amd64", whole=False, log=print):
         builds.append(image)
         time.sleep(0.3)
         dest.write_bytes(b"07070100")

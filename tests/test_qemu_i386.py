@@ -14,7 +14,7 @@ import shutil
 import pytest
 from conftest import require
 
-from vdsomatrix.backends.qemu import QemuBackend, guest, initramfs, kernels
+from vdsomatrix.backends.qemu import QemuBackend, contents, guest, initramfs, kernels
 from vdsomatrix.backends.qemu import backend as qb
 from vdsomatrix.backends.qemu.initramfs import CacheKey, InitramfsCache
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite, load_matrix
@@ -72,12 +72,15 @@ def test_the_i386_initramfs_strips_the_i386_toolchain_and_amd64_keeps_its_recipe
                     "usr/lib/gcc", "usr/bin/*gcc*"):
         assert pattern in i386
     assert not any("x86_64" in pattern for pattern in i386)
-    # The amd64 recipe hash is the one from before userlands had an architecture: the amd64
-    # initramfs files already built stay valid.
+    # The whole (runtime) amd64 recipe hash is the one from before userlands had an
+    # architecture and before the others were reduced: the runtime initramfs files already
+    # built stay valid; the reduced ones hash their selection rules too.
     digest = hashlib.sha256()
     digest.update(f"recipe {initramfs.INITRAMFS_RECIPE}\n".encode())
     digest.update("\n".join(initramfs.STRIP).encode() + b"\n")
     digest.update(guest.INIT_SCRIPT.encode())
+    assert initramfs.initramfs_recipe_hash(whole=True) == digest.hexdigest()[:12]
+    digest.update(contents.recipe_text().encode())
     assert initramfs.initramfs_recipe_hash() == digest.hexdigest()[:12]
     assert initramfs.initramfs_recipe_hash("i386") != initramfs.initramfs_recipe_hash()
 
@@ -88,7 +91,7 @@ def test_the_i386_initramfs_is_cached_under_the_suite_name(tmp_path, monkeypatch
     assert CacheKey.parse(key.file_name) == key
     arches = []
 
-    def build(client, image, dest, *, arch="amd64", log=print):
+    def build(client, image, dest, *, arch="amd64", whole=False, log=print):
         arches.append((image, arch))
         dest.write_bytes(b"07070100")
         return {"bytes": 8, "seconds": 0.0}

@@ -12,6 +12,7 @@ from fakes import Timeline, docker_env, host_env, install, probe_document, qemu_
 
 from vdsomatrix import processes, runner
 from vdsomatrix.backends.base import ProbeOutcome
+from vdsomatrix.matrix import BackendName
 from vdsomatrix.results import RunStatus, write_result
 
 
@@ -52,6 +53,33 @@ def test_cpu_sharing_probes_never_overlap_and_guests_respect_jobs(monkeypatch, t
             if a != b:
                 assert not timeline.overlapping(a, b), f"{a} overlapped {b}"
     assert timeline.most_at_once([g.name for g in guests]) == 2
+
+
+def test_pinned_containers_run_side_by_side_but_never_beside_another_kind(monkeypatch,
+                                                                         tmp_path):
+    """Containers pinned to a CPU each run up to `jobs` at a time, apart from the host, from
+    runtime containers (measured alone on every CPU) and from the guests."""
+    from vdsomatrix.matrix import Build
+
+    timeline = Timeline()
+    fakes = install(monkeypatch, timeline, host={"seconds": 0.05}, docker={"seconds": 0.1},
+                    qemu={"seconds": 0.1})
+    docker = fakes[BackendName.DOCKER]
+    monkeypatch.setattr(docker, "pinned", lambda env: env.build != Build.RUNTIMES, raising=False)
+    alone = [host_env(), docker_env("bookworm-runtimes", Build.RUNTIMES)]
+    containers = [docker_env(n) for n in ("bullseye", "bookworm", "trixie", "sid")]
+    guests = [qemu_env(f"k{i}") for i in range(3)]
+    records = run(alone + containers + guests, tmp_path, jobs=2)
+    assert all(r.status == "ok" for r in records)
+    everyone = [e.name for e in alone + containers + guests]
+    for a in [e.name for e in alone]:
+        assert not any(timeline.overlapping(a, b) for b in everyone if b != a), a
+    for c in [e.name for e in containers]:
+        assert not any(timeline.overlapping(c, g.name) for g in guests), c
+    assert timeline.most_at_once([c.name for c in containers]) == 2
+    notes = {stored(tmp_path, e.name)["run"]["concurrency"] for e in containers}
+    assert notes == {"containers ran up to 2 at a time, each pinned to its own host CPU; no "
+                     "other kind of environment and no build ran meanwhile"}
 
 
 def test_one_job_runs_guests_one_at_a_time(monkeypatch, tmp_path):

@@ -2,8 +2,9 @@
 
 Latency is what is measured, so the schedule keeps measurements apart from each other and from
 builds: first every environment is prepared (images built, kernels fetched) in parallel; then
-the environments that share the host's CPUs (host, containers) are measured one at a time, and
-last the QEMU guests, several at a time, each pinned to a host CPU of its own by its backend.
+the environments that use every CPU (the host, runtime containers) are measured one at a time,
+then the containers and last the QEMU guests, several at a time, each pinned to a host CPU of
+its own by its backend (a container's cpuset, a guest's vCPU thread).
 
 A result is written the moment its environment finishes, so nothing finished is lost if a later
 one fails or the run is interrupted. An environment that was still running when the run was
@@ -320,24 +321,30 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
         raise KeyboardInterrupt
     ready = [env for env in ready if env.name not in records]
 
-    # 3. Measure: CPU-sharing environments alone, then guests in parallel.
-    shared = [e for e in ready if get_backend(e.backend).shares_host_cpu]
-    pinned = [e for e in ready if not get_backend(e.backend).shares_host_cpu]
-    note_shared = "measured alone: no other probe or build of this run ran meanwhile"
-    note_pinned = (f"guests ran up to {jobs} at a time, each pinned to its own host CPU; "
-                   "no host or container probe ran meanwhile")
+    # 3. Measure: the environments that use every CPU alone, then each backend's pinned ones
+    #    (containers, then guests), up to `jobs` at a time, each on a host CPU of its own.
+    alone = [e for e in ready if not get_backend(e.backend).pinned(e)]
+    note_alone = "measured alone: no other probe or build of this run ran meanwhile"
+
+    def note_pinned(backend: str) -> str:
+        kind = "guests" if backend == "qemu" else "containers"
+        return (f"{kind} ran up to {jobs} at a time, each pinned to its own host CPU; no other "
+                "kind of environment and no build ran meanwhile")
 
     def run_one(env: Environment, note: str) -> None:
         progress.start(env.name)
         done(measure(env, out_dir, deadline=deadline, note=note, log=log, label=label))
 
     try:
-        for env in shared:
-            run_one(env, note_shared)
+        for env in alone:
+            run_one(env, note_alone)
     except BaseException:
         stopping.set()
         raise
-    in_parallel(jobs, lambda e: run_one(e, note_pinned), pinned)
+    for backend in dict.fromkeys(str(e.backend) for e in ready):
+        pinned = [e for e in ready if str(e.backend) == backend and e not in alone]
+        if pinned:
+            in_parallel(jobs, lambda e, b=backend: run_one(e, note_pinned(b)), pinned)
     progress.close()
     if stopping.is_set():
         raise KeyboardInterrupt

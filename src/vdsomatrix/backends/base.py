@@ -59,6 +59,12 @@ class Backend(abc.ABC):
     # 40 in all): their own deadline, longer than the C helper's.
     runtimes_deadline: float = 600.0
 
+    def pinned(self, env: Environment) -> bool:
+        """Whether ``env``'s measurement runs pinned to a host CPU of its own (claimed with
+        cpus.claim_host_cpu), so that the runner may measure several of this backend's
+        environments side by side, one per CPU; False: measured alone."""
+        return not self.shares_host_cpu
+
     def deadline(self, env: Environment) -> float:
         """Seconds ``env`` may take in all when the run sets no deadline of its own."""
         return self.runtimes_deadline if env.runtimes else self.default_deadline

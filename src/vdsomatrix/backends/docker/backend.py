@@ -40,6 +40,7 @@ from vdsomatrix.backends.docker.engine import (
     docker_client,
     find_image,
 )
+from vdsomatrix.cpus import claim_host_cpu
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.matrix import DEFAULT_ARCH, BackendName, Environment, Suite
 from vdsomatrix.paths import cache_dir
@@ -152,6 +153,10 @@ class DockerBackend(Backend):
     """The probe inside a hardened container of a locally built image; never pulls."""
 
     name = BackendName.DOCKER
+    # A C-helper container runs on one host CPU of its own (its cpuset: see pinned), so the
+    # runner may measure containers side by side, one per CPU. A runtime container is measured
+    # alone on every CPU: a JVM sizes its garbage collector and compiler threads by the CPUs it
+    # sees, and one CPU would make it another JVM.
     shares_host_cpu = True
     default_deadline = 300.0
     startup_allowance = 10.0  # creating, starting and removing a container
@@ -243,7 +248,17 @@ class DockerBackend(Backend):
             if images:
                 leftovers.remove_stale_images(client, root=self._root, log=log)
 
+    def pinned(self, env: Environment) -> bool:
+        return not env.runtimes
+
     def run_probe(self, env: Environment, *, deadline: float, log=print) -> ProbeOutcome:
+        if not self.pinned(env):
+            return self._run_probe(env, deadline=deadline, log=log, cpu=None)
+        with claim_host_cpu() as cpu:
+            return self._run_probe(env, deadline=deadline, log=log, cpu=cpu)
+
+    def _run_probe(self, env: Environment, *, deadline: float, log, cpu: int | None
+                   ) -> ProbeOutcome:
         started = time.monotonic()
 
         def outcome(status: str, errors: list[str], **fields) -> ProbeOutcome:
@@ -269,7 +284,8 @@ class DockerBackend(Backend):
                 remaining = deadline - (time.monotonic() - started)
                 kwargs = container_kwargs(env.name, image.id, self._probe_argv(env, deadline),
                                           lifetime=remaining + SELF_KILL_GRACE,
-                                          runtimes=env.runtimes, seccomp=profile.text)
+                                          runtimes=env.runtimes, seccomp=profile.text,
+                                          cpu=cpu)
                 run = run_container(client, kwargs, timeout=remaining,
                                     stdout_cap=contract.MAX_OUTPUT, log=log)
         except EnvironmentUnavailable as exc:
@@ -277,7 +293,7 @@ class DockerBackend(Backend):
         limit = RUNTIMES_MEM_LIMIT if env.runtimes else MEM_LIMIT
         return outcome(**self._judge(run, deadline, limit),
                        identity={"image": {"tag": tag, "id": image.id}, "engine": engine,
-                                 "seccomp": profile.identity})
+                                 "seccomp": profile.identity, "host_cpu": cpu})
 
     def _probe_argv(self, env: Environment, deadline: float) -> list[str]:
         common = dict(python="python3", probe=contract.PROBE_IN_IMAGE, name=env.name,

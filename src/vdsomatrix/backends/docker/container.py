@@ -85,11 +85,12 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 def container_kwargs(env_name: str, image: str, command: list[str], *,
                      lifetime: float, runtimes: bool = False,
-                     seccomp: str | None = None) -> dict[str, Any]:
+                     seccomp: str | None = None, cpu: int | None = None) -> dict[str, Any]:
     """Arguments of ``client.containers.create`` for one probe container running ``command``,
     which kills itself ``lifetime`` seconds after it starts. ``seccomp`` is the text of the
     seccomp profile (seccomp.py's ``Profile.text``; the engine takes it inline), None for the
-    engine's default one.
+    engine's default one. ``cpu``: the one host CPU the container may run on (its cpuset), so
+    that containers measured side by side never share one; None: any.
 
     The single place that decides how probe containers are confined; the real-engine tests run
     their checks through it with a different ``command``.
@@ -119,6 +120,7 @@ def container_kwargs(env_name: str, image: str, command: list[str], *,
         "mem_limit": RUNTIMES_MEM_LIMIT if runtimes else MEM_LIMIT,
         "memswap_limit": RUNTIMES_MEM_LIMIT if runtimes else MEM_LIMIT,
         "pids_limit": RUNTIMES_PIDS_LIMIT if runtimes else PIDS_LIMIT,
+        **({"cpuset_cpus": str(cpu)} if cpu is not None else {}),
         "ulimits": [Ulimit(name="core", soft=0, hard=0)],
         "log_config": LogConfig(type="none"),
         "auto_remove": False,

@@ -19,14 +19,13 @@ is chosen by accel.py.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,9 @@ from vdsomatrix import contract, processes
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.backends.qemu import accel, guest, kernels, workdirs
 from vdsomatrix.backends.qemu.initramfs import InitramfsCache
+from vdsomatrix.cpus import claim_host_cpu
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
-from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import plain_tail
 
 QEMU = "qemu-system-x86_64"
@@ -131,24 +130,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-@contextlib.contextmanager
-def _host_cpu() -> Iterator[int | None]:
-    """Claim a host CPU for one guest: the first one no other guest holds (lock file per CPU).
-
-    Works across threads and processes (flock on separate opens). When every CPU is taken, the
-    guest still gets one CPU, shared; None when affinity is not available at all.
-    """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        yield None
-        return
-    for cpu in cpus:
-        with workdirs.lock_if_free(cache_dir() / "qemu-cpus" / f"cpu{cpu}.lock") as free:
-            if free:
-                yield cpu
-                return
-    yield cpus[os.getpid() % len(cpus)]
+def _host_cpu():
+    """Claim a host CPU for one guest (cpus.claim_host_cpu: shared with the containers)."""
+    return claim_host_cpu()
 
 
 def _parts(env: Environment) -> tuple[Suite, KernelSpec]:

@@ -1,9 +1,14 @@
 """The guest's root file system: a probe image turned into an initramfs, and the cache of them.
 
 The probe image of a suite (the same Docker image the docker backend runs) is exported from a
-created, never started container and streamed through ``bsdtar`` into an uncompressed newc
-initramfs, without what a guest never uses (:data:`STRIP`: compilers, headers, static libraries,
-documentation, locales), plus the guest's /init (``guest.INIT_SCRIPT``).
+created, never started container. For the C helper's builds only what the probe needs is kept
+(contents.py: /init's programs, python3 and the part of its standard library the probe can
+import, the probe and its helpers, /etc, and every library all of them load: some 33 MB of a
+330-410 MB image); the runtime images (``runtimes``) are kept whole but for :data:`STRIP`
+(compilers, headers, static libraries, documentation, locales). Either is written by ``bsdtar``
+as an uncompressed newc initramfs (uncompressed: under TCG the guest's CPU is emulated, and
+decompressing costs it more than copying the bytes saves; see benchmarks/guest_boot.py), plus
+the guest's /init (``guest.INIT_SCRIPT``).
 
 Cache layout, under ``<cache>/initramfs``::
 
@@ -29,16 +34,17 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vdsomatrix import processes
 from vdsomatrix.backends.docker import leftovers
-from vdsomatrix.backends.qemu import guest, workdirs
+from vdsomatrix.backends.qemu import contents, guest, workdirs
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, file_lock
@@ -138,24 +144,29 @@ def _mtree_path(path: Path) -> str:
     )
 
 
-def initramfs_recipe_hash(arch: str = "amd64") -> str:
-    """Covers everything besides the image that decides an initramfs's content (for amd64, the
-    same hash as before userlands had an architecture)."""
+def initramfs_recipe_hash(arch: str = "amd64", *, whole: bool = False) -> str:
+    """Covers everything besides the image that decides an initramfs's content: with ``whole``
+    (a runtime image, kept whole but for STRIP) the same hash as before the other images were
+    reduced to what the probe needs (contents.recipe_text, hashed too)."""
     digest = hashlib.sha256()
     digest.update(f"recipe {INITRAMFS_RECIPE}\n".encode())
     digest.update("\n".join(strip_patterns(arch)).encode() + b"\n")
     digest.update(guest.INIT_SCRIPT.encode())
+    if not whole:
+        digest.update(contents.recipe_text().encode())
     return digest.hexdigest()[:12]
 
 
-def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64",
+def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64", whole: bool = False,
                     log=print) -> dict[str, Any]:
     """Write the initramfs of Docker image ``image`` (a userland of ``arch``) to ``dest``;
     returns size and timing.
 
-    The image's file system is exported from a created (never started) container and streamed
-    through ``bsdtar``, which drops :data:`STRIP` (:func:`strip_patterns` of ``arch``) and adds
-    /init, /dev and /dev/console.
+    The image's file system is exported from a created (never started) container. ``whole``
+    (a runtime image): streamed through ``bsdtar``, which drops :data:`STRIP`
+    (:func:`strip_patterns` of ``arch``); else spooled to a file, from which
+    :func:`contents.select` keeps what the probe needs, streamed as a tar into ``bsdtar``. Either
+    way ``bsdtar`` writes the newc archive and adds /init, /dev and /dev/console.
     """
     if not shutil.which("bsdtar"):
         raise EnvironmentUnavailable(BSDTAR_MISSING)
@@ -175,28 +186,21 @@ def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64",
             labels={**leftovers.QEMU_EXPORT, **leftovers.owner_labels()},  # see clean()
         )
         try:
-            with open(work / "bsdtar.err", "wb") as err:
-                proc = processes.spawn(
-                    ["bsdtar", "-c", "-f", str(out), "--format", "newc", "-X", str(work / "strip"),
-                     "@-", f"@{work / 'extra.mtree'}"],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
-                )  # fmt: skip
-            try:
-                for chunk in container.export(chunk_size=1 << 20):
-                    processes.check_stopping()
-                    proc.stdin.write(chunk)
-            except BrokenPipeError:
-                pass  # bsdtar gave up; its exit status and stderr say why
-            except BaseException:
-                processes.kill_group(proc)
-                raise
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.close()  # the end of the archive for bsdtar
-                proc.wait()
+            if whole:
+                kept = _bsdtar(out, work, container.export(chunk_size=1 << 20), strip=True)
+            else:
+                spool = work / "export.tar"
+                with open(spool, "wb") as fh:
+                    for chunk in container.export(chunk_size=1 << 20):
+                        processes.check_stopping()
+                        fh.write(chunk)
+                with tarfile.open(spool) as tar:
+                    members = contents.select(tar, arch)
+                    kept = _bsdtar(out, work, _tar_stream(tar, members), strip=False)
+                spool.unlink()
         finally:
             container.remove(force=True)
-        if proc.returncode != 0 or not out.is_file():
+        if not kept or not out.is_file():
             detail = " | ".join(workdirs.last_lines(work / "bsdtar.err"))[-300:]
             raise EnvironmentUnavailable(f"building the initramfs of {image} failed: {detail}")
         with open(out, "rb+") as fh:  # on disk before a pointer names it
@@ -206,7 +210,59 @@ def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64",
         os.replace(out, dest)
     seconds = time.monotonic() - started
     log(f"qemu: initramfs of {image}: {size / 1e6:.0f} MB in {seconds:.1f}s")
-    return {"bytes": size, "seconds": round(seconds, 2)}
+    return {"bytes": size, "seconds": round(seconds, 2), "whole": whole}
+
+
+class _Pipe:
+    """A file-like writer that hands each write to a generator's consumer (see _tar_stream)."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+
+def _tar_stream(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> Iterator[bytes]:
+    """``members`` of ``tar`` (their data included) as the chunks of a new tar stream."""
+    pipe = _Pipe()
+    with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as out:
+        for member in members:
+            if member.isreg():
+                with tar.extractfile(member) as data:
+                    out.addfile(member, data)
+            else:
+                out.addfile(member)
+            if sum(map(len, pipe.chunks)) >= 1 << 20:
+                yield b"".join(pipe.chunks)
+                pipe.chunks.clear()
+    yield b"".join(pipe.chunks)
+
+
+def _bsdtar(out: Path, work: Path, chunks: Iterable[bytes], *, strip: bool) -> bool:
+    """Feed the tar stream ``chunks`` to bsdtar, which writes the newc archive ``out`` (with
+    ``strip``: without :data:`STRIP`) and adds extra.mtree; whether it succeeded."""
+    argv = ["bsdtar", "-c", "-f", str(out), "--format", "newc"]
+    if strip:
+        argv += ["-X", str(work / "strip")]
+    with open(work / "bsdtar.err", "wb") as err:
+        proc = processes.spawn([*argv, "@-", f"@{work / 'extra.mtree'}"],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for chunk in chunks:
+            processes.check_stopping()
+            proc.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # bsdtar gave up; its exit status and stderr say why
+    except BaseException:
+        processes.kill_group(proc)
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()  # the end of the archive for bsdtar
+        proc.wait()
+    return proc.returncode == 0
 
 
 def _default_image_for(suite: Suite, rebuild: bool, log) -> str:
@@ -315,7 +371,8 @@ class InitramfsCache:
                 raise
             log(f"qemu: no Docker engine; booting the cached initramfs {cached.name}")
             return cached
-        key = CacheKey(name, image_id.split(":")[-1][:12], initramfs_recipe_hash(suite.arch))
+        key = CacheKey(name, image_id.split(":")[-1][:12],
+                       initramfs_recipe_hash(suite.arch, whole=runtimes))
         path = self.folder() / key.file_name
         with file_lock(self._suite_lock(name)):
             with self._lock:
@@ -323,7 +380,8 @@ class InitramfsCache:
             if not path.is_file() or (rebuild and not fresh):
                 client = self.client_factory()
                 try:
-                    stats = build_initramfs(client, tag, path, arch=suite.arch, log=log)
+                    stats = build_initramfs(client, tag, path, arch=suite.arch, whole=runtimes,
+                                            log=log)
                 finally:
                     client.close()
                 with self._lock:
