@@ -181,6 +181,16 @@ def _range(values: list[float], unit: str = " ns") -> str:
     return f"{fmt_ns(low)}{unit}" if same else f"{fmt_ns(low)}–{fmt_ns(high)}{unit}"
 
 
+def _signed_range(values: list[float], unit: str = " ns") -> str:
+    """A range that may cross zero, said in words: "between −100 and +61 ns"."""
+    def signed(v: float) -> str:
+        return ("+" if v > 0 else "−" if v < 0 else "") + fmt_ns(abs(v))
+    low, high = min(values), max(values)
+    if fmt_ns(low) == fmt_ns(high):
+        return f"{signed(low)}{unit}"
+    return f"between {signed(low)} and {signed(high)}{unit}"
+
+
 def _ratio_range(values: list[float]) -> str:
     low, high = min(values), max(values)
     return f"{low:.1f}×" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}×"
@@ -205,7 +215,7 @@ def int80_finding(native: list[Result], emulated: list[Result]) -> Finding | Non
                      f"{' (the CPU says it is a virtual machine)' if vm else ''}: a cpuid costs "
                      f"{_range(cpuids)}, while entering by an exception costs no more than by a "
                      f"system call (a signal raised by int3 against one sent by tgkill: "
-                     f"{_range(idt)}); the method says which kernel code exits")
+                     f"{_signed_range(idt)}); the method says which kernel code exits")
     slow = [(median(call_row(r, "getppid", "int80")) or 0) / fast for r in emulated
             if (fast := median(call_row(r, "getppid", "syscall")))
             and median(call_row(r, "getppid", "int80")) is not None]
