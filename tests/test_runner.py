@@ -82,6 +82,23 @@ def test_pinned_containers_run_side_by_side_but_never_beside_another_kind(monkey
                      "other kind of environment and no build ran meanwhile"}
 
 
+def test_preparing_starts_one_environment_of_each_suite_before_the_second_of_any():
+    from vdsomatrix.matrix import Build, Environment, KernelSpec, Suite
+
+    bullseye, bookworm = Suite("bullseye", "bullseye"), Suite("bookworm", "bookworm")
+
+    def container(name, suite, build=Build.DYNAMIC):
+        return Environment(name=name, backend=BackendName.DOCKER, userland=suite, build=build)
+
+    envs = [host_env(), container("bullseye", bullseye),
+            container("bullseye-static", bullseye, Build.STATIC), container("bookworm", bookworm),
+            Environment(name="k6.1", backend=BackendName.QEMU, userland=bookworm,
+                        kernel=KernelSpec("bookworm")),
+            container("bookworm-musl", bookworm, Build.MUSL)]
+    order = [e.name for e in runner.prepare_order(envs)]
+    assert order == ["host", "bullseye", "bookworm", "bullseye-static", "k6.1", "bookworm-musl"]
+
+
 def test_one_job_runs_guests_one_at_a_time(monkeypatch, tmp_path):
     timeline = Timeline()
     install(monkeypatch, timeline, qemu={"seconds": 0.05})

@@ -256,6 +256,20 @@ def prepare(env: Environment, *, rebuild: bool, log) -> RunRecord | None:
     return None
 
 
+def prepare_order(envs: list[Environment]) -> list[Environment]:
+    """The order to prepare in: the first environment of every suite, then the second of every
+    suite, and so on. Environments of one suite share its images, whose builds take the suite's
+    lock in turn: in matrix order, every worker would wait on the same suite while the others'
+    debootstraps waited for their turn."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for position, env in enumerate(envs):
+        suite = env.suite or env.name
+        ranked.append((seen.get(suite, 0), position, env))
+        seen[suite] = seen.get(suite, 0) + 1
+    return [env for _, _, env in sorted(ranked, key=lambda item: item[:2])]
+
+
 def in_parallel(jobs: int, work: Callable[[Environment], None],
                 envs: Iterable[Environment]) -> None:
     """``work`` on each environment, ``jobs`` at a time. On an interrupt the workers are told
@@ -315,7 +329,7 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
             done(rec)
 
     progress.group("prepare: images and kernels")
-    in_parallel(jobs, prep, ready)
+    in_parallel(jobs, prep, prepare_order(ready))
     progress.end_group()
     if stopping.is_set():
         raise KeyboardInterrupt
