@@ -178,12 +178,14 @@ def assert_markup_inert(markdown: str, own_tags: set[str] = OWN_TAGS) -> None:
         assert len(widths) == 1, table
 
 
-def assert_inert(markdown: str) -> None:
+def assert_inert(markdown: str, own_markdown: str | None = None) -> None:
     """REPORT.md: inert, with no heading the report does not write and none of its sections
-    lost."""
+    lost (``own_markdown``: the report of the same documents with harmless text, when they
+    have sections the untouched fixtures do not)."""
+    mine = own_markdown if own_markdown is not None else own()
     assert_markup_inert(markdown)
-    assert _headings(markdown) <= _headings(own()), _headings(markdown) - _headings(own())
-    for heading in (h for h in _headings(own()) if h.startswith("## ")):
+    assert _headings(markdown) <= _headings(mine), _headings(markdown) - _headings(mine)
+    for heading in (h for h in _headings(mine) if h.startswith("## ")):
         assert heading in markdown.splitlines(), f"section lost: {heading}"
 
 
@@ -241,11 +243,11 @@ def exports_of(docs: list, load_problems: list[str] | None = None) -> tuple[Repo
 
 
 def assert_exports_inert(docs: list, load_problems: list[str] | None = None, *,
-                         schema: bool = True) -> dict:
+                         schema: bool = True, own_markdown: str | None = None) -> dict:
     """Every export of ``docs`` inert; ``schema``: report.json checked against its schema too
     (the slow part: the loops over every field leave it to the other tests)."""
     report, files = exports_of(docs, load_problems)
-    assert_inert(files["REPORT.md"])
+    assert_inert(files["REPORT.md"], own_markdown)
     assert_disassembly_inert(files["disassembly.md"], len(report.listings()))
     for table in report.tables():
         assert_snippet_inert(files[f"tables/{table.id}.md"], table.id)
@@ -566,3 +568,27 @@ def test_rendering_reads_the_analysis_and_never_disassembles():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", program], check=True, timeout=120)
+
+
+def test_hostile_text_in_the_facts_of_issue_13_is_inert():
+    """What a probe says of its CPU, its time namespace, its entry costs and a container's
+    seccomp profile reaches the page only as inert text, whatever it holds."""
+    def with_facts(docs, text, i):
+        doc = docs[i % len(docs)]
+        env = doc["environment"]
+        env["cpu_security"] = {"vulnerabilities": {text[:60] or "x": text, "spectre_v2": text},
+                               "mitigations_cmdline": text, "hypervisor": True}
+        env["time_namespace"] = {"requested": True, "entered": i % 2 == 0, "how": text,
+                                 "reason": text, "offsets_applied": True,
+                                 "observed_shift_ns": {"monotonic": 1, "boottime": text}}
+        env["seccomp"] = {"profile": text}
+        doc["entry_costs"] = [{"call": "cpuid", "path": "instruction", "status": "ok",
+                               "detail": text, "ns": {"min": 1, "median": 2, "p90": 3},
+                               "syscalls_per_call": 0}]
+        doc["calls"] = list(doc["calls"]) + [
+            {"call": "getrandom", "path": "vdso", "status": "unsupported", "reason": text}]
+        return docs
+
+    for i, text in enumerate(HOSTILE):
+        harmless = render_report(with_facts(fixtures(), "harmless", i))
+        assert_exports_inert(with_facts(fixtures(), text, i), own_markdown=harmless)
