@@ -163,11 +163,41 @@ def vdso_functions(result: Result) -> set[str] | None:
             and isinstance(name := s.get("name"), str)}
 
 
-def call_row(result: Result, call: str, path: str) -> dict | None:
-    """The row of ``calls`` that measured ``call`` by ``path``, if the probe wrote one."""
-    for row in result.calls:
-        if row.get("call") == call and row.get("path") == path:
+def call_row(result: Result, call: str, path: str, rows: str = "calls") -> dict | None:
+    """The row of ``calls`` (or of another list of rows of the same shape, such as
+    ``entry_costs``) that measured ``call`` by ``path``, if the probe wrote one."""
+    found = result.calls if rows == "calls" else entries(result.get(rows))
+    for row in found:
+        if isinstance(row, dict) and row.get("call") == call and row.get("path") == path:
             return row
+    return None
+
+
+def _identity(result: Result, *keys: str) -> tuple:
+    return tuple(result.text("environment", k) for k in keys)
+
+
+def in_time_namespace(result: Result) -> bool:
+    """Whether the environment asked for its probe to run in a new time namespace."""
+    return part(result.environment, "time_namespace", "requested") is True
+
+
+def plain_twin(result: Result, results: list[Result]) -> Result | None:
+    """The environment ``result`` is a variant of (a time namespace, a boot option, an allow-all
+    seccomp filter): same backend, userland, build and kernel, and none of those variations:
+    no time namespace, a guest with no command line of its own, a container with Docker's
+    profile. None when the results hold no such environment."""
+    keys = ("backend", "suite", "build", "kernel_suite")
+    for other in results:
+        if other is result or in_time_namespace(other) or _identity(other, *keys) != _identity(
+                result, *keys):
+            continue
+        if other.backend == "qemu" and (other.text("environment", "matrix_cmdline") or ""):
+            continue
+        if other.backend == "docker" and not (plain_line(part(
+                other.environment, "seccomp", "profile"), 80) or "docker").startswith("docker"):
+            continue  # the allow-all measurement variant
+        return other
     return None
 
 

@@ -19,16 +19,20 @@ glance" (what ``int $0x80`` costs against ``syscall`` and what that matches, wha
 
 from __future__ import annotations
 
+import dataclasses
+
 from vdsomatrix.report.cells import (
     Result,
     call_row,
     fmt_ns,
+    in_time_namespace,
     median,
     part,
     plain_line,
+    plain_twin,
     text,
 )
-from vdsomatrix.report.measurements import label_value, plain, slug, yes_no
+from vdsomatrix.report.measurements import environment_table, plain, yes_no
 from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Value
 
 CPUID = ("cpuid", "instruction")
@@ -41,18 +45,10 @@ INT80_SOURCE = (
     "(arch/x86/entry/common.c; syscall_32.c since 6.9) reads the local APIC's in-service "
     "register bit of vector 0x80 (int80_is_external()) to refuse an interrupt injected on that "
     "vector. The `syscall` instruction's entry reads no APIC register")
-VULNERABLE_WORDS = ("Vulnerable",)
-
-
-def entry_row(result: Result, call: str, path: str) -> dict | None:
-    for row in result.get("entry_costs") or []:
-        if isinstance(row, dict) and row.get("call") == call and row.get("path") == path:
-            return row
-    return None
 
 
 def entry_median(result: Result, which: tuple[str, str]) -> float | None:
-    return median(entry_row(result, *which))
+    return median(call_row(result, *which, rows="entry_costs"))
 
 
 def int80_extra(result: Result) -> float | None:
@@ -97,10 +93,6 @@ def vulnerabilities(result: Result) -> dict[str, str]:
             if text(v) is not None and plain_line(k, 60)}
 
 
-def has_entry_costs(results: list[Result]) -> bool:
-    return any(entry_row(r, *CPUID) or part(r.environment, "cpu_security") for r in results)
-
-
 def entry_cost_table(results: list[Result]) -> Table:
     columns = [
         ("VM", lambda r: yes_no(hypervisor(r))),
@@ -110,22 +102,16 @@ def entry_cost_table(results: list[Result]) -> Table:
         ("cpuid (ns)", lambda r: _ns(entry_median(r, CPUID))),
         ("int3 extra (ns)", lambda r: _ns(idt_extra(r))),
     ]
-    return Table(
-        id="entry-cost", title="What a system call costs, and what the machine adds",
-        section="syscall-cost",
-        question=("Medians in ns. syscall, int $0x80: getppid entered each way (with min–p90 "
-                  "and the other ways in the table syscall-cost linked below). VM: the CPU's "
-                  "hypervisor flag (the vulnerability files: table cpu-security). cpuid: one "
-                  "cpuid instruction, which a hypervisor intercepts (one exit to it). int3 "
-                  "extra: a signal raised by int3 (an exception, through the IDT and back with "
-                  "IRET, as int $0x80 goes) less the same signal sent by tgkill."),
-        columns=["environment"] + [title for title, _ in columns],
-        keys=["environment"] + [slug(title) for title, _ in columns],
-        rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
-        subjects=[r.subject for r in results],
-        page_leaves_out_rows=tuple(r.name for r in results if _repeats_a_kernel(r, results)),
-        page_leaves_out_rows_noun="builds and boot-option variants that repeat a kernel",
-    )
+    return environment_table(
+        "entry-cost", "syscall-cost", "What a system call costs, and what the machine adds",
+        "Medians in ns. syscall, int $0x80: getppid entered each way (with min–p90 and the "
+        "other ways in the table syscall-cost linked below). VM: the CPU's hypervisor flag (the "
+        "vulnerability files: table cpu-security). cpuid: one cpuid instruction, which a "
+        "hypervisor intercepts (one exit to it). int3 extra: a signal raised by int3 (an "
+        "exception, through the IDT and back with IRET, as int $0x80 goes) less the same "
+        "signal sent by tgkill.", columns, results,
+        leaves_out=tuple(r.name for r in results if _repeats_a_kernel(r, results)),
+        leaves_out_noun="builds and boot-option variants that repeat a kernel")
 
 
 def _repeats_a_kernel(result: Result, results: list[Result]) -> bool:
@@ -140,13 +126,8 @@ def _repeats_a_kernel(result: Result, results: list[Result]) -> bool:
     cmdline = (result.text("environment", "matrix_cmdline") or "").split()
     if any(word.startswith("mitigations=") for word in cmdline):
         return False
-    plain_guest = any(
-        (r.text("environment", "kernel_suite"), r.text("environment", "suite")) == (
-            result.text("environment", "kernel_suite"), result.text("environment", "suite"))
-        and not (r.text("environment", "matrix_cmdline") or "").strip()
-        and not part(r.environment, "time_namespace", "requested") for r in results)
-    is_plain = not cmdline and not part(result.environment, "time_namespace", "requested")
-    return plain_guest and not is_plain
+    is_plain = not cmdline and not in_time_namespace(result)
+    return not is_plain and plain_twin(result, results) is not None
 
 
 def cpu_security_table(results: list[Result]) -> Table:
@@ -154,17 +135,11 @@ def cpu_security_table(results: list[Result]) -> Table:
     columns = [("VM", lambda r: yes_no(hypervisor(r))),
                ("mitigations=", lambda r: plain(mitigations_param(r), 80))] + [
         (name, lambda r, name=name: plain(vulnerabilities(r).get(name), 200)) for name in names]
-    return Table(
-        id="cpu-security", title="CPU vulnerabilities and their mitigations",
-        section="syscall-cost",
-        question=("/sys/devices/system/cpu/vulnerabilities/* as each environment's kernel "
-                  "reports them (a container's are its host kernel's), the kernel's "
-                  "mitigations= and the CPU's hypervisor flag."),
-        columns=["environment"] + [title for title, _ in columns],
-        keys=["environment"] + [slug(title) for title, _ in columns],
-        rows=[[label_value(r)] + [build(r) for _, build in columns] for r in results],
-        subjects=[r.subject for r in results], on_page=False,
-    )
+    return dataclasses.replace(environment_table(
+        "cpu-security", "syscall-cost", "CPU vulnerabilities and their mitigations",
+        "/sys/devices/system/cpu/vulnerabilities/* as each environment's kernel reports them (a "
+        "container's are its host kernel's), the kernel's mitigations= and the CPU's hypervisor "
+        "flag.", columns, results), on_page=False)
 
 
 def tables(results: list[Result]) -> list[Table]:
@@ -216,25 +191,12 @@ def int80_finding(native: list[Result], emulated: list[Result]) -> Finding | Non
                      f"{_range(cpuids)}, while entering by an exception costs no more than by a "
                      f"system call (a signal raised by int3 against one sent by tgkill: "
                      f"{_signed_range(idt)}); the method says which kernel code exits")
-    slow = [(median(call_row(r, "getppid", "int80")) or 0) / fast for r in emulated
-            if (fast := median(call_row(r, "getppid", "syscall")))
-            and median(call_row(r, "getppid", "int80")) is not None]
+    slow = [(extra + fast) / fast for r in emulated
+            if (extra := int80_extra(r)) is not None
+            and (fast := median(call_row(r, "getppid", "syscall")))]
     if slow:
         sentence += f". Under QEMU (no hypervisor exits) it costs {_ratio_range(slow)}"
     return Finding("int $0x80", sentence + ".")
-
-
-def _pair(result: Result, results: list[Result], key) -> Result | None:
-    """The environment ``result`` is a variant of: same backend and ``key``, plain otherwise."""
-    for other in results:
-        if other is not result and other.backend == result.backend and key(other) == key(result):
-            return other
-    return None
-
-
-def _is_plain_guest(r: Result) -> bool:
-    return not (r.text("environment", "matrix_cmdline") or "").strip() and not part(
-        r.environment, "time_namespace", "requested")
 
 
 def mitigations_off_finding(guests: list[Result]) -> Finding | None:
@@ -242,11 +204,7 @@ def mitigations_off_finding(guests: list[Result]) -> Finding | None:
     for r in guests:
         if "mitigations=off" not in (r.text("environment", "matrix_cmdline") or "").split():
             continue
-        plain_guest = next((g for g in guests if g is not r and _is_plain_guest(g)
-                            and g.text("environment", "kernel_suite")
-                            == r.text("environment", "kernel_suite")
-                            and g.text("environment", "suite") == r.text("environment", "suite")),
-                           None)
+        plain_guest = plain_twin(r, guests)
         if plain_guest is None:
             continue
         off, on = (median(call_row(r, "getppid", "syscall")),
@@ -273,12 +231,8 @@ def seccomp_finding(containers: list[Result]) -> Finding | None:
     for r in containers:
         if not seccomp_profile(r).startswith("allow-all"):
             continue
-        other = next((c for c in containers if c is not r
-                      and c.text("environment", "suite") == r.text("environment", "suite")
-                      and c.text("environment", "build") == r.text("environment", "build")
-                      and seccomp_profile(c).startswith("docker-default")
-                      and not part(c.environment, "time_namespace", "requested")), None)
-        if other is None:
+        other = plain_twin(r, containers)
+        if other is None or not seccomp_profile(other).startswith("docker-default"):
             continue
         filtered, bare = (median(call_row(other, "getppid", "syscall")),
                           median(call_row(r, "getppid", "syscall")))

@@ -151,14 +151,16 @@ def vdso_name(result: Result) -> str | None:
     return plain_line(key[:BUILD_ID_SHOWN]) if key else "no build-id"
 
 
-def _table(table_id: str, section: str, title: str, question: str,
-           columns: list[tuple[str, Callable[[Result], Value]]], results: list[Result],
-           notes: list[str] | None = None, *, page_folds: bool = False,
-           leaves_out: tuple[str, ...] = ()) -> Table:
+def environment_table(table_id: str, section: str, title: str, question: str,
+                      columns: list[tuple[str, Callable[[Result], Value]]], results: list[Result],
+                      notes: list[str] | None = None, *, page_folds: bool = False,
+                      leaves_out: tuple[str, ...] = (),
+                      leaves_out_noun: str = OTHER_BUILDS_NOUN) -> Table:
     """A table with a row per environment: the first column names it, then ``columns``.
     ``page_folds``: the page may fold its identical consecutive rows (rows with a latency
     never fold: see ``model.identical_runs``); ``leaves_out``: environments whose rows the page
-    leaves out (the static and musl builds, see ``OTHER_BUILDS``)."""
+    leaves out, called ``leaves_out_noun`` in the line that says where they are (by default the
+    static and musl builds, see ``OTHER_BUILDS``)."""
     return Table(
         id=table_id, title=title, section=section, question=question,
         columns=["environment"] + [title for title, _ in columns],
@@ -167,7 +169,7 @@ def _table(table_id: str, section: str, title: str, question: str,
         subjects=[r.subject for r in results], notes=notes or [],
         page_folds_identical_rows=page_folds,
         page_leaves_out_rows=leaves_out,
-        page_leaves_out_rows_noun=OTHER_BUILDS_NOUN if leaves_out else "",
+        page_leaves_out_rows_noun=leaves_out_noun if leaves_out else "",
     )
 
 
@@ -224,10 +226,11 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
     notes = ["CPU: " + "; ".join(f"{model} ({len(members)})" for model, members in cpus.items())
              ] if cpus else []
     return [
-        _table("environments", "environments", "Userland, libc and kernel",
-               "Which userland, libc and kernel each environment ran.", columns, results,
-               notes=notes, leaves_out=_other_builds(results)),
-        dataclasses.replace(_table(
+        environment_table(
+            "environments", "environments", "Userland, libc and kernel",
+            "Which userland, libc and kernel each environment ran.", columns, results,
+            notes=notes, leaves_out=_other_builds(results)),
+        dataclasses.replace(environment_table(
             "environments-run", "environments", "Where and when each environment ran",
             "On which CPU, under which accelerator, and when each environment was probed.",
             second, results), on_page=False),
@@ -260,15 +263,16 @@ def vdso_table(results: list[Result]) -> Table:
     def build_id(r: Result) -> Value:
         return plain(vdso_name(r))
 
-    return _table("vdso", "vdso", "The vDSO",
-                  "Whether the kernel maps a vDSO, how large it is, how many functions it "
-                  "exports, and which vDSO it is (the start of its build-id: the vDSO symbols "
-                  "section lists each one's functions).", [
-                      ("mapped", lambda r: yes_no(r.get("vdso", "present"), no_is_news=True)),
-                      ("size (bytes)", size),
-                      ("functions", functions),
-                      ("build-id", build_id),
-                  ], results, page_folds=True)
+    return environment_table(
+        "vdso", "vdso", "The vDSO",
+        "Whether the kernel maps a vDSO, how large it is, how many functions it "
+        "exports, and which vDSO it is (the start of its build-id: the vDSO symbols "
+        "section lists each one's functions).", [
+            ("mapped", lambda r: yes_no(r.get("vdso", "present"), no_is_news=True)),
+            ("size (bytes)", size),
+            ("functions", functions),
+            ("build-id", build_id),
+        ], results, page_folds=True)
 
 
 def legacy_runs(r: Result) -> Value:
@@ -295,10 +299,11 @@ def vsyscall_table(results: list[Result]) -> Table:
     ]
     columns += [(call, lambda r, call=call: outcome(call_row(r, call, "vsyscall")))
                 for call in VSYSCALL_CALLS]
-    return _table("vsyscall", "vsyscall", "The vsyscall page",
-                  "The vsyscall mode (from /proc/self/maps), whether the page can be read, and "
-                  "whether a legacy static binary that calls it runs, with the latency of each "
-                  "legacy call.", columns, results, page_folds=True)
+    return environment_table(
+        "vsyscall", "vsyscall", "The vsyscall page",
+        "The vsyscall mode (from /proc/self/maps), whether the page can be read, and "
+        "whether a legacy static binary that calls it runs, with the latency of each "
+        "legacy call.", columns, results, page_folds=True)
 
 
 def syscall_cost_table(results: list[Result]) -> Table:
@@ -307,29 +312,32 @@ def syscall_cost_table(results: list[Result]) -> Table:
     counts = [number(part(call_row(r, "getppid", "syscall"), "syscalls_per_call"))
               for r in results]
     once = sum(1 for c in counts if c is not None and round(c) == 1)
+    table = environment_table(
+        "syscall-cost", "syscall-cost", "What a system call costs",
+        "The median cost of one system call in ns (min–p90 in brackets), by each way of making "
+        "it.", [
+            ("getppid syscall (ns)", lambda r: spread(call_row(r, "getppid", "syscall"))),
+            ("getppid libc (ns)", lambda r: spread(call_row(r, "getppid", "libc"))),
+            ("getppid int $0x80 (ns)", lambda r: spread(call_row(r, "getppid", "int80"))),
+            ("MONOTONIC syscall (ns)", lambda r: spread(call_row(r, clock, "syscall"))),
+        ], results,
+        notes=[f"ptrace counted one system call per raw getppid in {once} of "
+               f"{len(results)} environments (the latency tables show every count)."],
+        leaves_out=_other_builds(results))
     # Off the page: the page's table "entry-cost" has the medians beside what explains them.
-    return dataclasses.replace(_table("syscall-cost", "syscall-cost", "What a system call costs",
-                  "The median cost of one system call in ns (min–p90 in brackets), by each way "
-                  "of making it.", [
-                      ("getppid syscall (ns)", lambda r: spread(call_row(r, "getppid", "syscall"))),
-                      ("getppid libc (ns)", lambda r: spread(call_row(r, "getppid", "libc"))),
-                      ("getppid int $0x80 (ns)", lambda r: spread(call_row(r, "getppid", "int80"))),
-                      ("MONOTONIC syscall (ns)", lambda r: spread(call_row(r, clock, "syscall"))),
-                  ], results,
-                  notes=[f"ptrace counted one system call per raw getppid in {once} of "
-                         f"{len(results)} environments (the latency tables show every count)."],
-                  leaves_out=_other_builds(results)), on_page=False)
+    return dataclasses.replace(table, on_page=False)
 
 
 def speedup_table(results: list[Result]) -> Table:
     speedups = [(short_call(call), lambda r, call=call: ratio(
         call_row(r, call, "syscall"), call_row(r, call, "vdso"))) for call in VDSO_CALLS]
-    return _table("speedup", "speedup", "vDSO speed-up",
-                  "How many times faster the vDSO answers than the system call (ratio of "
-                  "medians: syscall ÷ vDSO).", speedups, results,
-                  notes=[f"A vDSO median under {RESOLUTION_NS:g} ns is within the noise of the "
-                         "subtracted loop overhead: the speed-up is then a lower bound "
-                         "(\"≥ N×\")."], leaves_out=_other_builds(results))
+    return environment_table(
+        "speedup", "speedup", "vDSO speed-up",
+        "How many times faster the vDSO answers than the system call (ratio of "
+        "medians: syscall ÷ vDSO).", speedups, results,
+        notes=[f"A vDSO median under {RESOLUTION_NS:g} ns is within the noise of the "
+               "subtracted loop overhead: the speed-up is then a lower bound "
+               "(\"≥ N×\")."], leaves_out=_other_builds(results))
 
 
 def takes(call: str, path: str) -> Callable[[Result], Value]:
@@ -348,10 +356,11 @@ def libc_path_table(results: list[Result]) -> Table:
         return takes(call, "libc")
 
     libc = [(short_call(call), libc_takes(call)) for call in VDSO_CALLS]
-    return _table("libc-path", "latency", "Which way libc's call goes",
-                  "Whether libc's own call answers in user space or makes the system call, as "
-                  "counted (the latency of every path is in the tables linked below).",
-                  libc, results, page_folds=True)
+    return environment_table(
+        "libc-path", "latency", "Which way libc's call goes",
+        "Whether libc's own call answers in user space or makes the system call, as "
+        "counted (the latency of every path is in the tables linked below).",
+        libc, results, page_folds=True)
 
 
 def latency_tables(results: list[Result]) -> list[Table]:
@@ -360,7 +369,7 @@ def latency_tables(results: list[Result]) -> list[Table]:
         table_id = "latency-" + slug(short_call(call)).replace("_", "-")
         columns = [(PATH_TITLES[p], lambda r, p=p, call=call: outcome(call_row(r, call, p)))
                    for p in paths]
-        tables.append(dataclasses.replace(_table(
+        tables.append(dataclasses.replace(environment_table(
             table_id, "latency", call, "The median latency of each path (libc, vDSO, raw "
             "syscall, vsyscall or int $0x80), and how it entered the kernel.", columns, results),
             on_page=False))

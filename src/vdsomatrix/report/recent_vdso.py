@@ -18,17 +18,21 @@ the lines of "at a glance". The getrandom rows of every environment are in the l
 
 from __future__ import annotations
 
+import dataclasses
+
 from vdsomatrix.report.cells import (
     ENTERS_KERNEL,
     Result,
     call_row,
     fmt_ns,
+    in_time_namespace,
     median,
     number,
     part,
     plain_line,
+    plain_twin,
 )
-from vdsomatrix.report.measurements import label_value, outcome, slug, takes
+from vdsomatrix.report.measurements import environment_table, label_value, outcome, slug, takes
 from vdsomatrix.report.model import MISSING_VALUE, Finding, Section, Table, Value
 
 SECTION_ID = "recent-vdso"
@@ -41,33 +45,12 @@ NS_PER_DAY = 86_400 * 10**9
 
 def timens(result: Result) -> dict | None:
     found = part(result.environment, "time_namespace")
-    return found if isinstance(found, dict) and found.get("requested") is True else None
+    return found if isinstance(found, dict) and in_time_namespace(result) else None
 
 
 def has_section(results: list[Result]) -> bool:
     return any(call_row(r, GETRANDOM, "syscall") or call_row(r, GETRANDOM, "int80")
                or timens(r) for r in results)
-
-
-def _identity(r: Result, *keys: str) -> tuple:
-    return tuple(r.text("environment", k) for k in keys)
-
-
-def plain_twin(result: Result, results: list[Result]) -> Result | None:
-    """The environment a time-namespace variant is a variant of: same backend, userland,
-    build and kernel (guests: same kernel suite and an empty command line), no namespace."""
-    keys = ("backend", "suite", "build", "kernel_suite")
-    for other in results:
-        if other is result or timens(other) or _identity(other, *keys) != _identity(result,
-                                                                                     *keys):
-            continue
-        if other.backend == "qemu" and (other.text("environment", "matrix_cmdline") or ""):
-            continue
-        if other.backend == "docker" and not (plain_line(part(
-                other.environment, "seccomp", "profile"), 80) or "docker").startswith("docker"):
-            continue  # not the allow-all measurement variant
-        return other
-    return None
 
 
 def _offsets(ns: dict) -> Value:
@@ -137,19 +120,14 @@ def getrandom_path_table(results: list[Result]) -> Table | None:
              ("int $0x80", "int80"), ("__kernel_vsyscall", "kernel_vsyscall"))
     shown = [(title, path) for title, path in paths
              if any(call_row(r, GETRANDOM, path) for r in with_rows)]
-    return Table(
-        id="getrandom-path", title="Which way getrandom goes", section=SECTION_ID,
-        question=("getrandom(buf, 16, 0) through libc, through __vdso_getrandom called "
-                  "directly, and by the system call itself: the counted mechanism of each "
-                  "(unsupported: the vDSO exports no __vdso_getrandom). Medians are in the "
-                  "table getrandom of \"Every way into the kernel\"."),
-        columns=["environment", *(title for title, _ in shown)],
-        keys=["environment", *(slug(title) for title, _ in shown)],
-        rows=[[label_value(r)] + [takes(GETRANDOM, path)(r) for _, path in shown]
-              for r in with_rows],
-        subjects=[r.subject for r in with_rows], page_folds_identical_rows=True,
-        on_page=False,  # the section's first line sums it up
-    )
+    table = environment_table(
+        "getrandom-path", SECTION_ID, "Which way getrandom goes",
+        "getrandom(buf, 16, 0) through libc, through __vdso_getrandom called directly, and by "
+        "the system call itself: the counted mechanism of each (unsupported: the vDSO exports "
+        "no __vdso_getrandom). Medians are in the table getrandom of \"Every way into the "
+        "kernel\".", [(title, takes(GETRANDOM, path)) for title, path in shown], with_rows,
+        page_folds=True)
+    return dataclasses.replace(table, on_page=False)  # the section's first line sums it up
 
 
 def _libc_enters(result: Result) -> bool | None:
