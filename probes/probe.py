@@ -162,22 +162,27 @@ def read_memory(start, size):
         return mem.read(size)
 
 
-def cpu_info(errors):
-    text = read_text("/proc/cpuinfo", errors) or ""
-    info = {"model": None, "vendor": None, "flags": []}
+def cpuinfo_first_block(text):
+    """The first processor's fields of /proc/cpuinfo text ({"vendor_id": ..., "flags": ...}):
+    every other processor repeats them. Read once, for both cpu_info and cpu_security."""
+    fields = {}
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and info["model"] is None:
-            info["model"] = value.strip()
-        elif key == "vendor_id" and info["vendor"] is None:
-            info["vendor"] = value.strip()
-        elif key == "flags" and not info["flags"]:
-            wanted = {"constant_tsc", "nonstop_tsc", "tsc_known_freq", "rdtscp", "hypervisor",
-                      "tsc", "vsyscall"}
-            info["flags"] = sorted(set(value.split()) & wanted)
-    info["count"] = os.cpu_count()
-    return info
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the blank line after the first processor's block
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_info(cpuinfo):
+    """``cpuinfo``: the first processor's fields (cpuinfo_first_block)."""
+    wanted = {"constant_tsc", "nonstop_tsc", "tsc_known_freq", "rdtscp", "hypervisor", "tsc",
+              "vsyscall"}
+    return {"model": cpuinfo.get("model name"), "vendor": cpuinfo.get("vendor_id"),
+            "flags": sorted(set(cpuinfo.get("flags", "").split()) & wanted),
+            "count": os.cpu_count()}
 
 
 def clocksource(errors):
@@ -203,8 +208,9 @@ def mitigations_word(cmdline):
     return value
 
 
-def cpu_security(cmdline):
-    """What the running kernel says of the CPU's vulnerabilities and its mitigations.
+def cpu_security(cmdline, cpuinfo):
+    """What the running kernel says of the CPU's vulnerabilities and its mitigations
+    (``cpuinfo``: the first processor's fields of /proc/cpuinfo, cpuinfo_first_block).
 
     In a container these are the host kernel's, which is right: the container runs on it. Each
     file is read up to SMALL_READ bytes and at most MAX_VULNERABILITIES of them; nothing here
@@ -232,24 +238,14 @@ def cpu_security(cmdline):
         if len(names) > MAX_VULNERABILITIES:
             notes.append("%d files, only the first %d read" % (len(names), MAX_VULNERABILITIES))
         facts["vulnerabilities_reason"] = "; ".join(notes) or None
-    # The first processor's block of /proc/cpuinfo is enough, and is within the first 64 KiB.
-    text = read_text("/proc/cpuinfo", [], 16 * SMALL_READ)
-    if text is not None:
-        for line in text.splitlines():
-            key, sep, value = line.partition(":")
-            key = key.strip()
-            if not sep:
-                if facts["cpu_vendor"] or facts["cpu_model"]:
-                    break  # the blank line after the first processor's block
-                continue
-            if key == "vendor_id":
-                facts["cpu_vendor"] = value.strip()[:200]
-            elif key == "model name":
-                facts["cpu_model"] = value.strip()[:200]
-            elif key == "flags":
-                facts["hypervisor"] = "hypervisor" in value.split()
-            elif key == "bugs":
-                facts["cpu_bugs"] = value.split()[:MAX_BUGS]
+    if "vendor_id" in cpuinfo:
+        facts["cpu_vendor"] = cpuinfo["vendor_id"][:200]
+    if "model name" in cpuinfo:
+        facts["cpu_model"] = cpuinfo["model name"][:200]
+    if "flags" in cpuinfo:
+        facts["hypervisor"] = "hypervisor" in cpuinfo["flags"].split()
+    if "bugs" in cpuinfo:
+        facts["cpu_bugs"] = cpuinfo["bugs"].split()[:MAX_BUGS]
     return facts
 
 
@@ -512,6 +508,7 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
     os_release = parse_os_release(read_text("/etc/os-release", []) or
                                   read_text("/usr/lib/os-release", errors) or "")
     cmdline = (read_text("/proc/cmdline", errors) or "").strip()
+    cpuinfo = cpuinfo_first_block(read_text("/proc/cpuinfo", errors) or "")
     current_cs, available_cs = clocksource(errors)
     doc["environment"] = {
         "name": name,
@@ -527,10 +524,10 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
         "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine,
                    "cmdline": cmdline, "clocksource": current_cs,
                    "available_clocksources": available_cs},
-        "cpu": cpu_info(errors),
+        "cpu": cpu_info(cpuinfo),
         "accel": None,  # filled in by the backend that knows (qemu: kvm or tcg)
         "ia32": ia32_exec(errors),
-        "cpu_security": cpu_security(cmdline),
+        "cpu_security": cpu_security(cmdline, cpuinfo),
     }
 
     base = auxv.get(AT_SYSINFO_EHDR)

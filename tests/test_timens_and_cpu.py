@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import require
 from fakes import load_probe
 
 from vdsomatrix import contract
@@ -146,7 +145,7 @@ def test_cpu_security_reads_are_bounded(tmp_path, monkeypatch):
         (tmp_path / f"v{i:02d}").write_text("Mitigation: x\n")
     (tmp_path / "v00").write_text("Vulnerable" + "x" * 10000)
     monkeypatch.setattr(probe, "VULNERABILITIES", str(tmp_path))
-    facts = probe.cpu_security("mitigations=off")
+    facts = probe.cpu_security("mitigations=off", {})
     assert len(facts["vulnerabilities"]) == probe.MAX_VULNERABILITIES
     assert len(facts["vulnerabilities"]["v00"]) == probe.SMALL_READ
     assert "70 files, only the first 64 read" in facts["vulnerabilities_reason"]
@@ -155,7 +154,7 @@ def test_cpu_security_reads_are_bounded(tmp_path, monkeypatch):
 
 def test_cpu_security_without_the_folder_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "VULNERABILITIES", str(tmp_path / "missing"))
-    facts = probe.cpu_security("")
+    facts = probe.cpu_security("", {})
     assert facts["vulnerabilities"] is None
     assert "predates 4.15" in facts["vulnerabilities_reason"]
     assert facts["mitigations_cmdline"] is None and facts["cmdline_source"] == "/proc/cmdline"
@@ -322,21 +321,6 @@ def test_time_namespace_in_a_container(engine):
             assert row(doc, call, path)["syscalls_per_call"] == 0, (call, path)
         assert row(doc, call, "syscall")["syscalls_per_call"] == 1  # ptrace still counts
     assert doc["environment"]["cpu_security"]["vulnerabilities"] is not None
-
-
-@pytest.fixture(scope="module")
-def real_qemu():
-    from vdsomatrix.backends.qemu import QemuBackend
-    from vdsomatrix.backends.qemu import backend as qb
-
-    if not shutil.which(qb.QEMU):
-        require("QEMU", qb.INSTALL_QEMU)
-    backend = QemuBackend()
-    try:
-        backend.prepare(qemu_env(), log=lambda m: None)
-    except Exception as exc:  # no engine, no mirror, ...
-        require("QEMU guest (kernel + initramfs)", str(exc))
-    return backend
 
 
 @pytest.mark.qemu
