@@ -1,5 +1,8 @@
 """Shared fixtures.
 
+``real_qemu``: a QemuBackend with bookworm's kernel and initramfs prepared (the 6.1 guests of
+the real-boot tests), or skip/fail as ``engine`` does.
+
 ``host_doc``: the probe's document on this machine, once per build for the whole session (the
 host probe takes a while; several test files read it).
 
@@ -56,3 +59,24 @@ def host_doc(request):
     assert outcome.status == "ok", outcome.errors + outcome.log_tail
     outcome.document["run"] = {"status": "ok"}
     return outcome.document
+
+
+@pytest.fixture(scope="session")
+def real_qemu():
+    """A QemuBackend with the bookworm kernel and initramfs prepared, or skip/fail."""
+    import shutil
+
+    from vdsomatrix.backends.qemu import QemuBackend
+    from vdsomatrix.backends.qemu import backend as qb
+    from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
+
+    if not shutil.which(qb.QEMU):
+        require("QEMU", qb.INSTALL_QEMU)
+    bookworm = Suite("bookworm", "bookworm")
+    backend = QemuBackend()
+    try:
+        backend.prepare(Environment(name="k6.1", backend=BackendName.QEMU, userland=bookworm,
+                                    kernel=KernelSpec("bookworm")), log=lambda m: None)
+    except Exception as exc:  # no engine, no mirror, ...
+        require("QEMU guest (kernel + initramfs)", str(exc))
+    return backend

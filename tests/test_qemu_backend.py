@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -821,19 +819,6 @@ def test_guests_get_different_host_cpus(tmp_path, monkeypatch):
 
 
 # --- real boots -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def real_qemu():
-    """A QemuBackend with the bookworm kernel and initramfs prepared, or skip/fail."""
-    if not shutil.which(qb.QEMU):
-        require("QEMU", qb.INSTALL_QEMU)
-    backend = QemuBackend()
-    try:
-        backend.prepare(env(), log=lambda m: None)
-    except Exception as exc:  # no engine, no mirror, ...
-        require("QEMU guest (kernel + initramfs)", str(exc))
-    return backend
 
 
 def expected_default_vsyscall(kernel: kernels.Kernel) -> str:

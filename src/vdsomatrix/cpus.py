@@ -8,11 +8,10 @@ file per CPU (flock on its own open), so it works across threads and processes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 
-from vdsomatrix.paths import cache_dir
+from vdsomatrix.paths import cache_dir, lock_if_free
 
 
 @contextlib.contextmanager
@@ -28,17 +27,9 @@ def claim_host_cpu() -> Iterator[int | None]:
     except (AttributeError, OSError):
         yield None
         return
-    folder = cache_dir() / "host-cpus"
-    folder.mkdir(parents=True, exist_ok=True)
     for cpu in cpus:
-        with open(folder / f"cpu{cpu}.lock", "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            try:
+        with lock_if_free(cache_dir() / "host-cpus" / f"cpu{cpu}.lock") as free:
+            if free:
                 yield cpu
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            return
+                return
     yield cpus[os.getpid() % len(cpus)]

@@ -99,3 +99,23 @@ def file_lock(path: Path, *, waiting: Callable[[], object] | None = None) -> Ite
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def lock_if_free(path: Path) -> Iterator[bool]:
+    """Hold the flock on ``path`` if nobody else does (True), or do nothing (False).
+
+    For cleaning up (what a running build or download holds is not cleaned now) and for
+    claiming one of several things (a host CPU) without waiting for any.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -9,7 +9,6 @@ Folders of another user, or without an owner in their name, are never touched.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vdsomatrix import processes
+from vdsomatrix.paths import lock_if_free  # noqa: F401 - where the cache's users find it
 from vdsomatrix.text import plain_tail
 
 _OWNER = re.compile(r"(?P<pid>[0-9]+)\.(?P<start>[0-9]+)\.[a-z0-9_]{8}\Z")
@@ -93,23 +93,3 @@ def remove_dead(folder: Path, prefix: str, log=print) -> int:
         removed += 1
         log(f"qemu: removed {entry}, left behind by a run that no longer exists")
     return removed
-
-
-@contextlib.contextmanager
-def lock_if_free(path: Path) -> Iterator[bool]:
-    """Hold the flock on ``path`` if nobody else does (True), or do nothing (False).
-
-    For cleaning up (what a running build or download holds is not cleaned now) and for
-    claiming one of several things (a host CPU) without waiting for any.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
