@@ -15,6 +15,7 @@ never touched.
     nox -s bench -- wall --scaling             # 1, 5, 15, 27 environments at --jobs 1 and 2
     nox -s bench -- wall --cold                # cold: an empty cache and every image rebuilt
     nox -s bench -- wall --env 'k6.1*' --jobs 1
+    nox -s bench -- wall --repeat              # two warm runs back to back: how far apart
 
 "Cold" here is everything a fresh machine does after apt: debootstrap, image builds, kernel
 downloads, initramfs, helper builds. VDSOMATRIX_CACHE points at an empty folder, and the base and
@@ -155,6 +156,41 @@ def one_run(envs: list, jobs: int, *, rebuild: bool, quiet: bool, keep: Path | N
     }
 
 
+def medians(folder: Path) -> dict[tuple[str, str, str], float]:
+    """(environment, call, path) -> median ns of every measured row of the results in
+    ``folder``, read through the project's loader (schema-checked, bounded)."""
+    from vdsomatrix.results import load_results
+
+    out = {}
+    for doc in load_results([folder]).documents:
+        for row in doc.get("calls") or []:
+            ns = (row.get("ns") or {}).get("median")
+            if row.get("status") == "ok" and isinstance(ns, (int, float)) and ns > 0:
+                out[(doc["environment"]["name"], str(row.get("call")), str(row.get("path")))] = ns
+    return out
+
+
+def repeat_table(first: Path, second: Path, emulated: set[str]) -> str:
+    """Run to run: for native and for emulated environments, how many rows' medians moved by
+    less than 5 %, the median and the 95th percentile of |second / first - 1|, the worst row."""
+    a, b = medians(first), medians(second)
+    lines = []
+    for kind, keep in (("native", lambda env: env not in emulated),
+                       ("emulated (TCG)", lambda env: env in emulated)):
+        moves = sorted((abs(b[k] / a[k] - 1), k) for k in a.keys() & b.keys() if keep(k[0]))
+        if not moves:
+            continue
+        within = sum(1 for m, _ in moves if m <= 0.05)
+        worst_move, worst = moves[-1]
+        p95 = moves[min(len(moves) - 1, int(0.95 * len(moves)))][0]
+        lines.append([kind, len(moves), f"{within} ({within / len(moves):.0%})",
+                      f"{statistics.median(m for m, _ in moves):.1%}", f"{p95:.1%}",
+                      f"{worst_move:.0%}: {' '.join(worst)} ({a[worst]:.1f} -> {b[worst]:.1f} ns)"])
+    return tabulate(lines, headers=["rows", "compared", "within 5 %", "median move",
+                                    "95th pct move", "largest move"],
+                    tablefmt="github", disable_numparse=True)
+
+
 def show(runs: list[dict]) -> str:
     rows = [[r["environments"], r["jobs"], f"{r['total']:.1f}", f"{r['prepare']:.1f}",
              f"{r['shared']:.1f}", f"{r['guests']:.1f}", f"{r['per_container']:.1f}",
@@ -178,6 +214,8 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="no runner log")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the results in DIR (not with --scaling)")
+    parser.add_argument("--repeat", action="store_true",
+                        help="two warm runs back to back, and how far apart their medians are")
     args = parser.parse_args()
 
     if args.cold:
@@ -199,6 +237,19 @@ def main() -> int:
             for jobs in (1, 2):
                 runs.append(one_run(envs[:size], jobs, rebuild=False, quiet=args.quiet))
                 print(show(runs[-1:]).splitlines()[-1], file=sys.stderr)
+    elif args.repeat:
+        one_run(envs, args.jobs, rebuild=False, quiet=True)  # warm-up: images and kernels ready
+        with tempfile.TemporaryDirectory(prefix="vdsomatrix-repeat-") as scratch:
+            folders = [args.keep or Path(scratch), Path(scratch) / "second"]
+            if args.keep:
+                folders[1] = args.keep / "second"
+            folders[0] = folders[0] / "first"
+            for folder in folders:
+                runs.append(one_run(envs, args.jobs, rebuild=False, quiet=args.quiet,
+                                    keep=folder))
+            emulated = {e.name for e in envs if e.backend == "qemu"}
+            print("Run to run: the second warm run's medians against the first's, row by row\n")
+            print(repeat_table(*folders, emulated) + "\n")
     else:
         runs.append(one_run(envs, args.jobs, rebuild=False, quiet=args.quiet, keep=args.keep))
     print(("cold" if args.cold else "warm") + f" runs on {os.cpu_count()} CPUs:")

@@ -193,3 +193,19 @@ def load_probe():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module, importlib.import_module("runtime_rows")
+
+
+def copy_probe_context(root: Path) -> Path:
+    """A copy at ``root`` of what the probe image is built from (images/ context files and
+    probes/), for tests that edit it; ``root`` returned."""
+    import shutil
+
+    from vdsomatrix.backends.docker import images
+    from vdsomatrix.paths import project_root
+
+    (root / "images").mkdir(parents=True)
+    for name in images.CONTEXT_IMAGE_FILES:
+        shutil.copy(project_root() / "images" / name, root / "images" / name)
+    shutil.copytree(project_root() / "probes", root / "probes",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return root

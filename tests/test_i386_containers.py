@@ -247,13 +247,9 @@ def test_the_bookworm_i386_image_is_a_32_bit_userland_on_this_kernel(engine):
 def test_sources_edited_after_the_tag_was_computed_are_not_built_under_it(tmp_path):
     """Seen while the helper was being ported: an image built from newer sources than its tag
     named (and labelled with yet another hash)."""
-    import shutil
+    from fakes import copy_probe_context
 
-    root = tmp_path / "checkout"
-    (root / "images").mkdir(parents=True)
-    shutil.copy(images.project_root() / "images" / "Dockerfile", root / "images" / "Dockerfile")
-    shutil.copytree(images.project_root() / "probes", root / "probes",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    root = copy_probe_context(tmp_path / "checkout")
     tag = images.probe_image_tag(BOOKWORM_I386, root=root)
     (root / "probes" / "vdsoprobe.c").write_text("/* edited */\n")
 

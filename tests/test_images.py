@@ -18,6 +18,7 @@ from pathlib import Path
 
 import docker.errors
 import pytest
+from fakes import copy_probe_context
 
 from vdsomatrix import mirror, paths, processes
 from vdsomatrix.backends.docker import images, rootfs
@@ -32,13 +33,8 @@ TAG = r"[0-9a-f]{12}"
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
-    """A copy of the checkout's images/Dockerfile and probes/ to edit."""
-    root = tmp_path / "checkout"
-    (root / "images").mkdir(parents=True)
-    shutil.copy(project_root() / "images" / "Dockerfile", root / "images" / "Dockerfile")
-    shutil.copytree(project_root() / "probes", root / "probes",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    return root
+    """A copy of the checkout's probe image context (images/ files and probes/) to edit."""
+    return copy_probe_context(tmp_path / "checkout")
 
 
 @pytest.fixture
@@ -113,9 +109,9 @@ def test_build_context_holds_only_the_dockerfile_and_the_probe(tree):
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         names = tar.getnames()
         members = tar.getmembers()
-    assert names[0] == "Dockerfile"
+    assert names[:2] == ["Dockerfile", "build_only_packages.py"]
     assert {"probes/probe.py", "probes/build.sh", "probes/vdsoprobe.c"} <= set(names)
-    assert all(n == "Dockerfile" or n.startswith("probes/") for n in names)
+    assert all(n in names[:2] or n.startswith("probes/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".md") for n in names)
     assert all(m.mtime == 0 and m.uid == 0 for m in members)
 
@@ -299,6 +295,27 @@ def test_an_interrupt_stops_debootstrap_and_its_children_within_5_s(fake_deboots
     child = int((cache / "child").read_text())
     assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)
     assert not list((cache / "work").glob("bookworm.*"))  # the work directory is gone
+
+
+def test_packages_another_suite_downloaded_are_linked_not_fetched(tmp_path):
+    pool = tmp_path / "debs"
+    for suite, names in {"forky": ["libc6_2.41-1_amd64.deb", "base-files_14_amd64.deb"],
+                         "sid": ["libc6_2.41-1_amd64.deb", "tzdata_2025a-1_all.deb"],
+                         "trixie": []}.items():
+        (pool / suite).mkdir(parents=True)
+        for name in names:
+            (pool / suite / name).write_bytes(f"{suite}/{name}".encode())
+    shared, size = rootfs.share_debs(pool / "sid")
+    # sid gains forky's base-files only; its own libc6 is left as it was
+    assert shared == 1 and size == len(b"forky/base-files_14_amd64.deb")
+    assert (pool / "sid/libc6_2.41-1_amd64.deb").read_bytes() == b"sid/libc6_2.41-1_amd64.deb"
+    linked = pool / "sid/base-files_14_amd64.deb"
+    assert linked.stat().st_ino == (pool / "forky/base-files_14_amd64.deb").stat().st_ino
+    assert rootfs.share_debs(pool / "trixie") == (3, sum(
+        len(f"{s}/{n}".encode()) for s, n in [("forky", "libc6_2.41-1_amd64.deb"),
+                                             ("forky", "base-files_14_amd64.deb"),
+                                             ("sid", "tzdata_2025a-1_all.deb")]))
+    assert rootfs.share_debs(pool / "trixie") == (0, 0)  # nothing left to share
 
 
 def _state(pid: int) -> str:

@@ -4,7 +4,6 @@ the content hash, and one real build (bookworm) checked the way probe containers
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -113,12 +112,10 @@ def test_deb_file_names_are_quoted_as_apt_does():
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
-    """A copy of the checkout's images/Dockerfile and probes/ (with probes/runtimes/)."""
-    root = tmp_path / "checkout"
-    (root / "images").mkdir(parents=True)
-    shutil.copy(project_root() / "images" / "Dockerfile", root / "images" / "Dockerfile")
-    shutil.copytree(project_root() / "probes", root / "probes",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    """A copy of the checkout's probe image context (with probes/runtimes/)."""
+    from fakes import copy_probe_context
+
+    root = copy_probe_context(tmp_path / "checkout")
     (root / "probes" / "runtimes").mkdir(exist_ok=True)
     (root / "probes" / "runtimes" / "timing.py").write_text("print(1)\n")
     return root

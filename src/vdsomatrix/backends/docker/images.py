@@ -45,12 +45,19 @@ from vdsomatrix.text import one_line, plain, without_escapes
 PROBE_REPO = "vdsomatrix-probe"
 
 
+# What the probe image's build context holds besides probes/: images/<name>, at the top.
+CONTEXT_IMAGE_FILES = ("Dockerfile", "build_only_packages.py")
+
+
 def _context_files(root: Path) -> list[tuple[str, bytes, int]]:
-    """(path in the build context, content, mode): images/Dockerfile and the probe's sources."""
-    dockerfile = root / "images" / "Dockerfile"
-    if not dockerfile.is_file() or not (root / "probes").is_dir():
-        raise BadInput(f"{root} has no images/Dockerfile or probes/: cannot build the probe image")
-    return [("Dockerfile", dockerfile.read_bytes(), 0o644), *paths.probe_sources(root)]
+    """(path in the build context, content, mode): images/Dockerfile, the build stage's list of
+    what to purge, and the probe's sources."""
+    wanted = [root / "images" / name for name in CONTEXT_IMAGE_FILES]
+    if not all(path.is_file() for path in wanted) or not (root / "probes").is_dir():
+        raise BadInput(f"{root} has no images/{', images/'.join(CONTEXT_IMAGE_FILES)} or "
+                       "probes/: cannot build the probe image")
+    return [*((path.name, path.read_bytes(), 0o644) for path in wanted),
+            *paths.probe_sources(root)]
 
 
 def probe_hash(suite: Suite, *, root: Path | None = None,

@@ -4,7 +4,9 @@
 Debian release, debootstrap script, package list, clean-up, import changes), so the tag names what
 was asked for; the packages inside
 are whatever the mirror served that day (labels record glibc and Python). The cache directory
-holds per-suite .deb caches (so a rebuild downloads only what changed), the last debootstrap log
+holds per-suite .deb caches (so a rebuild downloads only what changed, and a package another
+suite already downloaded, same name, version and architecture, is linked, not fetched again), the
+last debootstrap log
 of each suite, and transient work directories that are removed after each import.
 """
 
@@ -245,11 +247,43 @@ def _keep_only_used_debs(debs: Path, rootfs: Path) -> None:
                 old.unlink(missing_ok=True)
 
 
+def share_debs(debs: Path) -> tuple[int, int]:
+    """Hard-link into the suite's .deb cache ``debs`` every package its sibling caches hold and
+    it does not: (how many, their bytes).
+
+    debootstrap names a cached package <name>_<version>_<arch>.deb and verifies each one against
+    the suite's signed index before use, so a shared file is only ever used when it is exactly
+    the package the suite asks for. One it rejects (a sibling's download still in progress, say)
+    is unlinked and fetched again: debootstrap removes a bad file before it downloads, so it never
+    writes into the sibling's copy.
+    """
+    have = {p.name for p in debs.glob("*.deb")}
+    shared = size = 0
+    for sibling in sorted(debs.parent.iterdir()):
+        if sibling == debs or not sibling.is_dir():
+            continue
+        for deb in sibling.glob("*.deb"):
+            if deb.name in have or not deb.is_file():
+                continue
+            try:
+                os.link(deb, debs / deb.name)
+            except OSError:
+                continue  # another file system, or a race with its removal: fetch it instead
+            have.add(deb.name)
+            shared += 1
+            size += deb.stat().st_size
+    return shared, size
+
+
 def _debootstrap(suite: Suite, target: Path, archive: str, log: Log) -> None:
     """A verified minbase root filesystem of ``suite`` in ``target``, from ``archive``."""
     script, keyring = _prerequisites(suite)
     debs = cache_dir() / "debs" / suite.name
     debs.mkdir(parents=True, exist_ok=True)
+    shared, size = share_debs(debs)
+    if shared:
+        log(f"[{suite.name}] {shared} packages ({size / 1e6:.0f} MB) already downloaded for "
+            "other suites are reused")
     logfile = cache_dir() / "logs" / f"debootstrap-{suite.name}.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
     log(f"[{suite.name}] debootstrap {suite.release} ({suite.arch}) from {archive} "
