@@ -13,7 +13,8 @@ renders reports/REPORT.md.
                              -- runtimes: the language-runtime rows; -- fidelity: every
                              native row against a reference loop, one ratio per row;
                              -- wall: phase timings of the matrix, warm, cold or scaling;
-                             -- guest-boot: where a guest's seconds go)
+                             -- guest-boot: where a guest's seconds go;
+                             -- image-build: a probe image's build and size against a revision)
     nox -s clean             remove what killed runs left behind (-- --images: old images too)
     nox -s docs              the documentation site (docs/, mkdocs.yml) built with --strict
 """
@@ -113,7 +114,7 @@ def tests(session: nox.Session) -> None:
 
 BENCHMARKS = {"syscalls": "benchmarks/syscall_cost.py", "runtimes": "benchmarks/runtime_cost.py",
               "fidelity": "benchmarks/fidelity.py", "wall": "benchmarks/matrix_wall.py",
-              "guest-boot": "benchmarks/guest_boot.py"}
+              "guest-boot": "benchmarks/guest_boot.py", "image-build": "benchmarks/image_build.py"}
 
 
 @nox.session

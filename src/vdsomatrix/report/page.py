@@ -189,6 +189,10 @@ def method_lines(results: list[Result]) -> list[str]:
         "engine's own version) with perf_event_open allowed, so that their rows count traps as "
         "the host's do; every system call pays for the filter (at a glance says how much, where "
         "a measurement-only allow-all container ran); the host has no filter.",
+        "Each median is one run's. How far two runs on one machine lie apart is measured by "
+        "`nox -s bench -- wall --repeat` (two warm runs back to back, compared row by row; "
+        "docs/method.md gives the development machine's figures); a difference within that "
+        "spread is no difference.",
         "The binary analysis reads the bytes each environment shipped (its vDSO image and its "
         "libc) with pyelftools and capstone, on the host; its classifications are static "
         "estimates.",

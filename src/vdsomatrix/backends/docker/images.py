@@ -32,6 +32,7 @@ from vdsomatrix.backends.docker.engine import (
     find_image,
 )
 from vdsomatrix.backends.docker.rootfs import (
+    BASE_REPO,
     ImageBuildError,
     base_hash,
     base_image_tag,
@@ -45,19 +46,45 @@ from vdsomatrix.text import one_line, plain, without_escapes
 PROBE_REPO = "vdsomatrix-probe"
 
 
-# What the probe image's build context holds besides probes/: images/<name>, at the top.
-CONTEXT_IMAGE_FILES = ("Dockerfile", "build_only_packages.py")
+# The run base's build context: images/<name>, the first one its Dockerfile. The probe image's is
+# images/Dockerfile and probes/.
+RUN_BASE_FILES = ("run-base.Dockerfile", "build_only_packages.py")
+# The files of images/ either build context reads (tests copy them to build from a copy).
+CONTEXT_IMAGE_FILES = ("Dockerfile", *RUN_BASE_FILES)
 
 
 def _context_files(root: Path) -> list[tuple[str, bytes, int]]:
-    """(path in the build context, content, mode): images/Dockerfile, the build stage's list of
-    what to purge, and the probe's sources."""
-    wanted = [root / "images" / name for name in CONTEXT_IMAGE_FILES]
-    if not all(path.is_file() for path in wanted) or not (root / "probes").is_dir():
-        raise BadInput(f"{root} has no images/{', images/'.join(CONTEXT_IMAGE_FILES)} or "
-                       "probes/: cannot build the probe image")
-    return [*((path.name, path.read_bytes(), 0o644) for path in wanted),
-            *paths.probe_sources(root)]
+    """(path in the build context, content, mode): images/Dockerfile and the probe's sources."""
+    dockerfile = root / "images" / "Dockerfile"
+    if not dockerfile.is_file() or not (root / "probes").is_dir():
+        raise BadInput(f"{root} has no images/Dockerfile or probes/: cannot build the probe image")
+    return [("Dockerfile", dockerfile.read_bytes(), 0o644), *paths.probe_sources(root)]
+
+
+def _run_base_files(root: Path) -> list[tuple[str, bytes, int]]:
+    wanted = [root / "images" / name for name in RUN_BASE_FILES]
+    missing = [p.name for p in wanted if not p.is_file()]
+    if missing:
+        raise BadInput(f"{root} has no images/{', images/'.join(missing)}: cannot build the run "
+                       "base image")
+    return [(p.name, p.read_bytes(), 0o644) for p in wanted]
+
+
+def run_base_hash(suite: Suite, *, root: Path | None = None,
+                  files: list[tuple[str, bytes, int]] | None = None) -> str:
+    """The hash of ``suite``'s run base: its base's and its recipe's (the purge)."""
+    h = hashlib.sha256()
+    h.update(f"vdsomatrix-run-base/1\0{base_hash(suite)}\0".encode())
+    for name, data, mode in files if files is not None else _run_base_files(
+            root or project_root()):
+        h.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def run_base_tag(suite: Suite, *, root: Path | None = None) -> str:
+    """``vdsomatrix-base:<suite>-run-<hash12>``: the base without the build-only packages."""
+    return f"{BASE_REPO}:{suite.name}-run-{run_base_hash(suite, root=root)[:12]}"
 
 
 def probe_hash(suite: Suite, *, root: Path | None = None,
@@ -67,8 +94,9 @@ def probe_hash(suite: Suite, *, root: Path | None = None,
     if files is None:
         files = _context_files(root or project_root())
     h = hashlib.sha256()
-    h.update(f"vdsomatrix-probe-image/1\0{suite.name}\0{suite.script}\0".encode())
+    h.update(f"vdsomatrix-probe-image/2\0{suite.name}\0{suite.script}\0".encode())
     h.update(base_hash(suite).encode() + b"\0")
+    h.update(run_base_hash(suite, root=root).encode() + b"\0")
     for name, data, mode in files:
         h.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
         h.update(data)
@@ -113,6 +141,7 @@ def _probe_labels(suite: Suite, base_tag: str, root: Path,
         f"{LABEL}.hash": probe_hash(suite, root=root, files=files),
         f"{LABEL}.base": base_tag,
         f"{LABEL}.base-hash": base_hash(suite),
+        f"{LABEL}.run-base": run_base_tag(suite, root=root),
     }
 
 
@@ -149,6 +178,40 @@ def _follow_build(stream: Iterator[dict], suite: Suite, log: Log) -> None:
                     log(f"[{suite.name}] {' '.join(line.split())[:110]}")
 
 
+def _build_run_base(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool, root: Path,
+                    log: Log) -> str:
+    started = time.monotonic()
+    files = _run_base_files(root)
+    log(f"[{suite.name}] building {tag} on {base_tag} (the build-only packages purged)")
+    stream = client.api.build(
+        fileobj=_context_tar(files),
+        custom_context=True,
+        dockerfile=RUN_BASE_FILES[0],
+        tag=tag,
+        buildargs={"BASE": base_tag},
+        network_mode="none",
+        pull=False,
+        nocache=nocache,
+        rm=True,
+        forcerm=True,
+        labels={
+            f"{LABEL}.kind": "run-base",
+            f"{LABEL}.suite": suite.name,
+            f"{LABEL}.script": suite.script,
+            f"{LABEL}.arch": suite.arch,
+            f"{LABEL}.release": suite.release,
+            f"{LABEL}.hash": run_base_hash(suite, files=files),
+            f"{LABEL}.base": base_tag,
+        },
+        decode=True,
+    )
+    _follow_build(stream, suite, log)
+    if find_image(client, tag) is None:
+        raise ImageBuildError(f"the {suite.name} run base build ended without an image {tag}")
+    log(f"[{suite.name}] run base {tag} ready ({time.monotonic() - started:.0f} s)")
+    return tag
+
+
 def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool, root: Path,
                  log: Log) -> str:
     started = time.monotonic()
@@ -166,7 +229,7 @@ def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool
         fileobj=_context_tar(files),
         custom_context=True,
         tag=tag,
-        buildargs={"BASE": base_tag},
+        buildargs={"BASE": base_tag, "RUN_BASE": run_base_tag(suite, root=root)},
         network_mode="none",
         pull=False,
         nocache=nocache,
@@ -213,6 +276,12 @@ def ensure_probe_image(suite: Suite, *, rebuild: bool = False, log: Log = print,
             superseded: list[tuple[str, str]] = []
             if _needs_build(client, base_tag, rebuild, asked_at):
                 _replace(client, base_tag, lambda: build_base(client, suite, base_tag, log),
+                         superseded)
+            run_tag = run_base_tag(suite, root=root)
+            if _needs_build(client, run_tag, rebuild, asked_at):
+                _replace(client, run_tag,
+                         lambda: _build_run_base(client, suite, base_tag, run_tag,
+                                                 nocache=rebuild, root=root, log=log),
                          superseded)
             if _needs_build(client, tag, rebuild, asked_at):
                 _replace(client, tag,

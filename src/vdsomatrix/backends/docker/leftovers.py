@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix.backends.docker.engine import LABEL, Log, remove_container
-from vdsomatrix.backends.docker.images import PROBE_REPO, probe_image_tag
+from vdsomatrix.backends.docker.images import PROBE_REPO, probe_image_tag, run_base_tag
 from vdsomatrix.backends.docker.rootfs import BASE_REPO, base_image_tag
 from vdsomatrix.matrix import DEFAULT_ARCH, Suite
 from vdsomatrix.processes import boot_id, start_time
@@ -111,7 +111,8 @@ def _current_tags(labels: dict[str, str], root: Path | None,
            labels.get(f"{LABEL}.arch") or DEFAULT_ARCH, labels.get(f"{LABEL}.release") or None)
     if key not in known:
         suite = Suite(*key)
-        known[key] = {base_image_tag(suite), probe_image_tag(suite, root=root)}
+        known[key] = {base_image_tag(suite), run_base_tag(suite, root=root),
+                      probe_image_tag(suite, root=root)}
         # The runtime image's tag covers the packages the suite's index offered when it was
         # last read; without that record (never built here), every runtime tag is kept.
         selection = runtimes.cached_selection(suite)
