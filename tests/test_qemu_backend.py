@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,11 +30,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdsomatrix import contract, processes
+from vdsomatrix.analysis import artefacts
 from vdsomatrix.backends.qemu import QemuBackend, accel, guest, initramfs, kernels, workdirs
 from vdsomatrix.backends.qemu import backend as qb
 from vdsomatrix.backends.qemu.backend import qemu_argv
 from vdsomatrix.backends.qemu.guest import kernel_cmdline
-from vdsomatrix.backends.qemu.initramfs import CacheKey, InitramfsCache
+from vdsomatrix.backends.qemu.initramfs import CacheKey, InitramfsCache, read_file
 from vdsomatrix.errors import BadInput
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
 
@@ -304,7 +306,60 @@ def test_the_init_runs_the_contract_command_line():
     assert words == contract.probe_argv(
         python="python3", probe=contract.PROBE_IN_IMAGE,
         helper=contract.HELPER_IN_IMAGE.format(build="musl"), name="k6.1-x", backend="qemu",
-        budget=42)
+        budget=42, artefacts_by_digest=True)
+
+
+def _by_digest(data: bytes, file: str = "/usr/lib/x86_64-linux-gnu/libc.so.6") -> dict:
+    return {"artefacts": {"libc": {
+        "path": "/lib/x86_64-linux-gnu/libc.so.6", "file": file, "role": "shared-object",
+        "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "by_digest": True}}}
+
+
+def test_an_artefact_shipped_by_digest_is_the_hosts_copy_when_the_digest_matches():
+    data = b"\x7fELF" + bytes(range(256)) * 40
+    doc, asked = _by_digest(data), []
+
+    def reader(path, limit):
+        asked.append((path, limit))
+        return data
+
+    assert contract.resolve_artefacts(doc, reader, "the guest's initramfs") == []
+    assert asked == [("/usr/lib/x86_64-linux-gnu/libc.so.6", len(data))]
+    decoded = artefacts.decode_libc(doc)
+    assert decoded.data == data and not decoded.errors
+    assert "the same size and SHA-256" in doc["artefacts"]["libc"]["source"]
+
+
+@pytest.mark.parametrize("file, copy, why", [
+    ("/usr/lib/libc.so.6", b"other bytes", "is not the file the probe loaded"),
+    ("/usr/lib/libc.so.6", None, "has no file /usr/lib/libc.so.6"),
+    ("/usr/lib/*", b"x", "not named by a plain absolute path"),
+    ("/usr/../etc/shadow", b"x", "not named by a plain absolute path"),
+    ("usr/lib/libc.so.6", b"x", "not named by a plain absolute path"),
+    ("/usr/lib/libc.so.6\n", b"x", "not named by a plain absolute path"),
+])
+def test_an_artefact_whose_copy_does_not_match_is_an_error_not_data(file, copy, why):
+    doc = _by_digest(b"the bytes the guest loaded", file)
+    doc["artefacts"]["libc"]["zlib_base64"] = "c2VudCBieSB0aGUgZ3Vlc3Q="  # never trusted
+    errors = contract.resolve_artefacts(doc, lambda path, limit: copy, "the initramfs")
+    assert len(errors) == 1 and why in errors[0] and "\n" not in errors[0]
+    assert "zlib_base64" not in doc["artefacts"]["libc"]
+    assert artefacts.decode_libc(doc).data is None
+
+
+def test_artefacts_are_read_from_the_initramfs_within_their_size(tmp_path):
+    if shutil.which("bsdtar") is None:
+        pytest.skip("bsdtar (libarchive-tools) is not installed")
+    root = tmp_path / "root"
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/libc.so.6").write_bytes(b"libc bytes")
+    (root / "usr/lib/big").write_bytes(b"x" * 4096)
+    cpio = tmp_path / "initrd.cpio"
+    subprocess.run(["bsdtar", "--format", "newc", "-cf", str(cpio), "-C", str(root), "usr"],
+                   check=True)
+    assert read_file(cpio, "/usr/lib/libc.so.6", 100) == b"libc bytes"
+    assert read_file(cpio, "/usr/lib/big", 100) is None  # larger than the probe said
+    assert read_file(cpio, "/usr/lib/missing", 100) is None
 
 
 @pytest.mark.parametrize("argument", ['a"b', "a\\b", "a`id`", "$HOME"])

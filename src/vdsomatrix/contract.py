@@ -8,6 +8,11 @@ it), reads what it printed with :func:`parse_output`, and the runner names the r
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +31,11 @@ SYSCOUNT_IN_IMAGE = "/opt/vdsomatrix/bin/syscount"
 # A probe prints about 1.4 MB (the compressed libc and loader are most of it); more than this is
 # not a probe's document, and is refused before any memory is spent decoding it.
 MAX_OUTPUT = 8 << 20
+# An artefact shipped by digest names its file by a plain absolute path (no glob or shell
+# character, no ..) of at most this many characters, and is no larger than the analysis reads.
+_ARTEFACT_FILE = re.compile(r"/[A-Za-z0-9._+@-][A-Za-z0-9._+@/-]{0,1022}")
+MAX_ARTEFACT_BYTES = 8 << 20  # analysis/artefacts.py reads no more
+_MAX_ARTEFACTS = 8
 
 
 def helper_budget(deadline: float, startup: float) -> int:
@@ -38,22 +48,31 @@ def helper_budget(deadline: float, startup: float) -> int:
 
 
 def probe_argv(*, python: str, probe: str, helper: str, name: str, backend: str,
-               budget: int | str, time_namespace: bool = False) -> list[str]:
+               budget: int | str, time_namespace: bool = False,
+               artefacts_by_digest: bool = False) -> list[str]:
     """The probe's command line, the same in every backend (``budget``: see helper_budget;
-    ``time_namespace``: the helper runs in a new time namespace, see probes/probe.py)."""
+    ``time_namespace``: the helper runs in a new time namespace, see probes/probe.py;
+    ``artefacts_by_digest``: the backend holds the environment's files and fills the artefacts
+    in itself, see resolve_artefacts)."""
     argv = [python, probe, "--helper", helper, "--name", name, "--backend", backend,
             "--helper-timeout", str(budget)]
     if time_namespace:
         argv.append("--time-namespace")
+    if artefacts_by_digest:
+        argv.append("--artefacts-by-digest")
     return argv
 
 
 def runtimes_argv(*, python: str, probe: str, runtimes: str, syscount: str, name: str,
-                  backend: str, budget: int | str) -> list[str]:
+                  backend: str, budget: int | str, artefacts_by_digest: bool = False
+                  ) -> list[str]:
     """The probe's command line in a runtime environment: the language runtimes found in
     ``runtimes`` (timed, and counted with ``syscount``) take the place of the C helper."""
-    return [python, probe, "--runtimes", runtimes, "--syscount", syscount, "--name", name,
+    argv = [python, probe, "--runtimes", runtimes, "--syscount", syscount, "--name", name,
             "--backend", backend, "--helper-timeout", str(budget)]
+    if artefacts_by_digest:
+        argv.append("--artefacts-by-digest")
+    return argv
 
 
 @dataclass
@@ -105,3 +124,48 @@ def stamp_identity(doc: dict[str, Any], env: Environment, facts: dict[str, Any])
                     build=str(env.build), arch=env.arch, description=env.description or None)
     if env.kernel is not None:
         identity.update(kernel_suite=env.kernel.suite, matrix_cmdline=env.cmdline)
+
+
+def resolve_artefacts(doc: dict[str, Any], read_file: Callable[[str, int], bytes | None],
+                      copy: str) -> list[str]:
+    """Fill in every artefact the probe shipped by digest (``--artefacts-by-digest``) with the
+    backend's own copy of that file, read by ``read_file(path, limit)``; ``copy`` names that copy
+    in messages ("the guest's initramfs"). Returns one-line errors.
+
+    The copy is used only when its size and SHA-256 equal what the probe measured on the file it
+    loaded: then it is the same bytes, and the analysis reads exactly what the environment ran.
+    Anything else leaves the artefact with an error that says so (the analysis then reports it
+    as missing), and the path the probe gave is never used until it is a plain absolute path.
+    """
+    arts = doc.get("artefacts")
+    if not isinstance(arts, dict):
+        return []
+    errors = []
+    for key, art in list(arts.items())[:_MAX_ARTEFACTS]:
+        if not isinstance(art, dict) or art.get("by_digest") is not True:
+            continue
+        art.pop("zlib_base64", None)  # only the host's copy fills it in
+        file, digest, size = art.get("file"), art.get("sha256"), art.get("size")
+        data, problem = None, None
+        if not (isinstance(file, str) and _ARTEFACT_FILE.fullmatch(file)
+                and ".." not in file.split("/")):
+            problem = "its file is not named by a plain absolute path"
+        elif not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)
+                  and isinstance(size, int) and not isinstance(size, bool)
+                  and 0 < size <= MAX_ARTEFACT_BYTES):
+            problem = "it came without a usable sha256 and size"
+        else:
+            data = read_file(file, size)
+            if data is None:
+                problem = f"{copy} has no file {file}"
+            elif len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+                problem = (f"{copy}'s {file} is not the file the probe loaded (its size or "
+                           "SHA-256 differs)")
+        if problem is not None:
+            art["error"] = f"shipped by digest, but {problem}"
+            errors.append(f"artefact {key}: {art['error']}")
+            continue
+        assert data is not None
+        art["zlib_base64"] = base64.b64encode(zlib.compress(data, 6)).decode("ascii")
+        art["source"] = f"{copy}, the same size and SHA-256 as the file the probe loaded"
+    return errors

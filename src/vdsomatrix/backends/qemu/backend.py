@@ -32,7 +32,7 @@ from typing import Any
 from vdsomatrix import contract, processes
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.backends.qemu import accel, guest, kernels, workdirs
-from vdsomatrix.backends.qemu.initramfs import InitramfsCache
+from vdsomatrix.backends.qemu.initramfs import InitramfsCache, read_file
 from vdsomatrix.cpus import claim_host_cpu
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
@@ -291,6 +291,10 @@ class QemuBackend(Backend):
             log(f"{env.name}: booting {kernel.release} ({chosen}, host CPU {cpu}): {append}")
             remaining = max(1.0, deadline - (time.monotonic() - started))
             outcome = self._boot(argv, work, remaining)
+        if outcome.document is not None:
+            outcome.errors += contract.resolve_artefacts(
+                outcome.document, lambda path, limit: read_file(initrd, path, limit),
+                "the guest's initramfs")
         outcome.seconds = time.monotonic() - started
         outcome.identity = {
             "accel": chosen,

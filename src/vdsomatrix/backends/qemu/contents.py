@@ -1,7 +1,8 @@
 """What a guest of the C helper's builds boots with: the part of a probe image the probe needs.
 
-A probe image is a whole Debian userland with a compiler (330-410 MB; 111-127 MB as an
-initramfs even with :data:`initramfs.STRIP` taken out), and under TCG every megabyte of it is
+A probe image is a whole Debian userland (156-164 MB since the compiler stays in its build stage;
+it was 330-410 MB, 111-127 MB as an initramfs with :data:`initramfs.STRIP` taken out), and under
+TCG every megabyte of it is
 copied into the guest's RAM and unpacked there before /init starts. The guest runs only /init
 (POSIX sh and a few coreutils), ``python3 probe.py`` and the helper, so its initramfs keeps
 (:func:`select`):

@@ -4,7 +4,7 @@ The probe image of a suite (the same Docker image the docker backend runs) is ex
 created, never started container. For the C helper's builds only what the probe needs is kept
 (contents.py: /init's programs, python3 and the part of its standard library the probe can
 import, the probe and its helpers, /etc, and every library all of them load: some 33 MB of a
-330-410 MB image); the runtime images (``runtimes``) are kept whole but for :data:`STRIP`
+156-164 MB image); the runtime images (``runtimes``) are kept whole but for :data:`STRIP`
 (compilers, headers, static libraries, documentation, locales). Either is written by ``bsdtar``
 as an uncompressed newc initramfs (uncompressed: under TCG the guest's CPU is emulated, and
 decompressing costs it more than copying the bytes saves; see benchmarks/guest_boot.py), plus
@@ -436,3 +436,14 @@ class InitramfsCache:
                     if path != current:
                         path.unlink(missing_ok=True)
                         log(f"qemu: removed the unused initramfs {path.name}")
+
+
+def read_file(cpio: Path, path: str, limit: int) -> bytes | None:
+    """The bytes of the file ``path`` (absolute) in the initramfs ``cpio``, if it holds a
+    regular file there of at most ``limit`` bytes; None otherwise. ``path`` must already be a
+    plain path (contract.resolve_artefacts checks it): bsdtar reads it as a pattern."""
+    done = processes.run_bounded(["bsdtar", "-xOf", str(cpio), "--", path.lstrip("/")],
+                                 timeout=60, stdout_cap=limit)
+    if done.returncode != 0 or done.timed_out or done.overflow or not done.stdout:
+        return None
+    return done.stdout
