@@ -113,7 +113,8 @@ def tests(session: nox.Session) -> None:
 
 BENCHMARKS = {"syscalls": "benchmarks/syscall_cost.py", "runtimes": "benchmarks/runtime_cost.py",
               "fidelity": "benchmarks/fidelity.py", "wall": "benchmarks/matrix_wall.py",
-              "guest-boot": "benchmarks/guest_boot.py"}
+              "guest-boot": "benchmarks/guest_boot.py",
+              "correctness": "benchmarks/correctness_cost.py"}
 
 
 @nox.session
@@ -121,7 +122,8 @@ def bench(session: nox.Session) -> None:
     """The probe against independent references, side by side in one run: `-- syscalls`
     (perf bench, the default), `-- runtimes` (timeit, go test -bench, other loops) or
     `-- fidelity` (every native row against benchmarks/references/reference_loop.c); and
-    where the time of a run goes: `-- wall` (the matrix's phases) and `-- guest-boot`."""
+    where the time of a run goes: `-- wall` (the matrix's phases), `-- guest-boot` and
+    `-- correctness` (the helper's correctness checks)."""
     install(session)
     args = list(session.posargs)
     script = BENCHMARKS[args.pop(0)] if args and args[0] in BENCHMARKS else BENCHMARKS["syscalls"]
