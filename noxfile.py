@@ -14,7 +14,8 @@ renders reports/REPORT.md.
                              native row against a reference loop, one ratio per row;
                              -- wall: phase timings of the matrix, warm, cold or scaling;
                              -- guest-boot: where a guest's seconds go;
-                             -- image-build: a probe image's build and size against a revision)
+                             -- image-build: a probe image's build and size against a revision;
+                             -- correctness: what the helper's correctness checks cost)
     nox -s clean             remove what killed runs left behind (-- --images: old images too)
     nox -s docs              the documentation site (docs/, mkdocs.yml) built with --strict
 """
@@ -114,7 +115,8 @@ def tests(session: nox.Session) -> None:
 
 BENCHMARKS = {"syscalls": "benchmarks/syscall_cost.py", "runtimes": "benchmarks/runtime_cost.py",
               "fidelity": "benchmarks/fidelity.py", "wall": "benchmarks/matrix_wall.py",
-              "guest-boot": "benchmarks/guest_boot.py", "image-build": "benchmarks/image_build.py"}
+              "guest-boot": "benchmarks/guest_boot.py", "image-build": "benchmarks/image_build.py",
+              "correctness": "benchmarks/correctness_cost.py"}
 
 
 @nox.session
@@ -122,7 +124,8 @@ def bench(session: nox.Session) -> None:
     """The probe against independent references, side by side in one run: `-- syscalls`
     (perf bench, the default), `-- runtimes` (timeit, go test -bench, other loops) or
     `-- fidelity` (every native row against benchmarks/references/reference_loop.c); and
-    where the time of a run goes: `-- wall` (the matrix's phases) and `-- guest-boot`."""
+    where the time of a run goes: `-- wall` (the matrix's phases), `-- guest-boot`,
+    `-- image-build` and `-- correctness` (the helper's correctness checks)."""
     install(session)
     args = list(session.posargs)
     script = BENCHMARKS[args.pop(0)] if args and args[0] in BENCHMARKS else BENCHMARKS["syscalls"]

@@ -11,11 +11,13 @@ shift
 [ $# -gt 0 ] || set -- dynamic static musl
 mkdir -p "$out"
 CFLAGS="-O2 -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-omit-frame-pointer"
+# The helper is two sources (vdsoprobe.c, correctness.c); -pthread for the correctness checks'
+# threads (glibc < 2.34 keeps them in libpthread, which a static link must name).
 for build in "$@"; do
     case $build in
-    dynamic) ${CC:-cc} $CFLAGS -o "$out/vdsoprobe-dynamic" "$here/vdsoprobe.c" ;;
-    static) ${CC:-cc} $CFLAGS -static -o "$out/vdsoprobe-static" "$here/vdsoprobe.c" ;;
-    musl) ${MUSL_CC:-musl-gcc} $CFLAGS -static -o "$out/vdsoprobe-musl" "$here/vdsoprobe.c" ;;
+    dynamic) ${CC:-cc} $CFLAGS -o "$out/vdsoprobe-dynamic" "$here/vdsoprobe.c" "$here/correctness.c" -pthread ;;
+    static) ${CC:-cc} $CFLAGS -static -o "$out/vdsoprobe-static" "$here/vdsoprobe.c" "$here/correctness.c" -pthread ;;
+    musl) ${MUSL_CC:-musl-gcc} $CFLAGS -static -o "$out/vdsoprobe-musl" "$here/vdsoprobe.c" "$here/correctness.c" -pthread ;;
     syscount)
         ${CC:-cc} $CFLAGS -o "$out/syscount" "$here/syscount.c"
         echo "built $out/syscount"

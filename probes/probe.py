@@ -403,9 +403,9 @@ def artefact(path, role, errors):
     return out
 
 
-def run_helper(helper, errors, timeout):
+def run_helper(helper, errors, timeout, args=()):
     try:
-        proc = subprocess.run([helper], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.run([helper, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
         errors.append("helper %s did not finish within %d s" % (helper, timeout))
@@ -424,6 +424,22 @@ def run_helper(helper, errors, timeout):
     except ValueError as exc:
         errors.append("helper %s printed no valid JSON: %s" % (helper, exc))
         return None
+
+
+# The helper's correctness checks (correctness.c): their time budget in ms. The checks stop by
+# time, not by count, so a guest under TCG makes fewer of them in about the same time.
+CORRECTNESS_BUDGET_MS = 300
+
+
+def correctness(helper, errors, timeout):
+    """The helper's `--correctness` run: agreement of the paths, across CPUs, error paths."""
+    out = run_helper(helper, errors, min(timeout, 120),
+                     ("--correctness", str(CORRECTNESS_BUDGET_MS)))
+    found = out.get("correctness") if isinstance(out, dict) else None
+    if out is not None and not isinstance(found, dict):
+        errors.append("helper %s --correctness printed no correctness object: rebuild it with "
+                      "probes/build.sh" % helper)
+    return found if isinstance(found, dict) else None
 
 
 def own_libc(mappings, auxv):
@@ -575,6 +591,10 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
         # the helper (or the runtimes) then run in the new namespace.
         doc["environment"]["time_namespace"] = enter_time_namespace()
     helper_out = run_helper(helper, errors, helper_timeout) if helper else None
+    if helper:
+        # What is left of the helper's budget (the run above may have used most of it).
+        left = max(5, int(helper_timeout - (time.monotonic() - started)))
+        doc["correctness"] = correctness(helper, errors, left)
     if helper is None and runtimes is None:
         errors.append("no helper given: latency rows not measured")
     if helper_out is not None:

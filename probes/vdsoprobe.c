@@ -53,6 +53,7 @@
 #endif
 #endif
 
+#include "correctness.h"
 #include "json_string.h"
 
 /* The process's own ABI, and the ELF class of the vDSO the kernel maps into it. */
@@ -1082,7 +1083,7 @@ int main(int argc, char **argv)
 	const char *no_kvs = NULL;
 #endif
 	uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
-	int i;
+	int i, correctness_ms = 0; /* > 0: --correctness, the checks of correctness.c only */
 	struct {
 		clockid_t id;
 		const char *name;
@@ -1099,14 +1100,18 @@ int main(int argc, char **argv)
 			cfg.min_batch_ns = atol(argv[++i]);
 		else if (strcmp(argv[i], "--row-deadline") == 0 && i + 1 < argc)
 			cfg.row_deadline_s = atoi(argv[++i]);
-		else {
-			fprintf(stderr, "usage: %s [--batches N>=31] [--min-batch-ns NS] [--row-deadline S]\n",
-				argv[0]);
+		else if (strcmp(argv[i], "--correctness") == 0) {
+			correctness_ms = i + 1 < argc && argv[i + 1][0] != '-' ? atoi(argv[++i]) : 300;
+			correctness_ms = correctness_ms > 0 ? correctness_ms : -1; /* refused below */
+		} else {
+			fprintf(stderr, "usage: %s [--batches N>=31] [--min-batch-ns NS] [--row-deadline S]"
+				" | --correctness [BUDGET_MS]\n", argv[0]);
 			return 2;
 		}
 	}
-	if (cfg.batches < 31 || cfg.min_batch_ns < 1000 || cfg.row_deadline_s < 1) {
-		fprintf(stderr, "vdsoprobe: need --batches >= 31, --min-batch-ns >= 1000, --row-deadline >= 1\n");
+	if (cfg.batches < 31 || cfg.min_batch_ns < 1000 || cfg.row_deadline_s < 1 || correctness_ms < 0) {
+		fprintf(stderr, "vdsoprobe: need --batches >= 31, --min-batch-ns >= 1000, --row-deadline >= 1,"
+			" --correctness BUDGET_MS >= 1\n");
 		return 2;
 	}
 
@@ -1125,6 +1130,11 @@ int main(int argc, char **argv)
 		vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_lookup("LINUX_2.6", "__vdso_clock_gettime64");
 		vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_lookup("LINUX_2.6", "__vdso_clock_getres");
 #endif
+	}
+	if (correctness_ms > 0) { /* issue 16: correctness.c, with the vDSO symbols found above */
+		struct correctness_vdso found = {no_vdso, (void *)vdso_clock_gettime, (void *)vdso_gettimeofday,
+						 (void *)vdso_time, (void *)vdso_getcpu, vdso_lookup};
+		return correctness_main(&found, correctness_ms);
 	}
 #if defined(__i386__)
 	kvs_init();

@@ -95,7 +95,9 @@ def test_collect_takes_the_abi_from_the_helper(monkeypatch):
     if native is None:
         pytest.skip("not an x86 machine")
     monkeypatch.setattr(probe, "artefact", lambda path, role, errors: {"path": path})
-    monkeypatch.setattr(probe, "run_helper", lambda helper, errors, timeout: fake_helper(native))
+    # the second run is the helper's --correctness one (issue 16)
+    monkeypatch.setattr(probe, "run_helper", lambda helper, errors, timeout, args=():
+                        {"correctness": {}} if args else fake_helper(native))
     doc = probe.collect("/bin/true", "t", "host", 30)
     assert doc["environment"]["abi"] == native and doc["errors"] == []
     address = doc["vdso"]["kernel_vsyscall_address"]
@@ -105,7 +107,8 @@ def test_collect_takes_the_abi_from_the_helper(monkeypatch):
         assert re.fullmatch(r"0x[0-9a-f]+", address)
 
     other = "i386" if native == "x86_64" else "x86_64"
-    monkeypatch.setattr(probe, "run_helper", lambda helper, errors, timeout: fake_helper(other))
+    monkeypatch.setattr(probe, "run_helper", lambda helper, errors, timeout, args=():
+                        {"correctness": {}} if args else fake_helper(other))
     doc = probe.collect("/bin/true", "t", "host", 30)
     assert doc["environment"]["abi"] == other
     assert any("is not this python3's" in e for e in doc["errors"]), doc["errors"]

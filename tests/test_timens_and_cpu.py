@@ -110,12 +110,13 @@ def test_the_init_runs_the_contract_command_line_with_a_time_namespace(timens, b
     if build == "runtimes":
         assert words == contract.runtimes_argv(
             python="python3", probe=contract.PROBE_IN_IMAGE, runtimes=contract.RUNTIMES_IN_IMAGE,
-            syscount=contract.SYSCOUNT_IN_IMAGE, name="k6.1-x", backend="qemu", budget=42)[1:]
+            syscount=contract.SYSCOUNT_IN_IMAGE, name="k6.1-x", backend="qemu", budget=42,
+            artefacts_by_digest=True)[1:]
         return
     assert words == contract.probe_argv(
         python="python3", probe=contract.PROBE_IN_IMAGE,
         helper=contract.HELPER_IN_IMAGE.format(build=build), name="k6.1-x", backend="qemu",
-        budget=42, time_namespace=flagged)[1:]
+        budget=42, time_namespace=flagged, artefacts_by_digest=True)[1:]
 
 
 def test_matrix_has_the_timens_and_mitigations_off_guests():

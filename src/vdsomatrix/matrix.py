@@ -121,6 +121,9 @@ class Environment:
     # docker: the container's seccomp profile, "probe" (Docker's default plus what the probe
     # needs, see backends/docker/seccomp.py) or "allow-all" (a measurement of the filter's cost)
     seccomp: str = "probe"
+    # qemu: the guest's vCPUs (all on the one host CPU the guest is given); 1 but for the
+    # variant that runs the correctness checks' CLOCK_MONOTONIC-across-CPUs check
+    cpus: int = 1
 
     @property
     def suite(self) -> str | None:
@@ -279,7 +282,8 @@ def _check_build(suite: Suite, build: Build, path: Path, where: str) -> None:
 
 
 _ENTRY_KEYS = {"name", "backend", "suite", "build", "kernel", "cmdline", "description",
-               "time_namespace", "seccomp"}
+               "time_namespace", "seccomp", "cpus"}
+MAX_GUEST_CPUS = 4
 # The container seccomp profiles a matrix may choose ("probe" is the default).
 SECCOMP_PROFILES = ("probe", "allow-all")
 
@@ -349,6 +353,11 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
     if seccomp not in SECCOMP_PROFILES:
         raise _fail(path, where, f"`seccomp` must be one of: {', '.join(SECCOMP_PROFILES)} "
                     f"(got {seccomp!r}; leave it out for the probe's own profile)")
+    cpus = body.get("cpus", 1)
+    if "cpus" in body and backend != BackendName.QEMU:
+        raise _fail(path, where, "`cpus` is for the qemu backend only")
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_GUEST_CPUS:
+        raise _fail(path, where, f"`cpus` must be a whole number from 1 to {MAX_GUEST_CPUS}")
     if suite:
         _check_build(suites[suite], Build(build), path, where)
     return Environment(
@@ -362,4 +371,5 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
         description=body.get("description", ""),
         time_namespace=time_namespace,
         seccomp=seccomp,
+        cpus=cpus,
     )

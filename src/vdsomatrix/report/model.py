@@ -89,14 +89,15 @@ MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (
 # The sections, in page order. Their ids are anchors and --section names: they do not change.
 SECTION_IDS: tuple[str, ...] = (
     "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
-    "latency", "recent-vdso", "runtimes", "i386", "binary-symbols", "binary-census", "binary-usage",
-    "binary-entry-points", "method", "problems",
+    "latency", "recent-vdso", "correctness", "runtimes", "i386", "binary-symbols",
+    "binary-census", "binary-usage", "binary-entry-points", "method", "problems",
 )
 # Sections a report has only when its results call for them: "recent-vdso" when any result has
-# getrandom rows or ran in a time namespace, "runtimes" when any result is of a
-# runtime environment (the language runtimes' rows), "i386" when any result is of a 32-bit
-# process (an i386 userland: its rows are of another ABI than the x86_64 tables').
-OPTIONAL_SECTIONS: tuple[str, ...] = ("recent-vdso", "runtimes", "i386")
+# getrandom rows or ran in a time namespace, "correctness" when any has the helper's correctness
+# checks, "runtimes" when any result is of a runtime environment (the language runtimes' rows),
+# "i386" when any result is of a 32-bit process (an i386 userland: its rows are of another ABI
+# than the x86_64 tables').
+OPTIONAL_SECTIONS: tuple[str, ...] = ("recent-vdso", "correctness", "runtimes", "i386")
 # (group id, title): the rows of every per-environment table, in this order.
 # The language-runtime environments have groups of their own, titled as the others: they are
 # rows of the runtime section's tables and of the environment list only.

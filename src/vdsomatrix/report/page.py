@@ -16,7 +16,7 @@ from typing import Any
 
 from vdsomatrix import __version__
 from vdsomatrix.matrix import BackendName
-from vdsomatrix.report import entry_costs, i386, measurements, recent_vdso, runtimes
+from vdsomatrix.report import correctness, entry_costs, i386, measurements, recent_vdso, runtimes
 from vdsomatrix.report.binary import analysis_sections
 from vdsomatrix.report.cells import (
     Result,
@@ -335,6 +335,9 @@ def assemble(docs: Any, *, order: list[str] | None = None,
     if c_sections and recent_vdso.has_section(measured):
         sections += _guarded(recent_vdso.SECTION_ID, recent_vdso.TITLE,
                              lambda: [recent_vdso.section(measured)], broken)
+    if c_sections and correctness.has_section(measured):
+        sections += _guarded(correctness.SECTION_ID, correctness.TITLE,
+                             lambda: [correctness.section(measured)], broken)
     if runtime_envs:
         sections += _guarded(runtimes.SECTION_ID, runtimes.TITLE,
                              lambda: [runtimes.section(runtime_envs)], broken)
@@ -371,6 +374,8 @@ def assemble(docs: Any, *, order: list[str] | None = None,
             [r for r in x86 if r.backend in NATIVE], [r for r in x86 if r.backend in EMULATED]),
             "entry-cost summary")
         + guarded_list(lambda: recent_vdso.findings(measured), "recent vDSO summary")
+        + guarded_list(lambda: [f for f in [correctness.finding(measured)] if f],
+                       "correctness summary")
         + guarded_list(lambda: i386.findings(i386_envs, x86, several), "32-bit summary")
         + guarded_list(lambda: runtimes.findings(runtime_envs), "runtimes summary"),
         glossary=glossary,

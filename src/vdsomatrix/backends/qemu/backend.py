@@ -68,8 +68,10 @@ def qemu_argv(
     console: Path,
     result: Path | None,
     memory_mb: int = MEMORY_MB,
+    cpus: int = 1,
 ) -> list[str]:
-    """The QEMU command: one vCPU, no network, no display, serial ports into files."""
+    """The QEMU command: one vCPU (``cpus`` for the matrix's multi-CPU variant), no network, no
+    display, serial ports into files."""
     argv = [
         qemu,
         "-nodefaults",
@@ -84,7 +86,7 @@ def qemu_argv(
         "-cpu",
         "host" if accel == "kvm" else "max",
         "-smp",
-        "1",
+        str(cpus),
         "-m",
         str(memory_mb),
         "-nic",
@@ -247,6 +249,8 @@ class QemuBackend(Backend):
         parts = ["qemu", kernel.package_ref, initrd.stem, str(env.build), env.cmdline, chosen]
         if env.time_namespace:  # only then: the fingerprints of other guests stay as they were
             parts.append("timens")
+        if env.cpus != 1:  # likewise
+            parts.append(f"smp{env.cpus}")
         return ":".join(parts)
 
     def clean(self, *, images: bool = False, log=print) -> None:
@@ -284,7 +288,7 @@ class QemuBackend(Backend):
             argv = qemu_argv(
                 qemu=qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,
                 append=append, console=work / "console.log", result=work / "result.log",
-                memory_mb=memory,
+                memory_mb=memory, cpus=env.cpus,
             )  # fmt: skip
             if cpu is not None and shutil.which("taskset"):
                 argv = ["taskset", "-c", str(cpu), *argv]
@@ -300,7 +304,8 @@ class QemuBackend(Backend):
             "accel": chosen,
             "kernel_package": kernel.package_ref,
             "qemu": {"version": accel.qemu_version(qemu), "binary": os.path.basename(qemu),
-                     "cpu": argv[argv.index("-cpu") + 1], "memory_mb": memory, "host_cpu": cpu},
+                     "cpu": argv[argv.index("-cpu") + 1], "memory_mb": memory, "host_cpu": cpu,
+                     "vcpus": env.cpus},
         }  # fmt: skip
         return outcome
 
