@@ -28,7 +28,7 @@ The kernel's start on the host clock is the smallest ``arrival - printk time`` o
     backend     run_probe around the boot: the cached kernel and initramfs looked up, the
                 accelerator decided, the work folder made and removed
 
-    python benchmarks/guest_boot.py [ENV ...] [--boots 3] [--json FILE]
+    python benchmarks/guest_boot.py [ENV ...] [--boots 3] [--json FILE] [--arm64-cpu CPU]
     nox -s bench -- guest-boot [ENV ...] [--boots 3]
 
 Run it on an otherwise idle machine: every guest is a busy host CPU.
@@ -48,6 +48,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from vdsomatrix.backends.qemu import backend as qemu_backend
 from vdsomatrix.backends.qemu.backend import QemuBackend
 from vdsomatrix.matrix import BackendName, load_matrix
 
@@ -199,8 +200,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write every boot's phases here")
     parser.add_argument("--console", type=Path, help="also write every boot's console lines, "
                         "each with its arrival (seconds after QEMU's start), here")
+    parser.add_argument("--arm64-cpu", help="the -cpu of arm64 guests instead of the backend's "
+                        f"({qemu_backend.ARM64_CPU}), e.g. `max` to see what pauth-impdef=on saves")
     parser.add_argument("-v", "--verbose", action="store_true", help="the backend's log lines")
     args = parser.parse_args()
+    if args.arm64_cpu:
+        qemu_backend.ARM64_CPU = args.arm64_cpu
     matrix = load_matrix()
     log = print if args.verbose else (lambda message: None)
     backend = TimedQemu()

@@ -46,6 +46,8 @@ AUXV_NAMES = {3: "AT_PHDR", 6: "AT_PAGESZ", 7: "AT_BASE", 16: "AT_HWCAP", 17: "A
 # 32-bit python3 in an i386 userland, even on a 64-bit kernel).
 WORD = struct.calcsize("P")
 X86_MACHINES = ("x86_64", "amd64", "i386", "i486", "i586", "i686")
+ARM64_MACHINES = ("aarch64", "arm64")
+NOT_THIS_ARCH = "not on this architecture"
 MAX_ARTEFACT = 8 << 20  # the host analyses no more (analysis/artefacts.py); a libc is ~2 MB
 
 
@@ -81,7 +83,10 @@ def parse_auxv(data, word=None):
 
 def own_abi(machine, word=None):
     """This process's ABI, "x86_64" or "i386", from its word size on an x86 machine (uname says
-    x86_64 to a 32-bit process on a 64-bit kernel); None elsewhere."""
+    x86_64 to a 32-bit process on a 64-bit kernel); "aarch64" for a 64-bit process on arm64;
+    None elsewhere (a 32-bit arm process is not one the matrix runs)."""
+    if machine in ARM64_MACHINES:
+        return "aarch64" if (word or WORD) == 8 else None
     if machine not in X86_MACHINES:
         return None
     return "x86_64" if (word or WORD) == 8 else "i386"
@@ -113,13 +118,16 @@ def parse_maps(text):
     return mappings, problems
 
 
-def vsyscall_mode(mappings):
+def vsyscall_mode(mappings, machine=None):
     """The vsyscall mode as /proc/self/maps shows it.
 
     r-x: the page is readable and calls are emulated ("emulate"; the old "native" mode, removed
     in Linux 4.4, looked the same); --x: execute-only emulation ("xonly", upstream's default since
-    5.3); no [vsyscall] line: "none".
+    5.3); no [vsyscall] line: "none". Off x86 (``machine`` not an x86 one) there is no vsyscall
+    page to switch off: None, not "none".
     """
+    if machine is not None and machine not in X86_MACHINES:
+        return None
     for m in mappings:
         if m["path"] == "[vsyscall]":
             if m["perms"].startswith("r"):
@@ -176,10 +184,24 @@ def cpuinfo_first_block(text):
     return fields
 
 
+def arm64_cpu_model(cpuinfo):
+    """arm64's /proc/cpuinfo has no "model name": its MIDR fields, as the kernel prints them
+    ("implementer 0x41 part 0xd0c r0p1"), or None."""
+    implementer, part = cpuinfo.get("CPU implementer"), cpuinfo.get("CPU part")
+    if not implementer or not part:
+        return None
+    return ("implementer %s part %s r%sp%s" % (
+        implementer, part, cpuinfo.get("CPU variant", "?").replace("0x", ""),
+        cpuinfo.get("CPU revision", "?")))[:200]
+
+
 def cpu_info(cpuinfo):
     """``cpuinfo``: the first processor's fields (cpuinfo_first_block)."""
     wanted = {"constant_tsc", "nonstop_tsc", "tsc_known_freq", "rdtscp", "hypervisor", "tsc",
               "vsyscall"}
+    if "model name" not in cpuinfo and "CPU implementer" in cpuinfo:  # arm64
+        return {"model": arm64_cpu_model(cpuinfo), "vendor": cpuinfo.get("CPU implementer"),
+                "flags": [], "count": os.cpu_count()}
     return {"model": cpuinfo.get("model name"), "vendor": cpuinfo.get("vendor_id"),
             "flags": sorted(set(cpuinfo.get("flags", "").split()) & wanted),
             "count": os.cpu_count()}
@@ -489,8 +511,8 @@ def ia32_exec(errors):
     The program is written to a memfd and run through /proc/self/fd, so a /tmp mounted noexec
     (the containers' is) does not decide the answer. None in a 32-bit process (it is one).
     """
-    if WORD == 4:
-        return None
+    if WORD == 4 or os.uname().machine not in X86_MACHINES:
+        return None  # off x86 there is no 32-bit x86 code to run
     try:
         fd = os.memfd_create("vdsomatrix-i386-exit0", 0)
     except (AttributeError, OSError) as exc:
@@ -578,9 +600,12 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
             except OSError as exc:
                 errors.append("cannot copy the vDSO out of memory: %s" % (exc.strerror or exc))
     doc["vdso"] = vdso
-    doc["vsyscall"] = {"mode": vsyscall_mode(mappings), "readable": None, "callable": None,
+    doc["vsyscall"] = {"mode": vsyscall_mode(mappings, uname.machine), "readable": None,
+                       "callable": None,
                        "maps": next(("%s %s" % (m["perms"], m["path"]) for m in mappings
                                      if m["path"] == "[vsyscall]"), None)}
+    if uname.machine not in X86_MACHINES:
+        doc["vsyscall"]["reason"] = NOT_THIS_ARCH
     doc["auxv"] = {AUXV_NAMES.get(k, str(k)): v for k, v in sorted(auxv.items())
                    if k in AUXV_NAMES}
 

@@ -1,5 +1,6 @@
 /*
- * vdsoprobe: every way into the kernel, timed and counted, on x86 Linux (x86_64 and i386).
+ * vdsoprobe: every way into the kernel, timed and counted, on Linux: x86 (x86_64 and i386) and
+ * arm64 (aarch64).
  *
  * For each call (getppid, clock_gettime on five clocks, gettimeofday, time, getcpu, getrandom) and
  * each path (the libc function, the vDSO symbol called directly, the raw `syscall` instruction, the
@@ -18,6 +19,14 @@
  * glibc i386 enters the kernel: through the thread control block's copy of AT_SYSINFO, the
  * address of the vDSO's __kernel_vsyscall ("kernel_vsyscall" rows). A 32-bit process has no
  * vsyscall page and no `syscall` instruction of its own: its vsyscall rows say "unsupported".
+ *
+ * Built for aarch64, the rows are those of x86_64 with arm64's own ways in: the vDSO's
+ * __kernel_* symbols (version LINUX_2.6.39; arm64's vDSO has no time or getcpu), `svc #0` (the
+ * "syscall" path: number in x8, arguments in x0..x5), and clock_getres by all three. The rows
+ * that exist only on x86 (int $0x80, __kernel_vsyscall, the vsyscall page, cpuid) are
+ * "unsupported", "not on this architecture"; the exception-entered signal round trip is `brk`.
+ * The per-architecture parts are grouped: the ABI, the system call numbers and instruction, the
+ * vDSO's names (after the kernel's selftests/vDSO/vdso_config.h), the tracee's registers.
  *
  * Written for the oldest userland of the matrix: C99 plus GNU inline assembly, glibc >= 2.31 or
  * musl, built three ways by build.sh (dynamic glibc, static glibc, static musl).
@@ -38,6 +47,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -69,8 +79,14 @@
 #define ElfN(type) Elf32_##type
 #define ELFN_ST_TYPE(info) ELF32_ST_TYPE(info)
 #define ELFN_ST_BIND(info) ELF32_ST_BIND(info)
+#elif defined(__aarch64__)
+#define PROBE_ABI "aarch64"
+#define ELFCLASS_NATIVE ELFCLASS64
+#define ElfN(type) Elf64_##type
+#define ELFN_ST_TYPE(info) ELF64_ST_TYPE(info)
+#define ELFN_ST_BIND(info) ELF64_ST_BIND(info)
 #else
-#error "vdsoprobe measures x86 only: build it for x86_64 or i386"
+#error "vdsoprobe measures x86 and arm64: build it for x86_64, i386 or aarch64"
 #endif
 #ifndef AT_SYSINFO
 #define AT_SYSINFO 32
@@ -107,7 +123,7 @@ struct perf_attr_v0 {
 #define X86_64_NR_GETRANDOM 318
 #define X86_64_NR_GETTID 186
 #define X86_64_NR_TGKILL 234
-#else
+#elif defined(__i386__)
 /* The rest of the 32-bit system call table this program calls by number (int $0x80). */
 #define I386_NR_TIME 13
 #define I386_NR_GETPID 20
@@ -121,6 +137,11 @@ struct perf_attr_v0 {
 #define I386_NR_GETRANDOM 355
 #define MARKER_NR I386_NR_GETPID
 #define NO_VSYSCALL_32 "no vsyscall page for 32-bit processes"
+#endif
+#if defined(__aarch64__)
+/* arm64 has the generic system call table (<asm-generic/unistd.h>): the libc's SYS_ names. */
+#define MARKER_NR SYS_getpid
+#define NOT_THIS_ARCH "not on this architecture"
 #endif
 #define MARKER_BEGIN 0x76647362L
 #define MARKER_END 0x76647365L
@@ -156,7 +177,7 @@ static long raw_syscall3(long nr, long a, long b, long c)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
-#else
+#elif defined(__i386__)
 /* 32-bit code: `int $0x80`, arguments in ebx, ecx, edx; every other register is preserved. */
 static long int80_3(long nr, long a, long b, long c)
 {
@@ -201,9 +222,36 @@ static void kvs_init(void)
 		__asm__ volatile("movl %%gs:0x10, %0" : "=r"(kvs_tcb_word));
 	kvs_via_tcb = kvs_address != 0 && kvs_tcb_word == kvs_address;
 }
+#elif defined(__aarch64__)
+/* `svc #0`: the number in x8, arguments in x0..x5, the result in x0; nothing else is changed. */
+static long raw_syscall3(long nr, long a, long b, long c)
+{
+	register long x8 __asm__("x8") = nr;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+	__asm__ volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+	return x0;
+}
+#define raw_syscall0(nr) raw_syscall3((nr), 0, 0, 0)
 #endif
 
 static void marker(long which) { raw_syscall3(MARKER_NR, which, 0, 0); }
+
+/*
+ * The vDSO's names and their version differ per architecture (the kernel's selftests keep them in
+ * vdso_config.h the same way): x86's are __vdso_* at LINUX_2.6, arm64's __kernel_* at
+ * LINUX_2.6.39. VDSO_SYM("clock_gettime") is the name this architecture exports.
+ */
+#if defined(__aarch64__)
+#define VDSO_VERSION "LINUX_2.6.39"
+#define VDSO_SYM(call) "__kernel_" call
+#else
+#define VDSO_VERSION "LINUX_2.6"
+#define VDSO_SYM(call) "__vdso_" call
+#endif
+#define VDSO_DIRECT(call) VDSO_SYM(call) " (" VDSO_VERSION ") called directly"
+#define VDSO_LACKS(call) "the vDSO exports no " VDSO_SYM(call)
 
 /* Found in the vDSO's own dynamic symbol table at start-up (see vdso_lookup). */
 static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
@@ -216,6 +264,8 @@ struct kernel_timespec64 {
 	int64_t tv_nsec;
 };
 static int (*vdso_clock_gettime64)(clockid_t, struct kernel_timespec64 *);
+#endif
+#if defined(__i386__) || defined(__aarch64__)
 static int (*vdso_clock_getres)(clockid_t, struct timespec *);
 #endif
 static long (*vdso_getrandom)(void *, size_t, unsigned int, void *, size_t);
@@ -234,8 +284,10 @@ __attribute__((noinline)) static long c_empty(void)
  * the sink ignores what the upper half of the return register holds.
  */
 #define C_GETPPID_LIBC ((call_fn)(void (*)(void))getppid)
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 static long c_getppid_syscall(void) { return raw_syscall0(SYS_getppid); }
+#endif
+#if defined(__x86_64__)
 static long c_getppid_int80(void)
 {
 	long ret;
@@ -246,7 +298,7 @@ static long c_getppid_int80(void)
 			 : "r8", "r9", "r10", "r11", "memory");
 	return ret;
 }
-#else
+#elif defined(__i386__)
 static long c_getppid_int80(void) { return int80_3(I386_NR_GETPPID, 0, 0, 0); }
 static long c_getppid_kvs(void) { return kvs3(I386_NR_GETPPID, 0, 0, 0); }
 #endif
@@ -263,7 +315,7 @@ static long c_cgt_vdso(void)
 	vdso_clock_gettime(g_clock, &ts);
 	return ts.tv_nsec;
 }
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 static long c_cgt_syscall(void)
 {
 	struct timespec ts;
@@ -284,13 +336,15 @@ static long c_gtod_vdso(void)
 	vdso_gettimeofday(&tv, NULL);
 	return tv.tv_usec;
 }
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 static long c_gtod_syscall(void)
 {
 	struct timeval tv;
 	raw_syscall3(SYS_gettimeofday, (long)&tv, 0, 0);
 	return tv.tv_usec;
 }
+#endif
+#if defined(__x86_64__)
 static long c_gtod_vsyscall(void)
 {
 	struct timeval tv;
@@ -313,20 +367,22 @@ static long c_getcpu_vdso(void)
 	vdso_getcpu(&cpu, NULL, NULL);
 	return cpu;
 }
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 static long c_getcpu_syscall(void)
 {
 	unsigned cpu = 0;
 	raw_syscall3(SYS_getcpu, (long)&cpu, 0, 0);
 	return cpu;
 }
+#endif
+#if defined(__x86_64__)
 static long c_getcpu_vsyscall(void)
 {
 	unsigned cpu = 0;
 	((long (*)(unsigned *, unsigned *, void *))(VSYSCALL_BASE + 0x800))(&cpu, NULL, NULL);
 	return cpu;
 }
-#else
+#elif defined(__i386__)
 /* The 32-bit paths: int $0x80 with the 32-bit table's numbers, and __kernel_vsyscall. The
  * structures are the libc's (32-bit time_t in every Debian i386 userland), which are what the
  * kernel's 32-bit clock_gettime, gettimeofday and clock_getres write. */
@@ -361,6 +417,8 @@ static long c_gtod_int80(void)
 	return tv.tv_usec;
 }
 static long c_time_int80(void) { return int80_3(I386_NR_TIME, 0, 0, 0); }
+#endif
+#if defined(__i386__) || defined(__aarch64__)
 static long c_getres_libc(void)
 {
 	struct timespec ts;
@@ -373,6 +431,8 @@ static long c_getres_vdso(void)
 	vdso_clock_getres(g_clock, &ts);
 	return ts.tv_nsec;
 }
+#endif
+#if defined(__i386__)
 static long c_getres_int80(void)
 {
 	struct timespec ts;
@@ -385,6 +445,22 @@ static long c_getcpu_int80(void)
 	int80_3(I386_NR_GETCPU, (long)&cpu, 0, 0);
 	return cpu;
 }
+#endif
+#if defined(__aarch64__)
+static long c_getres_syscall(void)
+{
+	struct timespec ts;
+	raw_syscall3(SYS_clock_getres, g_clock, (long)&ts, 0);
+	return ts.tv_nsec;
+}
+/* x86's ways in, named for the rows that say they are not on this architecture (never called).
+ * arm64 has no time system call either: its table is the generic one, without SYS_time. */
+#define c_getppid_int80 NULL
+#define c_getppid_kvs NULL
+#define c_gtod_vsyscall NULL
+#define c_time_syscall NULL
+#define c_time_vsyscall NULL
+#define c_getcpu_vsyscall NULL
 #endif
 
 /* ------------------------------------------------------------------ getrandom ------------ */
@@ -468,6 +544,13 @@ static long c_getrandom_syscall(void)
 	raw_syscall3(X86_64_NR_GETRANDOM, (long)buf, sizeof buf, 0);
 	return buf[0];
 }
+#elif defined(__aarch64__)
+static long c_getrandom_syscall(void)
+{
+	unsigned char buf[GETRANDOM_BYTES];
+	raw_syscall3(SYS_getrandom, (long)buf, sizeof buf, 0);
+	return buf[0];
+}
 #else
 static long c_getrandom_int80(void)
 {
@@ -491,10 +574,25 @@ static long c_getrandom_kvs(void)
  * with rt_sigreturn. Comparing them tells the IDT entry and IRET apart from the rest. In i386
  * code tgkill goes through int $0x80, and so does rt_sigreturn: glibc's and musl's i386 restorers
  * are `mov $173, %eax; int $0x80`, so those rows carry one or two int $0x80 entries each.
+ *
+ * arm64 has no cpuid (the row says "not on this architecture"); its breakpoint instruction, `brk`,
+ * takes the place of int3: a synchronous exception, not a system call, delivered as SIGTRAP. It
+ * enters through the same EL0 exception vector as `svc` (the kernel tells them apart by the
+ * exception class), so what the two rows differ by is the debug-exception path, not a vector.
+ * Unlike int3, brk leaves the pc on itself: the handler steps over it (pc += 4) before returning.
  */
 static long self_pid, self_tid; /* this process's, set after fork by entry_setup */
 
 static void empty_handler(int sig) { (void)sig; }
+#if defined(__aarch64__)
+#include <ucontext.h>
+static void brk_handler(int sig, siginfo_t *info, void *context)
+{
+	(void)sig;
+	(void)info;
+	((ucontext_t *)context)->uc_mcontext.pc += 4; /* past the brk, which faulted on itself */
+}
+#endif
 
 static int entry_setup(void)
 {
@@ -502,38 +600,61 @@ static int entry_setup(void)
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = empty_handler;
 	sigemptyset(&sa.sa_mask);
+#if defined(__aarch64__)
+	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+		return -1;
+	sa.sa_sigaction = brk_handler;
+	sa.sa_flags = SA_SIGINFO;
+	if (sigaction(SIGTRAP, &sa, NULL) != 0)
+		return -1;
+#else
 	if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigaction(SIGTRAP, &sa, NULL) != 0)
 		return -1;
+#endif
 	self_pid = getpid();
 #if defined(__x86_64__)
 	self_tid = raw_syscall3(X86_64_NR_GETTID, 0, 0, 0);
+#elif defined(__aarch64__)
+	self_tid = raw_syscall0(SYS_gettid);
 #else
 	self_tid = int80_3(I386_NR_GETTID, 0, 0, 0);
 #endif
 	return 0;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
 static long c_cpuid(void)
 {
 	unsigned a = 0, b, c = 0, d;
 	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) : : "memory");
 	return (long)(a + b + c + d);
 }
+#endif
 
 static long c_tgkill_signal(void)
 {
 #if defined(__x86_64__)
 	return raw_syscall3(X86_64_NR_TGKILL, self_pid, self_tid, SIGUSR1);
+#elif defined(__aarch64__)
+	return raw_syscall3(SYS_tgkill, self_pid, self_tid, SIGUSR1);
 #else
 	return int80_3(I386_NR_TGKILL, self_pid, self_tid, SIGUSR1);
 #endif
 }
 
+#if defined(__aarch64__)
+static long c_brk_signal(void)
+{
+	__asm__ volatile("brk #0" ::: "memory");
+	return 0;
+}
+#else
 static long c_int3_signal(void)
 {
 	__asm__ volatile("int3" ::: "memory");
 	return 0;
 }
+#endif
 
 /* ---------------------------------------------------- the vDSO's own symbol table --------- */
 /*
@@ -785,6 +906,16 @@ static long count_syscalls(call_fn fn, setup_fn setup, const char **why)
 			if (in_syscall) {
 				struct user_regs_struct regs;
 				long nr, arg0;
+#if defined(__aarch64__)
+				/* arm64 has no PTRACE_GETREGS and no orig_rax: at a syscall-entry stop the
+				 * number is in x8 and the first argument still in x0. */
+				struct iovec iov;
+				iov.iov_base = &regs;
+				iov.iov_len = sizeof regs;
+				ptrace(PTRACE_GETREGSET, pid, (void *)(long)NT_PRSTATUS, &iov);
+				nr = (long)regs.regs[8];
+				arg0 = (long)regs.regs[0];
+#else
 				ptrace(PTRACE_GETREGS, pid, NULL, &regs);
 #if defined(__x86_64__)
 				nr = (long)regs.orig_rax;
@@ -792,6 +923,7 @@ static long count_syscalls(call_fn fn, setup_fn setup, const char **why)
 #else
 				nr = regs.orig_eax;
 				arg0 = regs.ebx;
+#endif
 #endif
 				if (nr == MARKER_NR && arg0 == MARKER_BEGIN)
 					counting = 1;
@@ -955,6 +1087,8 @@ static void emit_vsyscall_read(void)
 {
 #if defined(__i386__)
 	printf("  \"vsyscall_read\": {\"readable\": false, \"reason\": \"%s\"},\n", NO_VSYSCALL_32);
+#elif defined(__aarch64__)
+	printf("  \"vsyscall_read\": {\"readable\": false, \"reason\": \"%s\"},\n", NOT_THIS_ARCH);
 #else
 	int status;
 	pid_t pid;
@@ -1051,29 +1185,59 @@ static void pin_to_one_cpu(void)
 		printf("  \"pinned_cpu\": null, \"pin_error\": \"%s\",\n", strerror(errno));
 }
 
+#if defined(__aarch64__)
+#define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no " VDSO_SYM("getrandom")
+#else
 #define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no __vdso_getrandom (Linux 6.11 added it)"
+#endif
 #ifdef HAVE_LIBC_GETRANDOM
 #define NO_LIBC_GETRANDOM NULL
 #else
 #define NO_LIBC_GETRANDOM "not offered by this libc: no getrandom() (no <sys/random.h>)"
 #endif
-#define GETRANDOM_VDSO_DETAIL "__vdso_getrandom (LINUX_2.6) called directly, with one opaque state mmap'd" \
+#define GETRANDOM_VDSO_DETAIL VDSO_DIRECT("getrandom") ", with one opaque state mmap'd" \
 	" as its params query asks (16 bytes, flags 0)"
 
-/* The three entry-cost rows, the same on both ABIs. */
+/* The three entry-cost rows, the same on both x86 ABIs; arm64's brk takes int3's place. */
 static void emit_entry_costs(void)
 {
+#if defined(__aarch64__)
+	struct row r = {"cpuid", "instruction", NULL, 0, "cpuid leaf 0", NOT_THIS_ARCH, NULL};
+#else
 	struct row r = {"cpuid", "instruction", c_cpuid, 0, "cpuid leaf 0", NULL, NULL};
+#endif
 	emit_row(&r);
+	r.unsupported = NULL;
 	r.call = "signal round trip";
 	r.setup = entry_setup;
 	r.path = "syscall"; r.fn = c_tgkill_signal;
 	r.detail = "tgkill(self, SIGUSR1) to an empty handler, then rt_sigreturn";
 	emit_row(&r);
+#if defined(__aarch64__)
+	r.path = "brk"; r.fn = c_brk_signal;
+	r.detail = "brk #0 (a debug exception through the EL0 sync vector) to a SIGTRAP handler that"
+		   " steps over it, then rt_sigreturn";
+#else
 	r.path = "int3"; r.fn = c_int3_signal;
 	r.detail = "int3 (#BP through the IDT) to an empty SIGTRAP handler, then rt_sigreturn";
+#endif
 	emit_row(&r);
 }
+
+/* What the 64-bit rows (x86_64 and aarch64) say of the paths that differ between the two. */
+#if defined(__x86_64__)
+#define SYSCALL_DETAIL "raw syscall instruction, no libc"
+#define GETRANDOM_SYSCALL_DETAIL "raw syscall instruction, no libc (nr 318, 16 bytes, flags 0)"
+#define X86_ONLY NULL /* the x86 rows are measured here */
+#define NO_TIME_SYSCALL NULL
+#elif defined(__aarch64__)
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define SYSCALL_DETAIL "raw svc #0 (number in x8), no libc"
+#define GETRANDOM_SYSCALL_DETAIL "raw svc #0, no libc (nr " STRINGIFY(SYS_getrandom) ", 16 bytes, flags 0)"
+#define X86_ONLY NOT_THIS_ARCH
+#define NO_TIME_SYSCALL NOT_THIS_ARCH ": the arm64 system call table has no time"
+#endif
 
 int main(int argc, char **argv)
 {
@@ -1121,14 +1285,16 @@ int main(int argc, char **argv)
 	else if (!vdso.ok)
 		no_vdso = "vDSO present but its dynamic symbol table could not be read";
 	if (!no_vdso) {
-		vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_lookup("LINUX_2.6", "__vdso_clock_gettime");
-		vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_lookup("LINUX_2.6", "__vdso_gettimeofday");
-		vdso_time = (long (*)(long *))vdso_lookup("LINUX_2.6", "__vdso_time");
-		vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_lookup("LINUX_2.6", "__vdso_getcpu");
-		vdso_getrandom = (long (*)(void *, size_t, unsigned int, void *, size_t))vdso_lookup("LINUX_2.6", "__vdso_getrandom");
+		vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_lookup(VDSO_VERSION, VDSO_SYM("clock_gettime"));
+		vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_lookup(VDSO_VERSION, VDSO_SYM("gettimeofday"));
+		vdso_time = (long (*)(long *))vdso_lookup(VDSO_VERSION, VDSO_SYM("time"));
+		vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_lookup(VDSO_VERSION, VDSO_SYM("getcpu"));
+		vdso_getrandom = (long (*)(void *, size_t, unsigned int, void *, size_t))vdso_lookup(VDSO_VERSION, VDSO_SYM("getrandom"));
 #if defined(__i386__)
-		vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_lookup("LINUX_2.6", "__vdso_clock_gettime64");
-		vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_lookup("LINUX_2.6", "__vdso_clock_getres");
+		vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_lookup(VDSO_VERSION, VDSO_SYM("clock_gettime64"));
+#endif
+#if defined(__i386__) || defined(__aarch64__)
+		vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_lookup(VDSO_VERSION, VDSO_SYM("clock_getres"));
 #endif
 	}
 	if (correctness_ms > 0) { /* issue 16: correctness.c, with the vDSO symbols found above */
@@ -1186,16 +1352,21 @@ int main(int argc, char **argv)
 	else
 		printf("  \"vdso_getrandom\": null,\n");
 	begin_rows("calls");
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 
 	{
 		struct row r = {"getppid", "libc", C_GETPPID_LIBC, 0, "getppid() from libc", NULL, NULL};
 		emit_row(&r);
-		r.path = "syscall"; r.fn = c_getppid_syscall; r.detail = "raw syscall instruction, no libc";
+		r.path = "syscall"; r.fn = c_getppid_syscall; r.detail = SYSCALL_DETAIL;
 		emit_row(&r);
-		r.path = "int80"; r.fn = c_getppid_int80;
+		r.path = "int80"; r.fn = c_getppid_int80; r.unsupported = X86_ONLY;
 		r.detail = "int $0x80 from 64-bit code (32-bit system call table, nr 64)";
 		emit_row(&r);
+#if defined(__aarch64__)
+		r.path = "kernel_vsyscall"; r.fn = c_getppid_kvs;
+		r.detail = "call *%gs:0x10 into the 32-bit vDSO's __kernel_vsyscall";
+		emit_row(&r);
+#endif
 	}
 	for (i = 0; i < (int)(sizeof clocks / sizeof clocks[0]); i++) {
 		static char call[3][64];
@@ -1206,47 +1377,51 @@ int main(int argc, char **argv)
 		r.clock = clocks[i].id;
 		r.path = "libc"; r.fn = c_cgt_libc; r.detail = "clock_gettime() from libc";
 		emit_row(&r);
-		r.path = "vdso"; r.fn = c_cgt_vdso; r.detail = "__vdso_clock_gettime (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime ? NULL : "the vDSO exports no __vdso_clock_gettime");
+		r.path = "vdso"; r.fn = c_cgt_vdso; r.detail = VDSO_DIRECT("clock_gettime");
+		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime ? NULL : VDSO_LACKS("clock_gettime"));
 		emit_row(&r);
 		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_cgt_syscall; r.detail = "raw syscall instruction, no libc";
+		r.path = "syscall"; r.fn = c_cgt_syscall; r.detail = SYSCALL_DETAIL;
 		emit_row(&r);
 	}
 	{
 		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL, NULL};
 		emit_row(&r);
-		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = "__vdso_gettimeofday (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : "the vDSO exports no __vdso_gettimeofday");
+		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = VDSO_DIRECT("gettimeofday");
+		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : VDSO_LACKS("gettimeofday"));
 		emit_row(&r);
 		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_gtod_syscall; r.detail = "raw syscall instruction, no libc";
+		r.path = "syscall"; r.fn = c_gtod_syscall; r.detail = SYSCALL_DETAIL;
 		emit_row(&r);
 		r.path = "vsyscall"; r.fn = c_gtod_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600000";
+		r.unsupported = X86_ONLY;
 		emit_row(&r);
 	}
 	{
 		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL, NULL};
 		emit_row(&r);
-		r.path = "vdso"; r.fn = c_time_vdso; r.detail = "__vdso_time (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : "the vDSO exports no __vdso_time");
+		r.path = "vdso"; r.fn = c_time_vdso; r.detail = VDSO_DIRECT("time");
+		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : VDSO_LACKS("time"));
 		emit_row(&r);
 		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_time_syscall; r.detail = "raw syscall instruction, no libc";
+		r.path = "syscall"; r.fn = c_time_syscall; r.detail = SYSCALL_DETAIL;
+		r.unsupported = NO_TIME_SYSCALL;
 		emit_row(&r);
 		r.path = "vsyscall"; r.fn = c_time_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600400";
+		r.unsupported = X86_ONLY;
 		emit_row(&r);
 	}
 	{
 		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL, NULL};
 		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = "__vdso_getcpu (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : "the vDSO exports no __vdso_getcpu");
+		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = VDSO_DIRECT("getcpu");
+		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : VDSO_LACKS("getcpu"));
 		emit_row(&r);
 		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_getcpu_syscall; r.detail = "raw syscall instruction, no libc";
+		r.path = "syscall"; r.fn = c_getcpu_syscall; r.detail = SYSCALL_DETAIL;
 		emit_row(&r);
 		r.path = "vsyscall"; r.fn = c_getcpu_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600800";
+		r.unsupported = X86_ONLY;
 		emit_row(&r);
 	}
 	{
@@ -1258,10 +1433,23 @@ int main(int argc, char **argv)
 		emit_row(&r);
 		r.unsupported = NULL; r.setup = NULL;
 		r.path = "syscall"; r.fn = c_getrandom_syscall;
-		r.detail = "raw syscall instruction, no libc (nr 318, 16 bytes, flags 0)";
+		r.detail = GETRANDOM_SYSCALL_DETAIL;
 		emit_row(&r);
 	}
-#else
+#if defined(__aarch64__)
+	{
+		struct row r = {"clock_getres(CLOCK_MONOTONIC)", "libc", c_getres_libc, CLOCK_MONOTONIC,
+				"clock_getres() from libc", NULL, NULL};
+		emit_row(&r);
+		r.path = "vdso"; r.fn = c_getres_vdso; r.detail = VDSO_DIRECT("clock_getres");
+		r.unsupported = no_vdso ? no_vdso : (vdso_clock_getres ? NULL : VDSO_LACKS("clock_getres"));
+		emit_row(&r);
+		r.unsupported = NULL;
+		r.path = "syscall"; r.fn = c_getres_syscall; r.detail = SYSCALL_DETAIL;
+		emit_row(&r);
+	}
+#endif
+#else /* i386 */
 	{
 		struct row r = {"getppid", "libc", C_GETPPID_LIBC, 0, "getppid() from libc", NULL, NULL};
 		emit_row(&r);

@@ -217,9 +217,10 @@ _T_LINE = re.compile(r"^([0-9a-f]+) (.{7}) (\S+)\t([0-9a-f]+)\s+(.*)$")
 _D_LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
 
 
-def objdump_T(path: Path) -> list[dict]:
-    """``objdump -T`` rows: value, binding, type letter, section, size, version, hidden, name."""
-    out = subprocess.run([need("objdump"), "-T", str(path)], capture_output=True, text=True,
+def objdump_T(path: Path, objdump: str = "objdump") -> list[dict]:
+    """``objdump -T`` rows: value, binding, type letter, section, size, version, hidden, name.
+    ``objdump``: the binutils that reads the file's machine (aarch64-linux-gnu-objdump)."""
+    out = subprocess.run([need(objdump), "-T", str(path)], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     rows = []
     started = False
@@ -252,10 +253,10 @@ def type_letter(sym_type: str) -> str:
 
 
 def objdump_entry_sites(path: Path, start: int | None = None, stop: int | None = None,
-                        ) -> dict[int, str]:
+                        objdump: str = "objdump") -> dict[int, str]:
     """Address -> kind of every syscall / sysenter / int $0x80 (and, in 32-bit code,
-    ``call *%gs:0x10``) that ``objdump -d`` shows."""
-    cmd = [need("objdump"), "-d", "-w", "--no-show-raw-insn", str(path)]
+    ``call *%gs:0x10``; in AArch64 code, ``svc``) that ``objdump -d`` shows."""
+    cmd = [need(objdump), "-d", "-w", "--no-show-raw-insn", str(path)]
     if start is not None:
         cmd.append(f"--start-address={start:#x}")
     if stop is not None:
@@ -270,7 +271,9 @@ def objdump_entry_sites(path: Path, start: int | None = None, stop: int | None =
         words = text.split()
         if not words:
             continue
-        if words[-1] == "syscall" and len(words) <= 3:
+        if words == ["svc"]:  # AArch64: "svc #0x0" (the immediate went with the "#")
+            sites[int(m.group(1), 16)] = "svc"
+        elif words[-1] == "syscall" and len(words) <= 3:
             sites[int(m.group(1), 16)] = "syscall"
         elif words[-1] == "sysenter" and len(words) <= 3:
             sites[int(m.group(1), 16)] = "sysenter"
@@ -437,8 +440,8 @@ def live_vdso32() -> tuple[bytes, int, int]:
     return data, base, aux.get(AT_SYSINFO, 0)
 
 
-def _apt_conf(root: Path, mirror: str, keyring: Path, suite: str) -> Path:
-    """A private apt configuration over ``suite``'s i386 packages only."""
+def _apt_conf(root: Path, mirror: str, keyring: Path, suite: str, arch: str = "i386") -> Path:
+    """A private apt configuration over ``suite``'s ``arch`` packages only."""
     (root / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
     for sub in ("lists/partial", "cache/archives/partial", "parts.d"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -451,8 +454,8 @@ def _apt_conf(root: Path, mirror: str, keyring: Path, suite: str) -> Path:
         'Acquire::IndexTargets::deb::Packages { MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/'
         'Packages"; ShortDescription "Packages"; Description "$(RELEASE) $(ARCHITECTURE) '
         'Packages"; flatMetaKey "Packages"; flatDescription "$(RELEASE) Packages"; };',
-        'Acquire::Languages "none";', 'APT::Architecture "i386";',
-        "#clear APT::Architectures;", 'APT::Architectures { "i386"; };',
+        'Acquire::Languages "none";', f'APT::Architecture "{arch}";',
+        "#clear APT::Architectures;", f'APT::Architectures {{ "{arch}"; }};',
         f'Dir::Etc::sourcelist "{root}/sources.list";',
         f'Dir::Etc::sourceparts "{root}/parts.d";',
         f'Dir::Etc::preferences "{root}/preferences";',
@@ -467,18 +470,71 @@ def _apt_conf(root: Path, mirror: str, keyring: Path, suite: str) -> Path:
     return conf
 
 
-@functools.cache
+# Where each Debian architecture's libc6 puts libc.so.6 (its multiarch triplet).
+LIBC6_TRIPLETS = {"i386": "i386-linux-gnu", "arm64": "aarch64-linux-gnu"}
+
+
+def libc6_folder(root: Path, arch: str) -> Path:
+    """The folder of an unpacked libc6 that holds libc.so.6: lib/<triplet>, or usr/lib/<triplet>
+    in the suites whose packages install below /usr only (trixie and later)."""
+    for base in ("lib", "usr/lib"):
+        folder = root / base / LIBC6_TRIPLETS[arch]
+        if (folder / "libc.so.6").exists():
+            return folder
+    return root / "lib" / LIBC6_TRIPLETS[arch]
+
+
 def i386_libc6(suite: str) -> Path:
-    """The root of Debian ``suite``'s libc6:i386 package, unpacked (downloaded once into the
+    """The root of Debian ``suite``'s libc6:i386 package, unpacked (see debian_libc6)."""
+    return debian_libc6(suite, "i386")
+
+
+@functools.cache
+def debian_libc6(suite: str, arch: str) -> Path:
+    """The root of Debian ``suite``'s libc6:``arch`` package, unpacked (downloaded once into the
     vdsomatrix cache, signed index and package checked by apt). Skips when the mirror cannot
-    be reached, but fails in CI."""
+    be reached, but fails in CI. libc.so.6 is in ``libc6_folder(root, arch)``."""
     from vdsomatrix.mirror import archive_keyring, debian_mirror
     from vdsomatrix.paths import cache_dir, file_lock
 
-    home = cache_dir() / "test-data" / f"libc6-i386-{suite}"
+    home = cache_dir() / "test-data" / f"libc6-{arch}-{suite}"
     done = home / "unpacked"
-    if (done / "lib" / "i386-linux-gnu" / "libc.so.6").exists():
+    if libc6_folder(done, arch).exists():
         return done
+    home.mkdir(parents=True, exist_ok=True)
+    with file_lock(home.parent / f"libc6-{arch}-{suite}.lock"):
+        if libc6_folder(done, arch).exists():
+            return done
+        try:
+            mirror, keyring = debian_mirror(), archive_keyring()
+        except Exception as exc:
+            require("a Debian mirror", str(exc))
+        with tempfile.TemporaryDirectory(prefix="apt-", dir=home) as tmp:
+            root = Path(tmp)
+            root.chmod(0o755)
+            conf = _apt_conf(root, mirror, keyring, suite, arch)
+            env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+            env.pop("APT_CONFIG", None)
+            downloads = root / "download"
+            downloads.mkdir()
+            for args in (["update"], ["download", f"libc6:{arch}"]):
+                proc = subprocess.run([need("apt-get"), "-q", "-c", str(conf), *args],
+                                      cwd=downloads, env=env, capture_output=True, text=True,
+                                      timeout=600)
+                errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "Err"))]
+                if proc.returncode != 0 or errors:
+                    require(f"the {suite} {arch} packages on {mirror}",
+                            (errors or [proc.stderr.strip()[-300:]])[-1])
+            debs = sorted(downloads.glob(f"libc6_*_{arch}.deb"))
+            assert len(debs) == 1, debs
+            staging = root / "unpacked"
+            subprocess.run([need("dpkg-deb"), "-x", str(debs[0]), str(staging)], check=True,
+                           timeout=300)
+            (staging / "deb").write_text(debs[0].name + "\n")
+            if done.exists():
+                shutil.rmtree(done)
+            staging.rename(done)
+    return done
     home.mkdir(parents=True, exist_ok=True)
     with file_lock(home.parent / f"libc6-i386-{suite}.lock"):
         if (done / "lib" / "i386-linux-gnu" / "libc.so.6").exists():

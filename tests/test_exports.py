@@ -288,13 +288,13 @@ def committed(name: str) -> Path:
 
 
 def test_the_committed_report_is_readable():
-    """REPORT.md of the full matrix: at most 45 KB (40 KB until the page also answered why a
-    system call costs what it costs, getrandom and time namespaces; 44 KB until it had the
-    correctness section, about 1 KB: its tables are files of their own), table lines of at most
-    160 characters,
+    """REPORT.md of the full matrix: at most 48 KB (40 KB until the page also answered why a
+    system call costs what it costs, getrandom and time namespaces; 44 KB until it also named
+    each environment's architecture, compared x86_64, i386 and arm64, and had the correctness
+    section: their long tables are files of their own), table lines of at most 160 characters,
     the answers first, the glossary before the first table, sections at stable anchors."""
     page = committed("REPORT.md").read_text("utf-8")
-    assert len(page.encode("utf-8")) <= 45_000
+    assert len(page.encode("utf-8")) <= 48_000
     assert max(len(line) for line in page.splitlines() if line.startswith("|")) <= 160
     anchors = re.findall(r'<a id="([a-z0-9-]+)"></a>', page)
     sections = [a for a in anchors if a in SECTION_IDS]

@@ -75,7 +75,9 @@ def test_default_word_is_this_process_s():
     ("x86_64", 8, "x86_64"),
     ("x86_64", 4, "i386"),  # a 32-bit process on a 64-bit kernel: uname still says x86_64
     ("i686", 4, "i386"),    # a 32-bit kernel
-    ("aarch64", 8, None),
+    ("aarch64", 8, "aarch64"),
+    ("aarch64", 4, None),   # 32-bit arm: not an ABI of the matrix
+    ("riscv64", 8, None),
 ])
 def test_own_abi(machine, word, abi):
     assert probe.own_abi(machine, word) == abi

@@ -59,7 +59,8 @@ I386 = {"suites": {"bookworm": {}, "bookworm-i386": {"release": "bookworm", "arc
          "is not one of"),
         ({"environment": [{"name": "host\n", "backend": "host"}]}, "name"),
         ({"environment": [{"name": "h", "backend": ["host"]}]}, "must be a string"),
-        ({"suites": {"bookworm-arm": {"arch": "arm64"}}}, r"`arch` must be one of: amd64, i386"),
+        ({"suites": {"bookworm-riscv": {"arch": "riscv64"}}},
+         r"`arch` must be one of: amd64, i386, arm64 \(got 'riscv64'\)"),
         ({"suites": {"bookworm-i386": {"arch": 32}}}, "`arch` must be one of"),
         ({"suites": {"b-i386": {"release": "Bookworm"}}}, "`release` must be a Debian codename"),
         ({"suites": {"b-i386": {"release": 12}}}, "`release` must be a Debian codename"),
@@ -150,7 +151,7 @@ def test_the_shipped_matrix_has_32_bit_guests_on_bullseye_and_bookworm_kernels()
     # every other guest stays 64-bit on both sides
     for env in m.environments.values():
         if env.backend == "qemu" and env.name not in i386_guests:
-            assert env.kernel.arch == env.arch == "amd64"
+            assert env.kernel.arch == env.arch in ("amd64", "arm64")
 
 
 def test_cmdline_words_are_normalised():
@@ -262,3 +263,56 @@ def test_file_errors(tmp_path):
     if os.geteuid() != 0:  # root reads anything
         with pytest.raises(BadInput, match="not readable"):
             load_matrix(unreadable)
+
+
+ARM64 = {"suites": {"bookworm": {}, "bookworm-arm64": {"release": "bookworm", "arch": "arm64"}},
+         "environment": [{"name": "host", "backend": "host"}]}
+
+
+@pytest.mark.parametrize("raw", [
+    {**ARM64, "docker_grid": [{"suites": ["bookworm", "bookworm-arm64"]}]},
+    {**ARM64, "environment": [{"name": "c", "backend": "docker", "suite": "bookworm-arm64"}]},
+    {**ARM64, "environment": [{"name": "c", "backend": "docker", "suite": "bookworm-arm64",
+                               "build": "static"}]},
+])
+def test_an_arm64_suite_is_refused_in_a_container_with_the_reason(raw):
+    """Under qemu-user the kernel and the vDSO would be QEMU's: such rows would be wrong."""
+    with pytest.raises(BadInput, match=r"'bookworm-arm64' is arm64: .*qemu-user.*qemu guests "
+                       r"only") as info:
+        parse_matrix(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_an_arm64_guest_boots_the_arm64_kernel_and_is_tagged_arm64():
+    m = parse_matrix({**ARM64, "environment": [
+        {"name": "k", "backend": "qemu", "suite": "bookworm-arm64", "kernel": "bookworm-arm64"}]})
+    guest = m.environments["k"]
+    assert guest.arch == "arm64"
+    assert guest.kernel == KernelSpec("bookworm-arm64", "linux-image-arm64", "arm64", "bookworm")
+    assert guest.tags == ["qemu", "arm64"]
+    with pytest.raises(BadInput, match="kernel of 'bookworm' is amd64 but the userland "
+                       "'bookworm-arm64' is arm64"):
+        parse_matrix({**ARM64, "environment": [
+            {"name": "k", "backend": "qemu", "suite": "bookworm-arm64", "kernel": "bookworm"}]})
+    with pytest.raises(BadInput, match="runtimes build is for amd64"):
+        parse_matrix({**ARM64, "environment": [
+            {"name": "k", "backend": "qemu", "suite": "bookworm-arm64",
+             "kernel": "bookworm-arm64", "build": "runtimes"}]})
+
+
+def test_the_shipped_matrix_has_arm64_guests_of_bookworm_and_sid():
+    m = load_matrix()
+    for codename in ("bookworm", "sid"):
+        suite = m.suites[f"{codename}-arm64"]
+        assert (suite.arch, suite.release) == ("arm64", codename)
+    arm64 = {name: env for name, env in m.environments.items() if env.arch == "arm64"}
+    assert {"k6.1-arm64", "k7.2-arm64"} <= set(arm64)
+    for name, codename in (("k6.1-arm64", "bookworm"), ("k7.2-arm64", "sid")):
+        env = arm64[name]
+        assert env.backend == "qemu" and env.cmdline == "" and env.build == "dynamic"
+        assert env.kernel == KernelSpec(f"{codename}-arm64", "linux-image-arm64", "arm64",
+                                        codename)
+        assert env.userland == m.suites[f"{codename}-arm64"]
+        assert "arm64" in env.tags and env.description
+    # arm64 userlands run only in guests
+    assert all(env.backend == "qemu" for env in arm64.values())

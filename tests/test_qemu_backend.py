@@ -286,8 +286,8 @@ def test_recipe_hash_follows_the_init_script(monkeypatch):
 
 
 def test_init_script_reads_what_the_backend_sets():
-    for key in ("vdsomatrix.env=", "vdsomatrix.build=", "vdsomatrix.budget=", "/dev/ttyS1",
-                "VDSOMATRIX-BEGIN v1"):
+    for key in ("vdsomatrix.env=", "vdsomatrix.build=", "vdsomatrix.budget=",
+                "vdsomatrix.port=", '>"/dev/$port"', "port=ttyS1", "VDSOMATRIX-BEGIN v1"):
         assert key in guest.INIT_SCRIPT
     assert guest.probe_command() in guest.INIT_SCRIPT
     assert guest.READ_PARAMETERS in guest.INIT_SCRIPT

@@ -77,7 +77,7 @@ def test_the_columns_layout_has_a_column_per_environment():
     report = build_report(docs, order=["host", "b", "k"], layout="columns")
     part = report.tables()[0].parts()[0][2]
     assert part.layout == "columns" and part.columns == ["environment", "host", "b"]
-    assert [row[0].text for row in part.rows][:3] == ["userland", "libc", "kernel"]
+    assert [row[0].text for row in part.rows][:4] == ["userland", "arch", "libc", "kernel"]
     from vdsomatrix.report.exports import render_markdown
 
     page = render_markdown(report)

@@ -152,6 +152,11 @@ def cmd_images(args) -> int:
 
     matrix = _matrix(args)
     envs = [e for e in matrix.environments.values() if e.backend == BackendName.DOCKER]
+    # A suite no container runs (arm64: guests only) gets its image by preparing one of its
+    # guests, which also fetches that guest's kernel and makes its initramfs.
+    in_containers = {e.suite for e in envs}
+    envs += [e for e in matrix.environments.values() if e.backend == BackendName.QEMU
+             and not e.runtimes and e.suite not in in_containers]
     if args.suite:
         unknown = set(args.suite) - set(matrix.suites)
         if unknown:

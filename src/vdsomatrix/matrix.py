@@ -36,9 +36,18 @@ class Build(StrEnum):
 BACKENDS = tuple(BackendName)
 BUILDS = tuple(Build)
 # The userland architectures a suite may have: Debian's names (what debootstrap --arch takes).
-# i386 userlands run on the host's 64-bit kernel through its IA32 emulation.
-ARCHES = ("amd64", "i386")
+# i386 userlands run on the host's 64-bit kernel through its IA32 emulation; arm64 ones only in
+# arm64 guests under full-system emulation (see GUEST_ONLY).
+ARCHES = ("amd64", "i386", "arm64")
 DEFAULT_ARCH = "amd64"
+# Userland architectures no container may run: an arm64 container on this x86 host runs under
+# qemu-user, whose "kernel" is QEMU's own emulation (its own vDSO, its own system calls), so
+# every row measured there would be wrong, not just slow. Their suites boot in QEMU guests only.
+GUEST_ONLY = {
+    "arm64": "an arm64 container would run under qemu-user, where the kernel and the vDSO are "
+             "QEMU's own emulation, not Linux's: arm64 suites run in qemu guests only (booted "
+             "with an arm64 kernel); leave it out of docker environments",
+}
 BUILD_SUFFIX = {Build.DYNAMIC: "", Build.STATIC: "-static", Build.MUSL: "-musl",
                 Build.RUNTIMES: "-runtimes"}
 # \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
@@ -66,7 +75,7 @@ class Suite:
 
     name: str
     script: str  # debootstrap script name
-    arch: str = DEFAULT_ARCH  # Debian architecture of the userland: amd64 or i386
+    arch: str = DEFAULT_ARCH  # Debian architecture of the userland: amd64, i386 or arm64
     release: str | None = None  # Debian codename; None: the same as name
 
     def __post_init__(self) -> None:
@@ -76,8 +85,10 @@ class Suite:
 
 # The kernel metapackage a guest boots when the matrix names a suite of this architecture:
 # Debian's amd64 kernel, and for i386 the 686-pae flavour (PAE and NX: what any CPU QEMU
-# emulates has; Debian ships it, and the plain 686 one, in bullseye and bookworm only).
-KERNEL_PACKAGES = {"amd64": "linux-image-amd64", "i386": "linux-image-686-pae"}
+# emulates has; Debian ships it, and the plain 686 one, in bullseye and bookworm only), and
+# for arm64 Debian's one arm64 flavour (booted under qemu-system-aarch64).
+KERNEL_PACKAGES = {"amd64": "linux-image-amd64", "i386": "linux-image-686-pae",
+                   "arm64": "linux-image-arm64"}
 
 
 @dataclass(frozen=True)
@@ -141,8 +152,10 @@ class Environment:
 
     @property
     def tags(self) -> list[str]:
-        """The nox tags of its probe session: its backend, and ``runtimes`` for runtime rows."""
-        return [str(self.backend), *(["runtimes"] if self.runtimes else [])]
+        """The nox tags of its probe session: its backend, ``runtimes`` for runtime rows, and
+        its userland's architecture when that is not amd64 (``nox -t arm64``)."""
+        return [str(self.backend), *(["runtimes"] if self.runtimes else []),
+                *([self.arch] if self.arch != DEFAULT_ARCH else [])]
 
 
 @dataclass(frozen=True)
@@ -267,11 +280,19 @@ def _parse_grids(grids, suites: dict[str, Suite], path: Path):
         g_builds = _string_list(grid.get("builds", ["dynamic"]), path, where, "builds",
                                 [str(b) for b in BUILDS])
         for suite in g_suites:
+            _check_container(suites[suite], path, where)
             for build in map(Build, g_builds):
                 _check_build(suites[suite], build, path, where)
                 yield Environment(name=f"{suite}{BUILD_SUFFIX[build]}",
                                   backend=BackendName.DOCKER, userland=suites[suite],
                                   build=build), where
+
+
+def _check_container(suite: Suite, path: Path, where: str) -> None:
+    """Containers only of userlands the host's kernel runs natively (see GUEST_ONLY)."""
+    if suite.arch in GUEST_ONLY:
+        raise _fail(path, where, f"suite {suite.name!r} is {suite.arch}: "
+                    f"{GUEST_ONLY[suite.arch]}")
 
 
 def _check_build(suite: Suite, build: Build, path: Path, where: str) -> None:
@@ -321,6 +342,8 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
             raise _fail(path, where, "the host backend takes no suite, kernel or cmdline")
     elif suite not in suites:
         raise _fail(path, where, f"`suite` must name a [suites.<name>] table, got {suite!r}")
+    elif backend == BackendName.DOCKER:
+        _check_container(suites[suite], path, where)
     if backend == BackendName.QEMU:
         if kernel not in suites:
             raise _fail(path, where,

@@ -94,6 +94,7 @@ class EntryPath(StrEnum):
     INSTRUCTION = "instruction"  # cpuid: a VM exit in a guest, nothing in the kernel
     SYSCALL = "syscall"  # tgkill to self: the system call entry, then the signal round trip
     INT3 = "int3"  # #BP through the IDT, then the signal round trip
+    BRK = "brk"  # arm64: the breakpoint instruction's debug exception, then the signal round trip
 
 
 # ----------------------------------------------------------------------------- decoding ------

@@ -1,5 +1,6 @@
 """The census of kernel-entry instructions in a libc: how many ``syscall`` / ``sysenter`` /
-``int 0x80`` (and, in 32-bit code, ``call *%gs:0x10`` to ``__kernel_vsyscall``) its code holds
+``int 0x80`` (in 32-bit code, ``call *%gs:0x10`` to ``__kernel_vsyscall``; in AArch64 code,
+``svc``) its code holds
 (counted exactly as ``objdump -d`` shows them, see sweep.py), and in which functions.
 
 Counts are exact however many sites there are; the lists (function rows, the sites of each row,

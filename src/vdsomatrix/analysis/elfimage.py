@@ -6,7 +6,7 @@ truncated image is one clear line of text, not an exception deep inside construc
 every count an attacker controls (sections, symbols, versions, tags), and string tables that
 never read past their own section. It also holds the helpers shared by the vDSO and libc
 analyses: symbols with their GNU versions, virtual address to file bytes, executable regions,
-and a capstone disassembler for the image's machine.
+and a capstone disassembler for the image's machine (x86-64, i386, AArch64).
 """
 
 from __future__ import annotations
@@ -434,13 +434,19 @@ class ElfImage:
         return None
 
     def disassembler(self, detail: bool = False, att: bool = False) -> capstone.Cs | None:
-        """A capstone disassembler for this machine; None (and a problem) if unsupported."""
+        """A capstone disassembler for this machine; None (and a problem) if unsupported.
+        ``att`` (AT&T syntax) means something for x86 only."""
+        if self.machine == "EM_AARCH64" and self.elf.little_endian:
+            md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+            md.detail = detail
+            return md
         if self.machine == "EM_X86_64":
             mode = capstone.CS_MODE_64
         elif self.machine == "EM_386":
             mode = capstone.CS_MODE_32
         else:
-            self.problems.append(f"machine {self.machine} is not x86: no disassembly")
+            self.problems.append(f"machine {self.machine} is neither x86 nor little-endian "
+                                 "AArch64: no disassembly")
             return None
         md = capstone.Cs(capstone.CS_ARCH_X86, mode)
         md.detail = detail

@@ -111,8 +111,13 @@ class EntryWalker:
         self.index = index
         self.got = got or {}  # GOT slot -> the symbol whose address the dynamic linker puts there
         self.names = FunctionIndex(lookup_symbols) if lookup_symbols else index
-        self.md = image.disassembler(detail=True)
-        self.att = image.disassembler(detail=True, att=True)
+        # The walk follows x86 registers and operands; other machines' entry points are not
+        # walked (their census and vDSO analysis still are).
+        x86 = image.machine in ("EM_X86_64", "EM_386")
+        self.md = image.disassembler(detail=True) if x86 else None
+        self.att = image.disassembler(detail=True, att=True) if x86 else None
+        self.no_walk = (None if x86 else
+                        f"entry points are walked in x86 code only ({image.machine})")
         self._walks: dict[int, Walk] = {}
         self.mask = (1 << 32) - 1 if image.machine == "EM_386" else (1 << 64) - 1
         self._thunks: dict[int, str | None] = {}
@@ -123,7 +128,7 @@ class EntryWalker:
             return {"symbol": None, "address": None, "classification": "unknown",
                     "evidence": [], "listing": [],
                     "reason": f"no symbol {name!r} in the symbol table"
-                    if self.md is not None else "no disassembler for this machine"}
+                    if self.md is not None else self.no_walk or "no disassembler for this machine"}
         try:
             return self._describe(sym)
         except MemoryError:

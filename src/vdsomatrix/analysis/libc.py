@@ -14,6 +14,10 @@ the static probe binary, which has its libc linked in):
   in its loader (ld.so, ``setup_vdso_pointers``): ``analyse_ldso`` reads those. In 32-bit
   code the names are found, but not yet which functions use them (``referenced_from`` stays
   empty: i386 code addresses them relative to its GOT register, not to RIP).
+
+An AArch64 libc (arm64) gets the census (``svc``) and the vDSO names (``__kernel_*`` at
+LINUX_2.6.39, asked for by ld.so); its entry points are not walked (the walk reads x86
+registers), and ``referenced_from`` stays empty (its code reaches data with ``adrp``/``add``).
 """
 
 from __future__ import annotations

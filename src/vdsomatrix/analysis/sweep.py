@@ -13,7 +13,10 @@ The kinds of kernel entry counted: ``syscall``, ``sysenter`` and ``int 0x80`` th
 in 32-bit code, ``call dword ptr gs:[0x10]`` (AT&T: ``call *%gs:0x10``): glibc and musl on i386
 call the vDSO's ``__kernel_vsyscall`` through the address the thread control block keeps at
 ``%gs:0x10`` (AT_SYSINFO), and that function enters the kernel with whichever instruction the
-kernel patched in at boot (see ``vdso.kernel_vsyscall``).
+kernel patched in at boot (see ``vdso.kernel_vsyscall``). In AArch64 code the one way in is
+``svc`` (Linux reads the number from x8 and ignores the immediate, always ``#0`` in practice):
+every ``svc`` is counted. Its instructions are four bytes, aligned, so where a sweep starts
+does not change what it decodes; objdump's sweep is followed all the same.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import capstone
 
 from vdsomatrix.analysis.elfimage import Symbol
 
-KINDS = ("syscall", "sysenter", "int80", "kernel_vsyscall")
+KINDS = ("syscall", "sysenter", "int80", "kernel_vsyscall", "svc")
 # The indirect call through the TCB's sysinfo word, as capstone prints it in 32-bit mode (in
 # 64-bit mode the same bytes are "qword ptr gs:[rip + 0x10]", which enters nothing).
 KERNEL_VSYSCALL_CALL = "dword ptr gs:[0x10]"
@@ -74,6 +77,8 @@ def classify(mnemonic: str, op_str: str) -> str | None:
         return "int80"
     if mnemonic == "call" and op_str.strip() == KERNEL_VSYSCALL_CALL:
         return "kernel_vsyscall"
+    if mnemonic == "svc":
+        return "svc"
     return None
 
 
@@ -145,8 +150,8 @@ def sweep(md: capstone.Cs, regions: list[tuple[str, int, Any]], starts: list[int
             chunk = data[a - vaddr: b - vaddr]
             for address, size, mnemonic, op_str in decode(md, chunk, a):
                 result.instructions += 1
-                if mnemonic == ".byte":
-                    result.undecodable_bytes += 1
+                if mnemonic == ".byte":  # skipdata: one byte on x86, one word on AArch64
+                    result.undecodable_bytes += size
                     continue
                 if targets and "rip" in op_str:
                     m = _RIP.search(op_str)

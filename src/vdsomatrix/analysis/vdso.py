@@ -11,6 +11,11 @@ to make a system call. The kernel patches it at boot to the fastest instruction 
 32-bit system call really executes here, as long as the bytes are the live mapping the probe
 copied (the ``vdso32.so`` file of a kernel package holds the unpatched ``int $0x80``):
 ``kernel_vsyscall`` lists its instructions and the first that enters the kernel.
+
+An arm64 vDSO (AArch64, ELF64) exports ``__kernel_*`` functions at LINUX_2.6.39; its fallback to
+the kernel is ``svc #0`` with the number in x8, found and counted like ``syscall`` (the census's
+``svc``). Its signal trampoline ``__kernel_rt_sigreturn`` is a NOTYPE symbol: counted by the
+census, not listed as a function with a fallback.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ KERNEL_ENTRIES = ("syscall", "int80", "kernel_vsyscall", "sysenter")
 FALLBACK_SHOWN = {"kernel_vsyscall": "__kernel_vsyscall", "int80": "int $0x80",
                   "sysenter": "sysenter"}
 VDSO_PREFIX = "__vdso_"
+ARM64_PREFIX = "__kernel_"  # an arm64 vDSO's names (__kernel_rt_sigreturn is its trampoline)
 LISTING_LINES = 200
 
 
@@ -112,6 +113,7 @@ def symbols_section(results: list[Result]) -> Section:
     images: dict[str, dict[str, str]] = {}
     users: dict[str, list[str]] = {}
     bits32: set[str] = set()  # the vDSOs of 32-bit processes
+    arm64: set[str] = set()  # the vDSOs of arm64 processes (__kernel_* names)
     missing = []
     for result in results:
         name = vdso_name(result)
@@ -124,6 +126,8 @@ def symbols_section(results: list[Result]) -> Section:
         users[name].append(result.label)
         if result.i386:
             bits32.add(name)
+        if result.arm64:
+            arm64.add(name)
     names = sorted({n for versions in images.values() for n in versions},
                    key=lambda n: (n.removeprefix(VDSO_PREFIX).lstrip("_"), n))
     rows = [[plain(n, 60)] + [plain(images[i].get(n, ""), 60) if images[i].get(n)
@@ -135,15 +139,19 @@ def symbols_section(results: list[Result]) -> Section:
         id="vdso-symbols", title="vDSO symbols", section="binary-symbols",
         question="Which functions each distinct vDSO exports, with their symbol version (the "
                  "objdump -T view); * marks a function whose code holds a syscall fallback.",
-        columns=["symbol"] + [f"vDSO {i}" + (" (32-bit)" if i in bits32 else "")
+        columns=["symbol"] + [f"vDSO {i}" + (" (32-bit)" if i in bits32 else
+                                             " (arm64)" if i in arm64 else "")
                               for i in images],
         keys=["symbol"] + [f"vdso_{slug(i)}" for i in images],
         rows=rows, subjects=[None] * len(rows), notes=notes,
         on_page=False)  # a reference listing: REPORT.md links it (its 40 KB budget)
     return Section("binary-symbols", "vDSO symbols", _exported(
-        {i: v for i, v in images.items() if i not in bits32}) + _exported(
+        {i: v for i, v in images.items() if i not in bits32 and i not in arm64}) + _exported(
         {i: {n: v for n, v in versions.items() if n.startswith(VDSO_PREFIX)}
-         for i, versions in images.items() if i in bits32}, "32-bit ") + [
+         for i, versions in images.items() if i in bits32}, "32-bit ") + _exported(
+        {i: {n.removeprefix(ARM64_PREFIX): v for n, v in versions.items()
+             if n.startswith(ARM64_PREFIX) and "sigreturn" not in n}
+         for i, versions in images.items() if i in arm64}, "arm64 ") + [
         "Read from the vDSO image each environment's probe copied out, with pyelftools on the "
         "host. One column per distinct vDSO, named by the start of its build-id: containers "
         "share their host's vDSO, so the host's column stands for all of them (the notes say "

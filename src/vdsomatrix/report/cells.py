@@ -30,6 +30,9 @@ ENTERS_KERNEL = 0.5
 LARGEST_PLAIN_NS = 1e12
 RUNTIMES_BUILD = str(Build.RUNTIMES)  # the build of an environment that runs only runtime rows
 I386 = "i386"  # the ABI of a 32-bit x86 process (environment.abi; environment.arch says "i386")
+AARCH64 = "aarch64"  # the ABI of an arm64 process (environment.abi; environment.arch says "arm64")
+# Each ABI's Debian architecture, the userland's ``environment.arch``.
+DEBIAN_ARCH = {"x86_64": "amd64", I386: "i386", AARCH64: "arm64"}
 
 
 # ----------------------------------------------------------------------- reading --------------
@@ -103,6 +106,17 @@ class Result:
         self.subject = None  # its model.Subject, given by the page
 
     @property
+    def arch(self) -> str:
+        """The userland's Debian architecture (``environment.arch``, else the ABI's)."""
+        arch = self.environment.get("arch")
+        return arch if arch in DEBIAN_ARCH.values() else DEBIAN_ARCH[self.abi]
+
+    @property
+    def arm64(self) -> bool:
+        """Whether the probe ran as an arm64 process (its rows are of another architecture)."""
+        return self.abi == AARCH64
+
+    @property
     def i386(self) -> bool:
         """Whether the probe ran as a 32-bit x86 process (its rows are of another ABI)."""
         return self.abi == I386
@@ -132,13 +146,14 @@ class Result:
 
 
 def abi_of(environment: dict) -> str:
-    """The ABI the probe process ran with: ``environment.abi`` ("i386" or "x86_64"), else the
-    userland's ``environment.arch`` ("i386" | "amd64"); "x86_64" for a result that says neither
-    (every result before 32-bit userlands)."""
+    """The ABI the probe process ran with: ``environment.abi`` ("i386", "x86_64" or
+    "aarch64"), else the userland's ``environment.arch`` ("i386" | "amd64" | "arm64");
+    "x86_64" for a result that says neither (every result before 32-bit userlands)."""
     abi, arch = environment.get("abi"), environment.get("arch")
-    if abi in (I386, "x86_64"):
+    if abi in DEBIAN_ARCH:
         return abi
-    return I386 if arch == I386 else "x86_64"
+    return {I386: I386, "arm64": AARCH64}.get(arch, "x86_64") if isinstance(arch, str) \
+        else "x86_64"
 
 
 def machine_of(doc: dict) -> str | None:

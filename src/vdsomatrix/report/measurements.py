@@ -206,7 +206,8 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
     status = ("status", lambda r: Value(plain_line(r.run_status, 40),
                                          strong=r.run_status != "ok"))
     columns = [
-        ("userland", userland), ("libc", lambda r: plain(libc_label(r), 40)),
+        ("userland", userland), ("arch", lambda r: Value(r.arch)),
+        ("libc", lambda r: plain(libc_label(r), 40)),
         ("kernel", field("kernel", "release")),
         ("kernel cmdline added", cmdline),
         ("clocksource", field("kernel", "clocksource")), status,
@@ -238,13 +239,18 @@ def identity_tables(results: list[Result], machines: bool) -> list[Table]:
 
 
 VDSO_PREFIX = "__vdso_"
+ARM64_VDSO_PREFIX = "__kernel_"
 
 
 def exported(result: Result) -> list[str]:
     """The functions a vDSO exports for callers, by name: an x86_64 vDSO's names without
     "__" (each also has a __vdso_ alias), a 32-bit vDSO's __vdso_ names (it has no others)
-    without that prefix; __kernel_vsyscall and the signal trampolines are not among them."""
+    without that prefix, an arm64 vDSO's __kernel_ names without theirs; __kernel_vsyscall
+    and the signal trampolines are not among them."""
     names = vdso_functions(result) or set()
+    if result.arm64:
+        return sorted(n.removeprefix(ARM64_VDSO_PREFIX) for n in names
+                      if n.startswith(ARM64_VDSO_PREFIX) and "sigreturn" not in n)
     if result.i386:
         return sorted(n.removeprefix(VDSO_PREFIX) for n in names if n.startswith(VDSO_PREFIX))
     return sorted(n for n in names if not n.startswith("__"))

@@ -56,7 +56,8 @@ The API, which renderers may rely on (it stays stable):
                  paragraphs), ``tables``, ``listings``. ``Report.sections`` holds the sections
                  with tables (environments ... binary-entry-points; "runtimes" only when a
                  result is of a runtime environment, "i386" only when one is of a 32-bit
-                 process, see ``OPTIONAL_SECTIONS``); "at-a-glance",
+                 process, "architectures" only when one is of an arm64 process, see
+                 ``OPTIONAL_SECTIONS``); "at-a-glance",
                  "glossary",
                  "method" and "problems" are the Report's own fields, shown where
                  ``Report.shows(id)``.
@@ -89,15 +90,18 @@ MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (
 # The sections, in page order. Their ids are anchors and --section names: they do not change.
 SECTION_IDS: tuple[str, ...] = (
     "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
-    "latency", "recent-vdso", "correctness", "runtimes", "i386", "binary-symbols",
-    "binary-census", "binary-usage", "binary-entry-points", "method", "problems",
+    "latency", "recent-vdso", "correctness", "runtimes", "i386", "architectures",
+    "binary-symbols", "binary-census", "binary-usage", "binary-entry-points", "method",
+    "problems",
 )
 # Sections a report has only when its results call for them: "recent-vdso" when any result has
 # getrandom rows or ran in a time namespace, "correctness" when any has the helper's correctness
 # checks, "runtimes" when any result is of a runtime environment (the language runtimes' rows),
 # "i386" when any result is of a 32-bit process (an i386 userland: its rows are of another ABI
-# than the x86_64 tables').
-OPTIONAL_SECTIONS: tuple[str, ...] = ("recent-vdso", "correctness", "runtimes", "i386")
+# than the x86_64 tables'), "architectures" when any is of an arm64 process (the same, of another
+# architecture).
+OPTIONAL_SECTIONS: tuple[str, ...] = ("recent-vdso", "correctness", "runtimes", "i386",
+                                      "architectures")
 # (group id, title): the rows of every per-environment table, in this order.
 # The language-runtime environments have groups of their own, titled as the others: they are
 # rows of the runtime section's tables and of the environment list only.
@@ -105,6 +109,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("native", "Host and containers (this machine's kernel)"),
     ("i386", "32-bit userlands in containers (this machine's kernel, IA32 emulation)"),
     ("qemu", "Kernels under QEMU (†: emulated time)"),
+    ("arm64", "arm64 kernels and userlands under QEMU (†: emulated time)"),
     ("runtimes-native", "Host and containers (this machine's kernel)"),
     ("runtimes-qemu", "Kernels under QEMU (†: emulated time)"),
     ("other", "Results that name no known backend"),
@@ -113,6 +118,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
 # under the table calls its rows, and the section that sums them up (its id is an anchor).
 LEFT_OUT: dict[str, tuple[str, str]] = {
     "i386": ("32-bit userlands", "i386"),
+    "arm64": ("arm64 environments", "architectures"),
     "runtimes-native": ("runtime environments", "runtimes"),
     "runtimes-qemu": ("runtime environments under QEMU", "runtimes"),
 }

@@ -16,7 +16,15 @@ from typing import Any
 
 from vdsomatrix import __version__
 from vdsomatrix.matrix import BackendName
-from vdsomatrix.report import correctness, entry_costs, i386, measurements, recent_vdso, runtimes
+from vdsomatrix.report import (
+    architectures,
+    correctness,
+    entry_costs,
+    i386,
+    measurements,
+    recent_vdso,
+    runtimes,
+)
 from vdsomatrix.report.binary import analysis_sections
 from vdsomatrix.report.cells import (
     Result,
@@ -43,14 +51,17 @@ EMULATED = (BackendName.QEMU,)
 EMULATED_MARK = " †"
 MACHINE_JOIN = " @ "
 UNKNOWN_MACHINE = "unknown machine"
-# The tables whose 32-bit rows the Markdown page leaves out (it links the table's own file, and
-# the section "32-bit code" carries what a reader then misses): the page keeps its budget.
+# The tables whose 32-bit and arm64 rows the Markdown page leaves out (it links the table's own
+# file, and the sections "32-bit code" and "Across architectures" carry what a reader then
+# misses): the page keeps its budget.
 I386_OFF_PAGE = ("environments", "vdso", "vsyscall")
 
 
 def group_of(result: Result) -> str:
     if result.runtime_only and result.backend in NATIVE + EMULATED:
         return "runtimes-native" if result.backend in NATIVE else "runtimes-qemu"
+    if result.arm64:  # every arm64 environment is a guest: its own group, wherever it ran
+        return "arm64"
     if result.backend in NATIVE:
         return "i386" if result.i386 else "native"
     if result.backend in EMULATED:
@@ -98,7 +109,7 @@ def summary(results: list[Result]) -> list[Finding]:
     probed = [r for r in results if r.calls]
     if not probed:  # no C rows at all (only runtime environments): nothing to say here
         return []
-    x86 = [r for r in probed if not r.i386]
+    x86 = [r for r in probed if not r.i386 and not r.arm64]
     found = []
     with_vdso = [r for r in probed if r.get("vdso", "present") is True]
     without = [r for r in probed if r not in with_vdso]
@@ -264,6 +275,7 @@ def meta(results: list[Result], machines: list[str]) -> dict[str, Any]:
             "status": plain_line(r.run_status, 40),
             "build": plain_line(r.get("environment", "build"), 40) or None,
             "abi": r.abi,
+            "arch": r.arch,
             "description": plain_line(r.get("environment", "description"), 300) or None,
             "started": plain_line(r.get("run", "started"), 40) or None,
             "seconds": number(r.get("run", "seconds")),
@@ -295,7 +307,7 @@ def _table_section(section_id: str, build: Callable[[], list]) -> Callable[[], l
         tables = build()
         if section_id in I386_OFF_PAGE:
             for table in tables:
-                table.page_leaves_out = (i386.SECTION_ID,)  # the group's id (GROUPS)
+                table.page_leaves_out = (i386.SECTION_ID, "arm64")  # the groups' ids (GROUPS)
         if section_id == "environments":  # the runtime section lists their versions
             for table in tables:
                 table.page_leaves_out += ("runtimes-native", "runtimes-qemu")
@@ -314,8 +326,10 @@ def assemble(docs: Any, *, order: list[str] | None = None,
     runtime_envs = [r for r in results if r.runtime_only]
     # A 32-bit process's rows are of another ABI: in the vDSO and vsyscall tables (their own
     # group), in a section of their own, and in none of the x86_64 latency tables or census.
-    x86 = [r for r in measured if not r.i386]
+    x86 = [r for r in measured if not r.i386 and not r.arm64]
     i386_envs = [r for r in measured if r.i386]
+    # arm64 rows likewise: the vDSO and vsyscall tables, and the section across architectures.
+    arm64_envs = [r for r in measured if r.arm64]
     broken: list[Problem] = []
     sections: list[Section] = []
     # a report of runtime environments alone has no C sections (they would have no rows)
@@ -332,9 +346,12 @@ def assemble(docs: Any, *, order: list[str] | None = None,
         if c_sections or section_id == "environments":
             sections += _guarded(section_id, SECTION_TITLES[section_id],
                                  _table_section(section_id, build), broken)
-    if c_sections and recent_vdso.has_section(measured):
+    # getrandom, time namespaces and the rest read x86 names (__vdso_getrandom): arm64's
+    # vDSO functions are in the section across architectures
+    x86_and_i386 = [r for r in measured if not r.arm64]
+    if c_sections and recent_vdso.has_section(x86_and_i386):
         sections += _guarded(recent_vdso.SECTION_ID, recent_vdso.TITLE,
-                             lambda: [recent_vdso.section(measured)], broken)
+                             lambda: [recent_vdso.section(x86_and_i386)], broken)
     if c_sections and correctness.has_section(measured):
         sections += _guarded(correctness.SECTION_ID, correctness.TITLE,
                              lambda: [correctness.section(measured)], broken)
@@ -344,6 +361,9 @@ def assemble(docs: Any, *, order: list[str] | None = None,
     if i386_envs:
         sections += _guarded(i386.SECTION_ID, i386.TITLE, lambda: [i386.section(i386_envs, x86)],
                              broken)
+    if arm64_envs:
+        sections += _guarded(architectures.SECTION_ID, architectures.TITLE,
+                             lambda: [architectures.section(measured)], broken)
     if c_sections:
         sections += _guarded("binary-symbols", "Binary analysis",
                              lambda: analysis_sections(measured, x86), broken)
@@ -373,7 +393,7 @@ def assemble(docs: Any, *, order: list[str] | None = None,
         + guarded_list(lambda: entry_costs.findings(
             [r for r in x86 if r.backend in NATIVE], [r for r in x86 if r.backend in EMULATED]),
             "entry-cost summary")
-        + guarded_list(lambda: recent_vdso.findings(measured), "recent vDSO summary")
+        + guarded_list(lambda: recent_vdso.findings(x86_and_i386), "recent vDSO summary")
         + guarded_list(lambda: [f for f in [correctness.finding(measured)] if f],
                        "correctness summary")
         + guarded_list(lambda: i386.findings(i386_envs, x86, several), "32-bit summary")

@@ -42,7 +42,7 @@ from vdsomatrix.backends.docker.engine import (
 )
 from vdsomatrix.cpus import claim_host_cpu
 from vdsomatrix.errors import EnvironmentUnavailable
-from vdsomatrix.matrix import DEFAULT_ARCH, BackendName, Environment, Suite
+from vdsomatrix.matrix import DEFAULT_ARCH, GUEST_ONLY, BackendName, Environment, Suite
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import one_line
 
@@ -173,7 +173,10 @@ class DockerBackend(Backend):
 
     def _check_arch(self, env: Environment) -> None:
         """EnvironmentUnavailable when this kernel cannot run ``env``'s userland (an i386
-        userland without IA32 emulation), before anything is built or asked of the engine."""
+        userland without IA32 emulation; an arm64 one never: qemu-user would stand in for the
+        kernel), before anything is built or asked of the engine."""
+        if env.arch in GUEST_ONLY:
+            raise EnvironmentUnavailable(f"{env.name}: {GUEST_ONLY[env.arch]}")
         if env.arch != DEFAULT_ARCH:
             runs, why = self._ia32_check()
             if not runs:

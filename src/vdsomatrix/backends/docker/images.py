@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vdsomatrix import paths, processes
+from vdsomatrix.backends.docker import foreign
 from vdsomatrix.backends.docker.engine import (
     LABEL,
     NO_ENGINE,
@@ -224,12 +225,17 @@ def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool
             f"the probe sources (images/Dockerfile, probes/) changed while the {suite.name} "
             "image was being prepared: run again once they are saved"
         )
-    log(f"[{suite.name}] building {tag} on {base_tag}")
+    # EMULATED=1: the RUN steps run under qemu-user here (an arm64 suite on x86_64), which
+    # cannot trace the programs it emulates, so the Dockerfile skips its syscount check.
+    emulated = foreign.emulated(suite.arch)
+    log(f"[{suite.name}] building {tag} on {base_tag}"
+        + (f" ({suite.arch} under qemu-user)" if emulated else ""))
     stream = client.api.build(
         fileobj=_context_tar(files),
         custom_context=True,
         tag=tag,
-        buildargs={"BASE": base_tag, "RUN_BASE": run_base_tag(suite, root=root)},
+        buildargs={"BASE": base_tag, "RUN_BASE": run_base_tag(suite, root=root),
+                   "EMULATED": "1" if emulated else "0"},
         network_mode="none",
         pull=False,
         nocache=nocache,
@@ -271,6 +277,9 @@ def ensure_probe_image(suite: Suite, *, rebuild: bool = False, log: Log = print,
         if not rebuild and find_image(client, tag) is not None:
             log(f"[{suite.name}] {tag} is up to date")
             return tag
+        runs, why = foreign.emulation_support(suite.arch)
+        if not runs:
+            raise EnvironmentUnavailable(f"cannot build the {suite.name} images: {why}")
         with _suite_lock(suite, log):
             base_tag = base_image_tag(suite)
             superseded: list[tuple[str, str]] = []
@@ -341,8 +350,13 @@ def image_status(suite: Suite, *, client=None, root: Path | None = None) -> tupl
         tag = probe_image_tag(suite, root=root)
     except BadInput as exc:
         return False, str(exc)
-    return built_status(tag, client=client, under=(base_image_tag(suite), "base"),
-                        missing=f"{tag} missing")
+    built, reason = built_status(tag, client=client, under=(base_image_tag(suite), "base"),
+                                 missing=f"{tag} missing")
+    if not built and reason.startswith(NOT_BUILT):
+        runs, why = foreign.emulation_support(suite.arch)
+        if not runs:  # building it would fail: say what to install instead
+            return False, f"{tag} missing, and {why}"
+    return built, reason
 
 
 def built_status(tag: str | None, *, client, under: tuple[str, str],

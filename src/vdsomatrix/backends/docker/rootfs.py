@@ -28,8 +28,9 @@ from typing import Any
 from debian import deb822
 
 from vdsomatrix import mirror, processes
+from vdsomatrix.backends.docker import foreign
 from vdsomatrix.backends.docker.engine import LABEL, Log, find_image
-from vdsomatrix.errors import BadInput, VdsomatrixError
+from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
 from vdsomatrix.matrix import DEFAULT_ARCH, Suite
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import one_line
@@ -42,7 +43,7 @@ VARIANT = "minbase"
 # python3 runs probe.py; gcc + libc6-dev build the dynamic helper and, with libc6-dev's libc.a,
 # the static one; musl-tools (musl-gcc, pulling in musl-dev's libc.a) the musl one. gcc pulls in
 # binutils, whose readelf the Dockerfile uses to check the builds. The same list for every
-# architecture: Debian's i386 has all four in every suite of the matrix.
+# architecture: Debian's i386 and arm64 have all four in every suite of the matrix.
 PACKAGES = ("python3", "gcc", "libc6-dev", "musl-tools")
 # Emptied before the root filesystem is tarred: downloaded .debs and apt lists (useless without a
 # network, and 130+ MB), and the files debootstrap copies from the host that builds the image.
@@ -178,7 +179,11 @@ def _debootstrap_errors(logfile: Path, lines: int = 8) -> str:
 
 def _prerequisites(suite: Suite) -> tuple[Path, Path]:
     """The debootstrap script for ``suite`` and the keyring to verify it with, once everything
-    debootstrap needs is known to be here (root, the tool, the script, the keyring)."""
+    debootstrap needs is known to be here (root, the tool, the script, the keyring, and for a
+    userland of another architecture, qemu-user through binfmt_misc for its second stage)."""
+    runs, why = foreign.emulation_support(suite.arch)
+    if not runs:
+        raise EnvironmentUnavailable(f"cannot build the {suite.name} userland: {why}")
     if os.geteuid() != 0:
         raise ImageBuildError(
             f"building the {suite.name} base image runs debootstrap, which needs root: "
@@ -206,7 +211,10 @@ def _prerequisites(suite: Suite) -> tuple[Path, Path]:
 def _debootstrap_argv(suite: Suite, target: Path, archive: str, debs: Path, script: Path,
                       keyring: Path) -> list[str]:
     # --force-check-gpg: abort rather than fall back to an unverified download when the
-    # Release file's signature cannot be checked against the archive keyring.
+    # Release file's signature cannot be checked against the archive keyring. A userland of
+    # another architecture (arm64 on x86_64) is made in one go too: the first stage unpacks on
+    # the host, and the second runs its dpkg in the chroot through qemu-user (binfmt_misc, F
+    # flag; checked by _prerequisites), as a native one would.
     return [
         "debootstrap",
         f"--arch={suite.arch}",

@@ -7,7 +7,10 @@ is built in) with the initramfs of ``env.userland``'s probe image (initramfs.py)
 How it runs: ``qemu-system-x86_64`` (``qemu-system-i386`` for an i386 kernel: Debian's 686-pae,
 booted with an i386 userland, so the probe's rows are native 32-bit ones) with no network, no
 display and two serial ports, both files: ttyS0 is the console (kept as a log tail), ttyS1
-carries the framed JSON result, read as it grows. Each guest has one vCPU and is pinned to one
+carries the framed JSON result, read as it grows. An arm64 kernel boots under
+``qemu-system-aarch64`` on the ``virt`` board with ``-cpu max`` (always TCG on an x86 host):
+its one UART (PL011, ttyAMA0) is the console, and a 16550 on its PCI bus (ttyS0 in the guest)
+the result port, each a file the same way. Each guest has one vCPU and is pinned to one
 host CPU of its own (``taskset``; a lock file per CPU, so guests of parallel threads or
 processes do not share a CPU while a free one exists), so guests running side by side do not
 compete for a CPU and their latencies stay comparable. QEMU runs in a session of its own that
@@ -31,6 +34,7 @@ from typing import Any
 
 from vdsomatrix import contract, processes
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
+from vdsomatrix.backends.docker import foreign
 from vdsomatrix.backends.qemu import accel, guest, kernels, workdirs
 from vdsomatrix.backends.qemu.initramfs import InitramfsCache, read_file
 from vdsomatrix.cpus import claim_host_cpu
@@ -40,10 +44,22 @@ from vdsomatrix.text import plain_tail
 
 QEMU = "qemu-system-x86_64"
 QEMU_I386 = "qemu-system-i386"  # the same Debian package (qemu-system-x86) as QEMU
+QEMU_AARCH64 = "qemu-system-aarch64"  # Debian's qemu-system-arm
+# The Debian package of each QEMU binary, by the binary's name.
+QEMU_PACKAGES = {QEMU: "qemu-system-x86", QEMU_I386: "qemu-system-x86",
+                 QEMU_AARCH64: "qemu-system-arm"}
+# The emulated arm64 CPU: every feature QEMU has (-cpu max), with pointer authentication's
+# QEMU-defined hash instead of the architected QARMA, which TCG computes far faster (code built
+# with pointer authentication signs and checks the return address of most functions): boot and
+# probe took 12 s instead of 30 s (k6.1-arm64) and 9 s instead of 16 s (k7.2-arm64),
+# benchmarks/guest_boot.py --arm64-cpu max. The guest still has pointer authentication; its ID
+# registers name the implementation-defined algorithm instead of QARMA.
+ARM64_CPU = "max,pauth-impdef=on"
 
 
 def install_qemu(binary: str) -> str:
-    return (f"{binary} not found: install qemu-system-x86 (`bash .ci/setup-machine` as root "
+    package = QEMU_PACKAGES.get(os.path.basename(binary), "qemu-system-x86")
+    return (f"{binary} not found: install {package} (`bash .ci/setup-machine` as root "
             "does)")
 
 
@@ -69,11 +85,22 @@ def qemu_argv(
     result: Path | None,
     memory_mb: int = MEMORY_MB,
     cpus: int = 1,
+    arch: str = "amd64",
 ) -> list[str]:
     """The QEMU command: one vCPU (``cpus`` for the matrix's multi-CPU variant), no network, no
-    display, serial ports into files."""
+    display, serial ports into files.
+
+    ``arch`` is the kernel's Debian architecture. An x86 PC's two UARTs are the console and the
+    result port; arm64's `virt` board has one UART (the console), so the result port is a 16550
+    on its PCI bus (``pci-serial``), written to a file through a chardev.
+    """
+    if accel == "kvm":
+        cpu = "host"
+    else:
+        cpu = ARM64_CPU if arch == "arm64" else "max"
     argv = [
         qemu,
+        *(["-machine", "virt"] if arch == "arm64" else []),
         "-nodefaults",
         "-no-user-config",
         "-display",
@@ -84,7 +111,7 @@ def qemu_argv(
         "-accel",
         accel,
         "-cpu",
-        "host" if accel == "kvm" else "max",
+        cpu,
         "-smp",
         str(cpus),
         "-m",
@@ -98,7 +125,11 @@ def qemu_argv(
         "-serial",
         f"file:{console}",
     ]
-    if result is not None:
+    if result is not None and arch == "arm64":
+        # chardev options are comma-separated: a comma in the path is written twice.
+        path = str(result).replace(",", ",,")
+        argv += ["-chardev", f"file,id=result,path={path}", "-device", "pci-serial,chardev=result"]
+    elif result is not None:
         argv += ["-serial", f"file:{result}"]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
@@ -166,20 +197,22 @@ class QemuBackend(Backend):
         *,
         qemu: str = QEMU,
         qemu_i386: str = QEMU_I386,
+        qemu_aarch64: str = QEMU_AARCH64,
         image_for: Callable[[Suite, bool, Any], str] | None = None,
         memory_mb: int = MEMORY_MB,
     ):
-        """``qemu`` boots the amd64 kernels, ``qemu_i386`` the i386 ones;
-        ``image_for(suite, rebuild, log)``: the probe image tag of a suite, built if needed
-        (default: the docker backend's)."""
+        """``qemu`` boots the amd64 kernels, ``qemu_i386`` the i386 ones, ``qemu_aarch64`` the
+        arm64 ones; ``image_for(suite, rebuild, log)``: the probe image tag of a suite, built if
+        needed (default: the docker backend's)."""
         self.qemu = qemu
         self.qemu_i386 = qemu_i386
+        self.qemu_aarch64 = qemu_aarch64
         self.memory_mb = memory_mb
         self.initramfs = InitramfsCache(image_for=image_for)
 
     def qemu_for(self, spec: KernelSpec) -> str:
         """The QEMU binary that boots ``spec``'s kernel: by its architecture."""
-        return self.qemu_i386 if spec.arch == "i386" else self.qemu
+        return {"i386": self.qemu_i386, "arm64": self.qemu_aarch64}.get(spec.arch, self.qemu)
 
     def _can_boot(self, spec: KernelSpec) -> Availability:
         qemu = self.qemu_for(spec)
@@ -207,6 +240,11 @@ class QemuBackend(Backend):
             missing = kernels.unavailable_reason(kernel)
             if missing:
                 return Availability(False, missing)
+            if self.initramfs.cached(suite, runtimes=env.runtimes) is None:
+                # Its userland is still to be built: for arm64, through qemu-user.
+                runs, why = foreign.emulation_support(suite.arch)
+                if not runs:
+                    return Availability(False, f"cannot build the {suite.name} userland: {why}")
             if kernels.cached_kernel(kernel) is None:
                 return Availability(
                     False, f"the {kernel.suite} kernel is not downloaded: run `vdsomatrix probe "
@@ -242,7 +280,7 @@ class QemuBackend(Backend):
             initrd = self.initramfs.cached(suite, runtimes=env.runtimes)
         except BadInput:
             return None
-        chosen = accel.known_accel(self.qemu_for(spec))
+        chosen = "tcg" if foreign.emulated(spec.arch) else accel.known_accel(self.qemu_for(spec))
         if kernel is None or initrd is None or chosen is None:
             return None
         # The accelerator too: a TCG result is not what a KVM run would measure.
@@ -279,16 +317,18 @@ class QemuBackend(Backend):
 
         def kvm_try_argv(console: Path) -> list[str]:
             return qemu_argv(qemu=qemu, accel="kvm", vmlinuz=kernel.vmlinuz, initrd=None,
-                             memory_mb=256, append="console=ttyS0 panic=-1", console=console,
-                             result=None)  # fmt: skip
+                             memory_mb=256, append=f"console={guest.ports(spec.arch)[0]} panic=-1",
+                             console=console, result=None, arch=spec.arch)  # fmt: skip
 
-        chosen = accel.detect_accel(qemu, kvm_try_argv, log=log)
+        # KVM runs guests of the host CPU's own kind only: an arm64 guest on x86 is emulated.
+        chosen = ("tcg" if foreign.emulated(spec.arch)
+                  else accel.detect_accel(qemu, kvm_try_argv, log=log))
         memory = guest_memory_mb(initrd.stat().st_size, self.memory_mb)
         with workdirs.owned_tempdir(f"{WORK_PREFIX}{env.name}-") as work, _host_cpu() as cpu:
             argv = qemu_argv(
                 qemu=qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,
                 append=append, console=work / "console.log", result=work / "result.log",
-                memory_mb=memory, cpus=env.cpus,
+                memory_mb=memory, cpus=env.cpus, arch=spec.arch,
             )  # fmt: skip
             if cpu is not None and shutil.which("taskset"):
                 argv = ["taskset", "-c", str(cpu), *argv]

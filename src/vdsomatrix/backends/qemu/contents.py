@@ -81,6 +81,8 @@ LIBRARY_DIRS = {
     "amd64": ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib",
               "usr/lib"),
     "i386": ("lib/i386-linux-gnu", "usr/lib/i386-linux-gnu", "lib", "usr/lib"),
+    "arm64": ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib64", "usr/lib64", "lib",
+              "usr/lib"),
 }
 _MAX_HOPS = 40  # symbolic links followed for one path (ld.so and the kernel stop at 40 too)
 

@@ -7,19 +7,22 @@ environment's name, the probe build, the helper's time budget and whether it run
 namespace from the kernel command line (``vdsomatrix.env=``, ``vdsomatrix.build=``,
 ``vdsomatrix.budget=``, ``vdsomatrix.timens=1``: names with a dot are never
 passed on to init or confused with the kernel's own options), runs the probe with the command
-line of :func:`vdsomatrix.contract.probe_argv`, writes its JSON to the second serial port (ttyS1)
-and powers off.
+line of :func:`vdsomatrix.contract.probe_argv`, writes its JSON to the result port (the second
+serial port, ttyS1; on arm64 a 16550 on PCI, ttyS0, named by ``vdsomatrix.port=``) and powers
+off.
 
-On ttyS1 the result is framed, so that the host can tell a complete document from a truncated or
-damaged one (a guest killed at its deadline, a kernel panic in the middle of the write)::
+On the result port the result is framed, so that the host can tell a complete document from a
+truncated or damaged one (a guest killed at its deadline, a kernel panic in the middle of the
+write)::
 
     VDSOMATRIX-BEGIN v1 rc=<probe exit status> len=<bytes> sha256=<hex of the bytes>\\n
     <exactly len bytes: the probe's stdout>
     \\nVDSOMATRIX-END\\n
 
-Everything the guest prints otherwise (kernel messages, the probe's stderr) goes to ttyS0, the
-console, which the host keeps only as a log tail. The host reads the result port as it grows
-(:class:`ResultPort`): every byte once, and no more than :data:`PORT_LIMIT` of them.
+Everything the guest prints otherwise (kernel messages, the probe's stderr) goes to the console
+(ttyS0; ttyAMA0 on arm64), which the host keeps only as a log tail. The host reads the result
+port as it grows (:class:`ResultPort`): every byte once, and no more than :data:`PORT_LIMIT` of
+them.
 """
 
 from __future__ import annotations
@@ -87,16 +90,34 @@ def check_cmdline(env) -> None:
 BOOT_SPEED = ("cryptomgr.notests",)
 
 
+# The guest's console and result port (their tty names), by the kernel's architecture: an x86
+# PC's first two 8250 UARTs; on arm64's `virt` board (one UART, a PL011) the PL011 and a 16550
+# on PCI (the board's only 8250, so ttyS0), see backend.qemu_argv.
+PORTS = {"arm64": ("ttyAMA0", "ttyS0")}
+DEFAULT_PORTS = ("ttyS0", "ttyS1")
+# What /init accepts as vdsomatrix.port (a shell case pattern), and takes when none is given.
+PORT_PATTERN = "ttyS[0-9]|ttyAMA[0-9]|hvc[0-9]"
+
+
+def ports(arch: str) -> tuple[str, str]:
+    """(console, result port) of a guest whose kernel is of Debian architecture ``arch``."""
+    return PORTS.get(arch, DEFAULT_PORTS)
+
+
 def kernel_cmdline(env, budget: int) -> str:
     """The full kernel command line of ``env``'s guest: ours, then the matrix's words, then
     the guest's parameters (name, build, ``budget``: the helper's seconds, see
-    contract.helper_budget, and ``vdsomatrix.timens=1`` for a time namespace)."""
+    contract.helper_budget, ``vdsomatrix.timens=1`` for a time namespace, and the result
+    port's tty where it is not /init's default, ttyS1)."""
     check_cmdline(env)
     if not isinstance(budget, int) or budget < 1:
         raise BadInput(f"{env.name}: helper budget {budget!r} is not a positive whole number")
-    words = ["console=ttyS0", "panic=-1", *BOOT_SPEED, *env.cmdline.split()]
+    console, port = ports(env.kernel.arch if env.kernel else "amd64")
+    words = [f"console={console}", "panic=-1", *BOOT_SPEED, *env.cmdline.split()]
     words += [f"vdsomatrix.env={env.name}", f"vdsomatrix.build={env.build}",
               f"vdsomatrix.budget={budget}"]
+    if port != DEFAULT_PORTS[1]:
+        words.append(f"vdsomatrix.port={port}")
     if env.time_namespace:
         words.append("vdsomatrix.timens=1")
     return " ".join(words)
@@ -143,6 +164,7 @@ READ_PARAMETERS = r"""name=unnamed
 build=dynamic
 budget=@FALLBACK_BUDGET@
 timens=0
+port=@DEFAULT_PORT@
 set -f  # the words are data: no file name expansion
 for word in $cmdline; do
     case "$word" in
@@ -150,6 +172,7 @@ for word in $cmdline; do
         vdsomatrix.build=*) build=${word#vdsomatrix.build=} ;;
         vdsomatrix.budget=*) budget=${word#vdsomatrix.budget=} ;;
         vdsomatrix.timens=*) timens=${word#vdsomatrix.timens=} ;;
+        vdsomatrix.port=*) port=${word#vdsomatrix.port=} ;;
     esac
 done
 set +f
@@ -158,7 +181,9 @@ case "$build" in @BUILDS@) ;; *) say "bad build"; build=dynamic ;; esac
 # Digits only, no leading zero, at most 5 of them.
 case "$budget" in ""|*[!0-9]*|0*|??????*) say "bad helper budget"; budget=@FALLBACK_BUDGET@ ;; esac
 case "$timens" in 0|1) ;; *) say "bad timens"; timens=0 ;; esac
-""".replace("@FALLBACK_BUDGET@", str(FALLBACK_BUDGET)).replace("@BUILDS@", "|".join(Build))
+case "$port" in @PORTS@) ;; *) say "bad result port"; port=@DEFAULT_PORT@ ;; esac
+""".replace("@FALLBACK_BUDGET@", str(FALLBACK_BUDGET)).replace("@BUILDS@", "|".join(Build)) \
+    .replace("@PORTS@", PORT_PATTERN).replace("@DEFAULT_PORT@", DEFAULT_PORTS[1])
 
 # The programs /init runs (besides python3, and the shell's builtins): the guest's initramfs
 # keeps them and what they load (contents.py), so a program added to the script goes here too.
@@ -208,14 +233,14 @@ rc=$?
 say "probe exited with status $rc"
 
 # Raw mode: no newline translation on the way out, or the length and hash would not match.
-stty -F /dev/ttyS1 raw -echo 2>/dev/null || say "stty failed; the host will undo CR-LF"
+stty -F "/dev/$port" raw -echo 2>/dev/null || say "stty failed; the host will undo CR-LF"
 len=$(wc -c <"$out")
 sum=$(sha256sum "$out" | cut -d' ' -f1)
 {
     printf 'VDSOMATRIX-BEGIN v1 rc=%d len=%d sha256=%s\n' "$rc" "$len" "$sum"
     cat "$out"
     printf '\nVDSOMATRIX-END\n'
-} >/dev/ttyS1
+} >"/dev/$port"
 say "result written ($len bytes)"
 halt_guest
 """

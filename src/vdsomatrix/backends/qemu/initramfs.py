@@ -21,8 +21,10 @@ either, so a file belongs to exactly one of them (an i386 suite is named ``bookw
 its files ``bookworm-i386_<image>_<recipe>.cpio``). Once built, an initramfs boots without the
 Docker engine.
 
-An i386 suite's image keeps its libraries and compiler drivers under i386/i686 names;
-:func:`strip_patterns` gives the same exclusions under those names.
+An i386 suite's image keeps its libraries and compiler drivers under i386/i686 names, an arm64
+one under aarch64 names; :func:`strip_patterns` gives the same exclusions under those names.
+Nothing here runs a program of the image (the selection reads ELF headers with pyelftools), so an
+arm64 image is made into an initramfs on an x86 host the same way.
 """
 
 from __future__ import annotations
@@ -92,11 +94,14 @@ STRIP = (
     "var/log",
 )
 # How the amd64 names in STRIP read in an i386 userland (Debian's multiarch triplet is
-# i386-linux-gnu, the toolchain's prefix i686-linux-gnu-).
+# i386-linux-gnu, the toolchain's prefix i686-linux-gnu-) and an arm64 one (aarch64-linux-gnu
+# for both).
 _ARCH_NAMES = {
     "i386": (("usr/bin/x86_64-linux-gnu-", "usr/bin/i686-linux-gnu-"),
              ("x86_64-linux-gnu", "i386-linux-gnu"),
              ("x86_64-linux-musl", "i386-linux-musl")),
+    "arm64": (("x86_64-linux-gnu", "aarch64-linux-gnu"),
+              ("x86_64-linux-musl", "aarch64-linux-musl")),
 }
 
 

@@ -5,12 +5,13 @@ release and architecture, and a metapackage (``linux-image-amd64`` for amd64,
 ``linux-image-686-pae`` for i386, unless the matrix says otherwise), and is whatever that
 metapackage points at in the release's ``binary-<arch>`` index (for example
 ``linux-image-6.1.0-50-amd64`` in bookworm, ``linux-image-6.1.0-50-686-pae`` in bookworm's i386
-index). Debian's i386 kernels stop with bookworm (:data:`NO_KERNEL`): an i386 spec of a later
-release is unavailable, with that reason, before any download. Only
-``/boot/vmlinuz-*`` and ``/boot/config-*`` are unpacked from the package: everything the guest
-needs (8250 serial console, initramfs, proc, sys, devtmpfs, tmpfs, magic SysRq) is built into
-Debian's kernels, which :func:`missing_builtins` checks against the unpacked config, so no
-modules are ever needed.
+index; ``linux-image-arm64`` for arm64). Debian's i386 kernels stop with bookworm
+(:data:`NO_KERNEL`): an i386 spec of a later release is unavailable, with that reason, before
+any download. Only ``/boot/vmlinuz-*`` and ``/boot/config-*`` are unpacked from the package:
+everything the guest needs (8250 serial console, initramfs, proc, sys, devtmpfs, tmpfs, magic
+SysRq; on arm64 the PL011 console and the PCI 16550) is built into Debian's kernels, which
+:func:`missing_builtins` checks against the unpacked config, so no modules are ever needed. An
+arm64 vmlinuz is kept as the raw Image QEMU 7.2 boots (:func:`unpack_arm64_image`).
 
 How the package is fetched: with apt itself, run with a private configuration (its own
 sources.list, lists, cache and status; the machine's apt.conf.d is still read, so a proxy set up
@@ -67,8 +68,8 @@ from vdsomatrix.results import write_atomic
 
 META_PACKAGE = "linux-image-amd64"
 # The kernel flavours of each architecture, as the end of the image package's name
-# (linux-image-<abi>-<flavour>): i386 has 686 and 686-pae.
-FLAVOURS = {"amd64": r"amd64", "i386": r"686(?:-pae)?"}
+# (linux-image-<abi>-<flavour>): i386 has 686 and 686-pae, arm64 one flavour of its name.
+FLAVOURS = {"amd64": r"amd64", "i386": r"686(?:-pae)?", "arm64": r"arm64"}
 # Releases known to ship no kernel of an architecture (no network needed to say so); for any
 # other release the mirror's index decides, and a missing metapackage is remembered.
 NO_KERNEL = {
@@ -109,6 +110,22 @@ REQUIRED_BUILTINS = (
     "CONFIG_BINFMT_SCRIPT",
     "CONFIG_MAGIC_SYSRQ",
 )
+# An arm64 guest (the `virt` board) has its console on the board's PL011 UART (ttyAMA0) and its
+# result port on a 16550 on PCI (ttyS0: 8250's PCI driver behind the board's generic PCIe host
+# bridge). virtio-console would do too, but Debian builds it (and virtio-pci) as modules up to
+# 6.1, and a guest with no modules has neither.
+ARM64_BUILTINS = (
+    *(symbol for symbol in REQUIRED_BUILTINS if symbol != "CONFIG_SERIAL_8250_CONSOLE"),
+    "CONFIG_SERIAL_AMBA_PL011",
+    "CONFIG_SERIAL_AMBA_PL011_CONSOLE",
+    "CONFIG_SERIAL_8250_PCI",
+    "CONFIG_PCI_HOST_GENERIC",
+)
+
+
+def required_builtins(arch: str) -> tuple[str, ...]:
+    """The config symbols a guest kernel of ``arch`` must have built in."""
+    return ARM64_BUILTINS if arch == "arm64" else REQUIRED_BUILTINS
 
 
 def kernels_dir() -> Path:
@@ -127,6 +144,9 @@ class Kernel:
     deb_sha256: str  # "<file> <sha256>" of each downloaded .deb, joined by "; "
     directory: Path
     arch: str = "amd64"  # the Debian architecture it is built for (kernel.json before: amd64)
+    # What the package's vmlinuz was (image_format()); vmlinuz is what QEMU boots, unpacked
+    # from it when QEMU could not boot that (kernel.json before: "")
+    image_format: str = ""
 
     @property
     def vmlinuz(self) -> Path:
@@ -258,6 +278,105 @@ def bzimage_version(path: Path) -> str:
     end = head.find(b"\0", start, start + 512)
     raw = head[start : end if end >= 0 else start + 512]
     return raw.decode("ascii", "replace").strip()
+
+
+# --- arm64 images ----------------------------------------------------------------------------
+# An arm64 kernel comes as one of (Documentation/arch/arm64/booting.rst, and the EFI stub's
+# zboot header, drivers/firmware/efi/libstub/zboot-header.S):
+# - "arm64-image": the raw Image, "ARM\x64" at offset 0x38 of its 64-byte header (Debian's
+#   vmlinuz for arm64 in bookworm and sid alike, when this was written);
+# - "gzip": that Image gzipped (Image.gz);
+# - "efi-zboot": an EFI application ("MZ", then "zimg" at offset 4) carrying the compressed
+#   Image at a payload offset and size (u32 at 8 and 12) with its compression named at 24
+#   (CONFIG_EFI_ZBOOT).
+# QEMU 7.2's -kernel takes the raw Image, or a gzipped one of up to 64 MiB unpacked
+# (load_aarch64_image in hw/arm/boot.c); EFI zboot only from QEMU 8.1 on. So every arm64 kernel
+# is stored as its raw Image, which also lets its banner be read.
+ARM64_MAGIC = b"ARM\x64"
+_BANNER = re.compile(rb"Linux version ([ -~]{1,400}?)\n?\0")
+MAX_IMAGE = 256 << 20  # bytes an unpacked Image may take: Debian's are 30-50 MB
+
+
+def image_format(head: bytes) -> str:
+    """What the first bytes (>= 64) of a vmlinuz are: "bzImage", "arm64-image", "gzip",
+    "efi-zboot" or "unknown"."""
+    if head[0x202:0x206] == b"HdrS":
+        return "bzImage"
+    if head[0x38:0x3C] == ARM64_MAGIC:
+        return "arm64-image"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:2] == b"MZ" and head[4:8] == b"zimg":
+        return "efi-zboot"
+    return "unknown"
+
+
+def _gunzip(data: bytes, what: str) -> bytes:
+    """One gzip member (trailing bytes, such as zboot's appended size, ignored), bounded."""
+    import zlib
+
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, MAX_IMAGE)
+    except zlib.error as exc:
+        raise EnvironmentUnavailable(f"{what}: not valid gzip ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise EnvironmentUnavailable(f"{what}: unpacks to more than {MAX_IMAGE >> 20} MiB")
+    return out
+
+
+def _unzstd(data: bytes, what: str) -> bytes:
+    if not shutil.which("zstd"):
+        raise EnvironmentUnavailable(f"{what} is zstd-compressed: install zstd "
+                                     "(`bash .ci/setup-machine` as root does)")
+    import tempfile
+
+    with tempfile.TemporaryFile() as packed:
+        packed.write(data)
+        packed.seek(0)
+        done = processes.run_bounded(["zstd", "-d", "-q", "-c"], stdin=packed, timeout=120,
+                                     stdout_cap=MAX_IMAGE)
+    if done.timed_out or done.overflow or done.returncode != 0:
+        raise EnvironmentUnavailable(f"{what}: zstd could not unpack it (or it unpacks to more "
+                                     f"than {MAX_IMAGE >> 20} MiB)")
+    return done.stdout
+
+
+def unpack_arm64_image(data: bytes, what: str = "vmlinuz") -> tuple[bytes, str]:
+    """(the raw arm64 Image, the format it came in) of an arm64 vmlinuz; EnvironmentUnavailable
+    when it is none of the formats above or does not unpack to an Image."""
+    kind = image_format(data[:0x400])
+    if kind == "arm64-image":
+        return data, kind
+    if kind == "gzip":
+        image = _gunzip(data, what)
+    elif kind == "efi-zboot":
+        offset, size = struct.unpack_from("<II", data, 8)
+        method = data[24:56].split(b"\0", 1)[0].decode("ascii", "replace")
+        payload = data[offset : offset + size]
+        if not size or len(payload) != size:
+            raise EnvironmentUnavailable(f"{what}: EFI zboot payload out of the file's bounds")
+        unpackers = {"gzip": _gunzip, "zstd": _unzstd}
+        if method not in unpackers:
+            raise EnvironmentUnavailable(
+                f"{what}: EFI zboot image compressed with {method!r}, which vdsomatrix cannot "
+                f"unpack (only {', '.join(unpackers)}); choose another kernel suite")
+        image = unpackers[method](payload, what)
+    else:
+        raise EnvironmentUnavailable(f"{what} is no arm64 kernel image (neither a raw Image, "
+                                     "gzip nor EFI zboot)")
+    if image_format(image[:0x400]) != "arm64-image":
+        raise EnvironmentUnavailable(f"{what}: its {kind} payload is no arm64 Image")
+    return image, kind
+
+
+def image_banner(path: Path) -> str:
+    """The version banner a raw kernel image carries ("6.1.0-50-arm64 (debian-kernel@...)
+    ... #1 SMP Debian ..."): the string after "Linux version " in its read-only data. A 6.x
+    image has two, one with the build number left out ("# SMP"); the one with it is what the
+    kernel prints."""
+    banners = [m[1].decode("ascii", "replace").strip() for m in _BANNER.finditer(path.read_bytes())]
+    return next((b for b in banners if re.search(r"#[0-9]", b)), banners[0] if banners else "")
 
 
 def missing_builtins(config_text: str, required: Iterable[str] = REQUIRED_BUILTINS) -> list[str]:
@@ -575,21 +694,33 @@ def _download_and_unpack(
             raise EnvironmentUnavailable(
                 f"{', '.join(refs)}: expected one vmlinuz and its config, found {found or 'none'}"
             )
-        missing = missing_builtins((staging / "config").read_text(errors="replace"))
+        missing = missing_builtins((staging / "config").read_text(errors="replace"),
+                                   required_builtins(arch))
         if missing:
             raise EnvironmentUnavailable(
                 f"{package} lacks built-in {', '.join(missing)}: the guest would need modules; "
                 "choose another kernel suite"
             )
+        vmlinuz = staging / "vmlinuz"
+        if arch == "arm64":
+            image, kind = unpack_arm64_image(vmlinuz.read_bytes(), f"{package}'s vmlinuz")
+            if kind != "arm64-image":
+                vmlinuz.write_bytes(image)
+            banner = image_banner(vmlinuz)
+        else:
+            with open(vmlinuz, "rb") as fh:
+                kind = image_format(fh.read(0x400))
+            banner = bzimage_version(vmlinuz)
         kernel = Kernel(
             suite=suite,
             package=package,
             version=version,
             release=found["vmlinuz"],
-            version_string=bzimage_version(staging / "vmlinuz"),
+            version_string=banner,
             deb_sha256="; ".join(digests),
             directory=target,
             arch=arch,
+            image_format=kind,
         )
         data = kernel.to_json()
         del data["directory"]
