@@ -141,6 +141,16 @@ def test_a_failure_is_loud_with_its_first_readings():
     assert "FAILED in 1 of 2" in glance.text
 
 
+def test_a_failed_check_is_named_whole_at_a_glance():
+    """Seen on the first full page: "bookworm-static (time() vs gettimeofday();" lost its
+    closing parenthesis to the shortening of clock names."""
+    docs = with_correctness(fixtures(), failed=3)
+    for check in docs[1]["correctness"]["checks"]:
+        check["check"] = "time() vs gettimeofday()"
+    (glance,) = [f for f in build_report(docs).summary if f.topic == "Correctness"]
+    assert "(time() vs gettimeofday())" in glance.text
+
+
 def test_error_rows_that_agree_everywhere_are_one_row():
     docs = with_correctness(fixtures())
     report = build_report(docs)

@@ -18,7 +18,8 @@ pytest.importorskip("pymdownx", reason="install the test extra: pip install -e '
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tables docs/tables.md includes, by file and section.
-TABLE_IDS = ("vdso", "vsyscall", "syscall-cost", "entry-cost", "latency-getrandom", "runtimes")
+TABLE_IDS = ("vdso", "vsyscall", "syscall-cost", "entry-cost", "latency-getrandom",
+             "architectures", "correctness", "correctness-error-paths", "runtimes")
 
 
 def build(config: Path, site: Path) -> subprocess.CompletedProcess:

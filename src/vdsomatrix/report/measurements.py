@@ -22,6 +22,7 @@ from vdsomatrix.report.cells import (
     number,
     part,
     plain_line,
+    plain_twin,
     text,
     vdso_functions,
     whole_number,
@@ -44,6 +45,11 @@ FAMILIES: list[tuple[str, tuple[str, ...]]] = [("getppid", ("libc", "syscall", "
 # other two builds of the probe (their own files keep them).
 OTHER_BUILDS = ("static", "musl")
 OTHER_BUILDS_NOUN = "static and musl builds"
+# Boot options that change how a clock is read: a guest booted with one answers the clock
+# tables' question itself. Other variants (mitigations=, a time namespace, two vCPUs, IA32 off,
+# the allow-all seccomp filter) were made for another question, and repeat their plain twin's.
+CLOCK_OPTIONS = ("vdso", "vdso32", "vsyscall", "clocksource")
+OTHER_VARIANTS_NOUN = "static and musl builds, and variants made for another question"
 PATH_TITLES = {"libc": "libc", "vdso": "vDSO", "syscall": "syscall", "int80": "int $0x80",
                "vsyscall": "vsyscall"}
 BUILD_ID_SHOWN = 8  # characters of a build-id that name a vDSO in the tables
@@ -334,6 +340,17 @@ def syscall_cost_table(results: list[Result]) -> Table:
     return dataclasses.replace(table, on_page=False)
 
 
+def _other_variants(results: list[Result]) -> tuple[str, ...]:
+    """Variants (see CLOCK_OPTIONS) whose plain twin is among ``results``, and which change
+    nothing about how a clock is read."""
+    def clock_option(r: Result) -> bool:
+        words = (r.text("environment", "matrix_cmdline") or "").split()
+        return any(w.split("=", 1)[0] in CLOCK_OPTIONS for w in words)
+
+    return tuple(r.name for r in results
+                 if not clock_option(r) and plain_twin(r, results) is not None)
+
+
 def speedup_table(results: list[Result]) -> Table:
     speedups = [(short_call(call), lambda r, call=call: ratio(
         call_row(r, call, "syscall"), call_row(r, call, "vdso"))) for call in VDSO_CALLS]
@@ -343,7 +360,9 @@ def speedup_table(results: list[Result]) -> Table:
         "medians: syscall ÷ vDSO).", speedups, results,
         notes=[f"A vDSO median under {RESOLUTION_NS:g} ns is within the noise of the "
                "subtracted loop overhead: the speed-up is then a lower bound "
-               "(\"≥ N×\")."], leaves_out=_other_builds(results))
+               "(\"≥ N×\")."],
+        leaves_out=_other_builds(results) + _other_variants(results),
+        leaves_out_noun=OTHER_VARIANTS_NOUN)
 
 
 def takes(call: str, path: str) -> Callable[[Result], Value]:
