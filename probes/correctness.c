@@ -564,7 +564,7 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 	both_vdso = !vdso_missing(C_TIME) && !vdso_missing(C_GTOD);
 	snprintf(c.paths, sizeof c.paths, "libc%s", both_vdso ? " vdso" : "");
 	{
-		int64_t deadline = now_ns() + slice, c0, c1, lag = 0;
+		int64_t deadline = now_ns() + slice, c0, c1, lag = 0, crossed = 0;
 		int p, n = both_vdso ? 2 : 1;
 		int which[2] = {P_LIBC, P_VDSO};
 		char b4[32], b5[32];
@@ -578,8 +578,12 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 					made(&c, 0, "%s gave %s", path_names[which[p]], read_error(e));
 					continue;
 				}
-				if (g0 / NS * NS - t > lag)
-					lag = g0 / NS * NS - t;
+				/* gettimeofday already in a second that time() does not show yet: by how much */
+				if (t < g0 / NS * NS) {
+					crossed++;
+					if (g0 - (t + NS) > lag)
+						lag = g0 - (t + NS);
+				}
 				made(&c, c0 / NS * NS <= t && t <= c1 / NS * NS && t <= g1,
 				     "%s: gettimeofday %s, coarse %s, time %s, coarse %s, gettimeofday %s",
 				     path_names[which[p]], secs(g0, b1, sizeof b1), secs(c0, b4, sizeof b4),
@@ -587,9 +591,15 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 			}
 			c.rounds++;
 		} while (now_ns() < deadline);
-		add_reason(&c, "time() checked against CLOCK_REALTIME_COARSE read by the system call "
-			   "around it (resolution %lld ns); it lagged gettimeofday() by up to %lld ns",
-			   (long long)coarse_res, (long long)(lag > 0 ? lag : 0));
+		if (crossed)
+			add_reason(&c, "time() checked against CLOCK_REALTIME_COARSE read by the system "
+				   "call around it (resolution %lld ns); in %lld readings gettimeofday() was "
+				   "already up to %lld ns into a second time() did not show yet",
+				   (long long)coarse_res, (long long)crossed, (long long)lag);
+		else
+			add_reason(&c, "time() checked against CLOCK_REALTIME_COARSE read by the system "
+				   "call around it (resolution %lld ns); no reading fell between a second's "
+				   "start and the tick that shows it", (long long)coarse_res);
 	}
 	emit_check(&c);
 }
