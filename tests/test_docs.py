@@ -74,7 +74,8 @@ def exported(table_id: str, first: str) -> str:
 def test_the_tables_page_includes_each_table_by_its_section(tmp_path):
     firsts = {"vdso": r"k6.1-acpi\_pm", "vsyscall": "bookworm-musl", "syscall-cost": "k5.10",
               "entry-cost": "trixie-timens", "latency-getrandom": "k6.1-nomitigations",
-              "runtimes": "sid-runtimes"}
+              "runtimes": "sid-runtimes", "architectures": "aarch64",
+              "correctness": "k6.1-arm64", "correctness-error-paths": "clock_gettime"}
     config = site_copy(tmp_path, {i: exported(i, firsts[i]) for i in TABLE_IDS})
     result = build(config, tmp_path / "site")
     assert result.returncode == 0, result.stderr

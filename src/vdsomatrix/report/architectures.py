@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from vdsomatrix.report.cells import (
     AARCH64,
-    DEBIAN_ARCH,
     I386,
     Result,
     call_row,
@@ -89,13 +88,14 @@ def abi_table(results: list[Result]) -> Table:
         ours = [r for r in results if r.abi == abi]
         if not ours:
             continue
-        rows.append([Value(f"{abi} ({DEBIAN_ARCH[abi]})"),
+        rows.append([Value(abi),
                      _entries_range(ours), _vdso_union(ours), _user_space_count(ours)])
-    columns = ["ABI (arch)", "libc enters with", "vDSO functions", "no syscall"]
+    columns = ["ABI", "libc enters with", "vDSO functions", "no syscall"]
     return Table(
         id=SECTION_ID, title="How this libc enters the kernel, and what the vDSO offers, on "
                              "x86_64, i386 and arm64", section=SECTION_ID,
-        question="A row per ABI: kernel-entry instructions per libc (fewest–most), its vDSOs' "
+        question="A row per ABI (Debian's amd64, i386 and arm64 userlands): kernel-entry "
+                 "instructions per libc (fewest–most), its vDSOs' "
                  "functions (in how many vDSOs when not in all), and in how many environments "
                  "libc's clock_gettime(CLOCK_MONOTONIC) made no system call.",
         columns=columns, keys=[slug(c) for c in columns], rows=rows, subjects=[None] * len(rows))
