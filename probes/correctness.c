@@ -147,25 +147,6 @@ static const char *errno_name(int e)
 	}
 }
 
-static const char *signal_name(int sig)
-{
-	static char other[16];
-	switch (sig) {
-	case SIGSEGV: return "SIGSEGV";
-	case SIGBUS: return "SIGBUS";
-	case SIGILL: return "SIGILL";
-	case SIGSYS: return "SIGSYS";
-	case SIGFPE: return "SIGFPE";
-	case SIGKILL: return "SIGKILL";
-	case SIGALRM: return "SIGALRM";
-	case SIGTRAP: return "SIGTRAP";
-	case SIGABRT: return "SIGABRT";
-	default:
-		snprintf(other, sizeof other, "signal %d", sig);
-		return other;
-	}
-}
-
 /* ------------------------------------------------------------- one check ------------------ */
 
 struct check {

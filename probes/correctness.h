@@ -16,4 +16,7 @@ struct correctness_vdso {
 /* Prints one JSON object {"correctness": {...}} on stdout; returns the exit status. */
 int correctness_main(const struct correctness_vdso *vdso, int budget_ms);
 
+/* vdsoprobe.c's name of a signal: "SIGSEGV", ..., or "signal N". */
+const char *signal_name(int sig);
+
 #endif

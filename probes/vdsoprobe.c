@@ -952,9 +952,10 @@ static long count_syscalls(call_fn fn, setup_fn setup, const char **why)
 
 /* ------------------------------------------------------------------- output --------------- */
 
-
-static const char *signal_name(int sig)
+/* Also correctness.c's (declared in correctness.h). */
+const char *signal_name(int sig)
 {
+	static char other[16];
 	switch (sig) {
 	case SIGSEGV: return "SIGSEGV";
 	case SIGBUS: return "SIGBUS";
@@ -965,7 +966,9 @@ static const char *signal_name(int sig)
 	case SIGALRM: return "SIGALRM";
 	case SIGTRAP: return "SIGTRAP";
 	case SIGABRT: return "SIGABRT";
-	default: return "signal";
+	default:
+		snprintf(other, sizeof other, "signal %d", sig);
+		return other;
 	}
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vdsomatrix import contract
+from vdsomatrix import contract, processes
 from vdsomatrix.backends.docker import backend as docker_backend
 from vdsomatrix.backends.docker import images, leftovers, rootfs
 from vdsomatrix.backends.docker.backend import DockerBackend
@@ -176,7 +176,7 @@ def test_a_folder_that_cannot_run_programs_says_nothing(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(docker_backend.processes, "spawn", refuse)
+    monkeypatch.setattr(processes, "spawn", refuse)
     assert docker_backend._exec_i386(tmp_path) is None
 
 

@@ -8,21 +8,19 @@ stops by itself if vdsomatrix dies; what killed runs leave behind is found by le
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import gzip
 import os
 import struct
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vdsomatrix import contract, processes
+from vdsomatrix import contract
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
-from vdsomatrix.backends.docker import images, leftovers, runtimes, seccomp
+from vdsomatrix.backends.docker import foreign, images, leftovers, runtimes, seccomp
 from vdsomatrix.backends.docker.container import (
     MEM_LIMIT,
     RUNTIMES_MEM_LIMIT,
@@ -101,23 +99,13 @@ def _kernel_config() -> str:
 def _exec_i386(folder: Path, program_bytes: bytes = I386_EXIT0) -> tuple[bool, str] | None:
     """Exec ``program_bytes`` (:data:`I386_EXIT0`) from ``folder``: (runs, reason), or None when
     this folder cannot tell (not writable, mounted noexec)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="ia32-check.", dir=folder) as tmp:
-            program = Path(tmp) / "exit0-i386"
-            program.write_bytes(program_bytes)
-            program.chmod(0o700)
-            try:
-                proc = processes.spawn([str(program)], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            except OSError as exc:
-                if exc.errno == errno.ENOEXEC:
-                    return False, f"{NO_IA32} (exec of an i386 program: Exec format error): " \
-                                  f"{_kernel_says_why()}"
-                return None  # EACCES on a noexec mount, and the like: try elsewhere
-            code = processes.wait(proc, 10.0)
-    except OSError:
+    done = foreign.exec_exit0(folder, program_bytes, timeout=10.0)
+    if done is None:
         return None
+    taken, code = done
+    if not taken:
+        return False, (f"{NO_IA32} (exec of an i386 program: Exec format error): "
+                       f"{_kernel_says_why()}")
     if code == 0:
         return True, ""
     what = "did not exit within 10 s" if code is None else f"exited with status {code}"

@@ -55,12 +55,15 @@ def emulated(arch: str) -> bool:
     return arch not in NATIVE.get(host_machine(), ())
 
 
-def _run(folder: Path, program_bytes: bytes) -> tuple[bool, str] | None:
-    """Exec ``program_bytes`` from ``folder``: (ran and exited 0, what happened), or None when
-    this folder cannot tell (not writable, mounted noexec)."""
+def exec_exit0(folder: Path, program_bytes: bytes, *, timeout: float
+               ) -> tuple[bool, int | None] | None:
+    """Exec ``program_bytes``, a program that only calls exit(0), from ``folder``: (whether the
+    kernel took its format, its exit status or None when it did not exit within ``timeout``),
+    or None when this folder cannot tell (not writable, mounted noexec). Shared by the checks
+    for foreign architectures here and for 32-bit x86 (backend.ia32_support)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="foreign-check.", dir=folder) as tmp:
+        with tempfile.TemporaryDirectory(prefix="exec-check.", dir=folder) as tmp:
             program = Path(tmp) / "exit0"
             program.write_bytes(program_bytes)
             program.chmod(0o700)
@@ -69,11 +72,21 @@ def _run(folder: Path, program_bytes: bytes) -> tuple[bool, str] | None:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             except OSError as exc:
                 if exc.errno == errno.ENOEXEC:
-                    return False, "the kernel refuses to exec them (Exec format error)"
-                return None
-            code = processes.wait(proc, 20.0)
+                    return False, None
+                return None  # EACCES on a noexec mount, and the like: try elsewhere
+            return True, processes.wait(proc, timeout)
     except OSError:
         return None
+
+
+def _run(folder: Path, program_bytes: bytes) -> tuple[bool, str] | None:
+    """:func:`exec_exit0` as (ran and exited 0, what happened), or None."""
+    done = exec_exit0(folder, program_bytes, timeout=20.0)
+    if done is None:
+        return None
+    taken, code = done
+    if not taken:
+        return False, "the kernel refuses to exec them (Exec format error)"
     if code == 0:
         return True, ""
     what = "did not exit within 20 s" if code is None else f"exited with status {code}"
