@@ -535,37 +535,3 @@ def debian_libc6(suite: str, arch: str) -> Path:
                 shutil.rmtree(done)
             staging.rename(done)
     return done
-    home.mkdir(parents=True, exist_ok=True)
-    with file_lock(home.parent / f"libc6-i386-{suite}.lock"):
-        if (done / "lib" / "i386-linux-gnu" / "libc.so.6").exists():
-            return done
-        try:
-            mirror, keyring = debian_mirror(), archive_keyring()
-        except Exception as exc:
-            require("a Debian mirror", str(exc))
-        with tempfile.TemporaryDirectory(prefix="apt-", dir=home) as tmp:
-            root = Path(tmp)
-            root.chmod(0o755)
-            conf = _apt_conf(root, mirror, keyring, suite)
-            env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
-            env.pop("APT_CONFIG", None)
-            downloads = root / "download"
-            downloads.mkdir()
-            for args in (["update"], ["download", "libc6:i386"]):
-                proc = subprocess.run([need("apt-get"), "-q", "-c", str(conf), *args],
-                                      cwd=downloads, env=env, capture_output=True, text=True,
-                                      timeout=600)
-                errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "Err"))]
-                if proc.returncode != 0 or errors:
-                    require(f"the {suite} i386 packages on {mirror}",
-                            (errors or [proc.stderr.strip()[-300:]])[-1])
-            debs = sorted(downloads.glob("libc6_*_i386.deb"))
-            assert len(debs) == 1, debs
-            staging = root / "unpacked"
-            subprocess.run([need("dpkg-deb"), "-x", str(debs[0]), str(staging)], check=True,
-                           timeout=300)
-            (staging / "deb").write_text(debs[0].name + "\n")
-            if done.exists():
-                shutil.rmtree(done)
-            staging.rename(done)
-    return done
