@@ -95,7 +95,7 @@ def main() -> int:
                 for label in order:
                     seconds, size, tag = build_once(client, suite, trees[label])
                     seen[label].append((seconds, size))
-                    if trees[label] != ROOT:
+                    if tag != images.probe_image_tag(suite, root=ROOT):  # never this tree's
                         built.add(tag)
             new, old = (statistics.median(s for s, _ in seen[k]) for k in trees)
             new_size, old_size = (seen[k][-1][1] for k in trees)

@@ -179,43 +179,43 @@ def _follow_build(stream: Iterator[dict], suite: Suite, log: Log) -> None:
                     log(f"[{suite.name}] {' '.join(line.split())[:110]}")
 
 
-def _build_run_base(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool, root: Path,
-                    log: Log) -> str:
+def _build(client, suite: Suite, what: str, tag: str, files: list[tuple[str, bytes, int]], *,
+           buildargs: dict[str, str], labels: dict[str, str], nocache: bool, log: Log,
+           dockerfile: str = "Dockerfile") -> str:
+    """Build ``tag`` from a context of ``files`` with the classic builder, network "none" and
+    nothing pulled; ``what`` names the image in messages ("probe image", "run base")."""
     started = time.monotonic()
-    files = _run_base_files(root)
-    log(f"[{suite.name}] building {tag} on {base_tag} (the build-only packages purged)")
     stream = client.api.build(
-        fileobj=_context_tar(files),
-        custom_context=True,
-        dockerfile=RUN_BASE_FILES[0],
-        tag=tag,
-        buildargs={"BASE": base_tag},
-        network_mode="none",
-        pull=False,
-        nocache=nocache,
-        rm=True,
-        forcerm=True,
-        labels={
-            f"{LABEL}.kind": "run-base",
-            f"{LABEL}.suite": suite.name,
-            f"{LABEL}.script": suite.script,
-            f"{LABEL}.arch": suite.arch,
-            f"{LABEL}.release": suite.release,
-            f"{LABEL}.hash": run_base_hash(suite, files=files),
-            f"{LABEL}.base": base_tag,
-        },
-        decode=True,
+        fileobj=_context_tar(files), custom_context=True, dockerfile=dockerfile, tag=tag,
+        buildargs=buildargs, network_mode="none", pull=False, nocache=nocache, rm=True,
+        forcerm=True, labels=labels, decode=True,
     )
     _follow_build(stream, suite, log)
     if find_image(client, tag) is None:
-        raise ImageBuildError(f"the {suite.name} run base build ended without an image {tag}")
-    log(f"[{suite.name}] run base {tag} ready ({time.monotonic() - started:.0f} s)")
+        raise ImageBuildError(f"the {suite.name} {what} build ended without an image {tag}")
+    log(f"[{suite.name}] {what} {tag} ready ({time.monotonic() - started:.0f} s)")
     return tag
+
+
+def _build_run_base(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool, root: Path,
+                    log: Log) -> str:
+    files = _run_base_files(root)
+    log(f"[{suite.name}] building {tag} on {base_tag} (the build-only packages purged)")
+    labels = {
+        f"{LABEL}.kind": "run-base",
+        f"{LABEL}.suite": suite.name,
+        f"{LABEL}.script": suite.script,
+        f"{LABEL}.arch": suite.arch,
+        f"{LABEL}.release": suite.release,
+        f"{LABEL}.hash": run_base_hash(suite, files=files),
+        f"{LABEL}.base": base_tag,
+    }
+    return _build(client, suite, "run base", tag, files, buildargs={"BASE": base_tag},
+                  labels=labels, nocache=nocache, log=log, dockerfile=RUN_BASE_FILES[0])
 
 
 def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool, root: Path,
                  log: Log) -> str:
-    started = time.monotonic()
     # One reading of the context for what is built, its labels and the check against the tag:
     # the probe sources edited since the tag was computed would otherwise be built under a
     # tag (and labelled with a hash) that names other sources.
@@ -230,25 +230,10 @@ def _build_probe(client, suite: Suite, base_tag: str, tag: str, *, nocache: bool
     emulated = foreign.emulated(suite.arch)
     log(f"[{suite.name}] building {tag} on {base_tag}"
         + (f" ({suite.arch} under qemu-user)" if emulated else ""))
-    stream = client.api.build(
-        fileobj=_context_tar(files),
-        custom_context=True,
-        tag=tag,
-        buildargs={"BASE": base_tag, "RUN_BASE": run_base_tag(suite, root=root),
-                   "EMULATED": "1" if emulated else "0"},
-        network_mode="none",
-        pull=False,
-        nocache=nocache,
-        rm=True,
-        forcerm=True,
-        labels=_probe_labels(suite, base_tag, root, files),
-        decode=True,
-    )
-    _follow_build(stream, suite, log)
-    if find_image(client, tag) is None:
-        raise ImageBuildError(f"the {suite.name} probe build ended without an image {tag}")
-    log(f"[{suite.name}] probe image {tag} ready ({time.monotonic() - started:.0f} s)")
-    return tag
+    buildargs = {"BASE": base_tag, "RUN_BASE": run_base_tag(suite, root=root),
+                 "EMULATED": "1" if emulated else "0"}
+    return _build(client, suite, "probe image", tag, files, buildargs=buildargs,
+                  labels=_probe_labels(suite, base_tag, root, files), nocache=nocache, log=log)
 
 
 # Tags (re)built by this process, with the time.monotonic() of the end of the build: several
