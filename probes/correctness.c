@@ -501,8 +501,11 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 	check_start(&c, "agreement", "time");
 	if (time_offered(P_SYSCALL)) {
 		set_paths(&c, C_TIME, paths, &npaths, 1);
-		/* every path reads the kernel's one seconds counter: strictly ordered */
-		interleave(&c, rd_time, NULL, 1, 0, paths, npaths, P_SYSCALL, now_ns() + slice);
+		/* A realtime reading, not a monotonic one: the system call and the vDSO count the
+		 * seconds of CLOCK_REALTIME_COARSE, musl's libc those of CLOCK_REALTIME, which can be
+		 * a second ahead until the next tick. So each reading lies between the bracketing
+		 * system calls', within time's resolution (a second). */
+		interleave(&c, rd_time, NULL, 0, NS, paths, npaths, P_SYSCALL, now_ns() + slice);
 	} else {
 		/* No time system call here (aarch64): bracketed by gettimeofday's, within time's
 		 * resolution (a second). */
@@ -533,13 +536,14 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 	emit_check(&c);
 
 	/*
-	 * time() against gettimeofday(): time() is the seconds of CLOCK_REALTIME_COARSE, the
-	 * realtime clock as of the last timekeeping update (a tick, or later when the tick is late:
-	 * a 4 ms tick was seen to lag 4.2 ms in a VM), while gettimeofday() reads the clock source.
-	 * So time() may lag the second gettimeofday() has entered, and a fixed allowance would
-	 * only be a guess: each time() reading is bracketed by two readings of that coarse clock
-	 * through the system call, and must fall within their seconds, and never be ahead of the
-	 * gettimeofday() that follows it. The largest lag behind gettimeofday() is recorded.
+	 * time() against gettimeofday(): the vDSO's time() (and glibc's, which calls it) is the
+	 * seconds of CLOCK_REALTIME_COARSE, the realtime clock as of the last timekeeping update
+	 * (a tick, or later when the tick is late: a 4 ms tick was seen to lag 6.2 ms under TCG),
+	 * while musl's time() reads CLOCK_REALTIME itself, as gettimeofday() does. So time() may
+	 * lag the second gettimeofday() has entered, by an amount no fixed allowance can bound:
+	 * each reading must lie between the seconds of CLOCK_REALTIME_COARSE read by the system
+	 * call just before it (the slowest source it may follow) and those of the gettimeofday()
+	 * just after it (the fastest). How far it trailed gettimeofday() is recorded.
 	 */
 	check_start(&c, "time_vs_gettimeofday", "time() vs gettimeofday()");
 	both_vdso = !vdso_missing(C_TIME) && !vdso_missing(C_GTOD);
@@ -565,7 +569,7 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 					if (g0 - (t + NS) > lag)
 						lag = g0 - (t + NS);
 				}
-				made(&c, c0 / NS * NS <= t && t <= c1 / NS * NS && t <= g1,
+				made(&c, c0 / NS * NS <= t && t <= g1,
 				     "%s: gettimeofday %s, coarse %s, time %s, coarse %s, gettimeofday %s",
 				     path_names[which[p]], secs(g0, b1, sizeof b1), secs(c0, b4, sizeof b4),
 				     secs(t, b2, sizeof b2), secs(c1, b5, sizeof b5), secs(g1, b3, sizeof b3));
@@ -573,14 +577,14 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 			c.rounds++;
 		} while (now_ns() < deadline);
 		if (crossed)
-			add_reason(&c, "time() checked against CLOCK_REALTIME_COARSE read by the system "
-				   "call around it (resolution %lld ns); in %lld readings gettimeofday() was "
-				   "already up to %lld ns into a second time() did not show yet",
+			add_reason(&c, "time() between CLOCK_REALTIME_COARSE (resolution %lld ns) "
+				   "before it and gettimeofday() after it; in %lld readings gettimeofday() "
+				   "was already up to %lld ns into a second time() did not show yet",
 				   (long long)coarse_res, (long long)crossed, (long long)lag);
 		else
-			add_reason(&c, "time() checked against CLOCK_REALTIME_COARSE read by the system "
-				   "call around it (resolution %lld ns); no reading fell between a second's "
-				   "start and the tick that shows it", (long long)coarse_res);
+			add_reason(&c, "time() between CLOCK_REALTIME_COARSE (resolution %lld ns) "
+				   "before it and gettimeofday() after it; no reading fell between a "
+				   "second's start and the tick that shows it", (long long)coarse_res);
 	}
 	emit_check(&c);
 }
