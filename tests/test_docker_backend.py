@@ -615,7 +615,7 @@ def run_inside(engine, image, command, timeout=120):
 
 
 def gone(engine, name: str) -> bool:
-    return engine.containers.list(all=True, filters={"name": name}) == []
+    return engine.containers.list(all=True, sparse=True, filters={"name": name}) == []
 
 
 @pytest.mark.engine

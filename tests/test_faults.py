@@ -44,7 +44,10 @@ def _with_command(monkeypatch, script: str) -> None:
 
 
 def probe_containers(engine) -> list:
-    return engine.containers.list(all=True, filters={"label": f"{LABEL}.kind=probe-run"})
+    # sparse: the listing alone, no inspect of each container, which raced with a probe
+    # container being removed between the two calls (NotFound, seen once in CI)
+    return engine.containers.list(all=True, sparse=True,
+                                  filters={"label": f"{LABEL}.kind=probe-run"})
 
 
 @pytest.fixture
@@ -226,7 +229,9 @@ def _leftovers(engine, run_pid: int) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
     mine = [line for line in ps.splitlines()
             if ("qemu-system" in line or "debootstrap" in line) and "vdsomatrix" in line]
-    return mine + [c.name for c in probe_containers(engine)]
+    # a sparse listing names a container in "Names" (see probe_containers)
+    return mine + [(c.attrs.get("Names") or [c.short_id])[0].lstrip("/")
+                   for c in probe_containers(engine)]
 
 
 def _good_host_result(out: Path) -> bytes:
