@@ -252,6 +252,20 @@ def type_letter(sym_type: str) -> str:
     return {"FUNC": "F", "GNU_IFUNC": "F", "OBJECT": "O", "FILE": "f"}.get(sym_type, " ")
 
 
+def assert_symbols_match(got: list[dict], expected: list[dict]) -> None:
+    """The analysis's symbols (``got``) are objdump -T's (``expected``, see objdump_T): the same
+    names, versions and hidden flags in order, and for each the same value, size, binding,
+    type letter and section."""
+    assert [(s["name"], s["version"], s["version_hidden"]) for s in got] == \
+        [(r["name"], r["version"], r["hidden"]) for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["value"] == theirs["value"], mine["name"]
+        assert mine["size"] == theirs["size"], mine["name"]
+        assert mine["binding"] == theirs["binding"], mine["name"]
+        assert type_letter(mine["type"]) == theirs["kind"], mine["name"]
+        assert mine["section"] == theirs["section"], mine["name"]
+
+
 def objdump_entry_sites(path: Path, start: int | None = None, stop: int | None = None,
                         objdump: str = "objdump") -> dict[int, str]:
     """Address -> kind of every syscall / sysenter / int $0x80 (and, in 32-bit code,
