@@ -48,8 +48,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vdsomatrix.backends.qemu import backend as qemu_backend
-from vdsomatrix.backends.qemu.backend import QemuBackend
+from vdsomatrix.backends import qemu as qemu_backend
+from vdsomatrix.backends.qemu import QemuBackend
 from vdsomatrix.matrix import BackendName, load_matrix
 
 POLL = 0.005  # seconds between two looks at the console file

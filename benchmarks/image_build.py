@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def checkout(rev: str, into: Path) -> Path:
     """images/ and probes/ of ``rev`` in ``into`` (plus any images/ file this tree's build
     context needs that ``rev`` did not have: it is not referenced by rev's Dockerfile)."""
-    from vdsomatrix.backends.docker import images
+    from vdsomatrix.images import probe_image as images
 
     blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "images", "probes"],
                           check=True, capture_output=True).stdout
@@ -48,7 +48,7 @@ def checkout(rev: str, into: Path) -> Path:
 
 def build_once(client, suite, root: Path) -> tuple[float, int, str]:
     """(seconds, bytes, tag) of one uncached build of ``suite``'s probe image from ``root``."""
-    from vdsomatrix.backends.docker import images
+    from vdsomatrix.images import probe_image as images
 
     base_tag = images.base_image_tag(suite)
     tag = images.probe_image_tag(suite, root=root)
@@ -66,8 +66,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from vdsomatrix.backends.docker import images
-    from vdsomatrix.backends.docker.engine import engine
+    from vdsomatrix.engine.client import engine
+    from vdsomatrix.images import probe_image as images
     from vdsomatrix.matrix import load_matrix
 
     suites = load_matrix().suites

@@ -102,9 +102,9 @@ def select(matrix, patterns: list[str]) -> list:
 def remove_suite_images(envs: list) -> list[str]:
     """Remove the base, run base and probe images of the suites ``envs`` run on (a cold start);
     returns the tags removed."""
-    from vdsomatrix.backends.docker.engine import docker_client
-    from vdsomatrix.backends.docker.images import probe_image_tag, run_base_tag
-    from vdsomatrix.backends.docker.rootfs import base_image_tag
+    from vdsomatrix.engine.client import docker_client
+    from vdsomatrix.images.probe_image import probe_image_tag, run_base_tag
+    from vdsomatrix.images.rootfs import base_image_tag
 
     suites = {e.userland.name: e.userland for e in envs if e.userland is not None}
     tags = [t for s in suites.values()

@@ -508,7 +508,7 @@ def debian_libc6(suite: str, arch: str) -> Path:
     """The root of Debian ``suite``'s libc6:``arch`` package, unpacked (downloaded once into the
     vdsomatrix cache, signed index and package checked by apt). Skips when the mirror cannot
     be reached, but fails in CI. libc.so.6 is in ``libc6_folder(root, arch)``."""
-    from vdsomatrix.mirror import archive_keyring, debian_mirror
+    from vdsomatrix.debian.archive import archive_keyring, debian_mirror
     from vdsomatrix.paths import cache_dir, file_lock
 
     home = cache_dir() / "test-data" / f"libc6-{arch}-{suite}"

@@ -34,7 +34,7 @@ def require(what: str, reason: str) -> None:
 def engine():
     """A pinged Docker client (docker.from_env), or skip/fail as above."""
     try:
-        from vdsomatrix.backends.docker.engine import docker_client
+        from vdsomatrix.engine.client import docker_client
 
         client = docker_client(timeout=600)
     except Exception as exc:  # the SDK missing, no engine, ...
@@ -66,8 +66,8 @@ def real_qemu():
     """A QemuBackend with the bookworm kernel and initramfs prepared, or skip/fail."""
     import shutil
 
+    from vdsomatrix.backends import qemu as qb
     from vdsomatrix.backends.qemu import QemuBackend
-    from vdsomatrix.backends.qemu import backend as qb
     from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
 
     if not shutil.which(qb.QEMU):

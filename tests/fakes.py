@@ -200,7 +200,7 @@ def copy_probe_context(root: Path) -> Path:
     probes/), for tests that edit it; ``root`` returned."""
     import shutil
 
-    from vdsomatrix.backends.docker import images
+    from vdsomatrix.images import probe_image as images
     from vdsomatrix.paths import project_root
 
     (root / "images").mkdir(parents=True)

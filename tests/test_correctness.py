@@ -14,7 +14,7 @@ import pytest
 from fakes import report_fixtures as fixtures
 from test_report_hostile import HOSTILE, assert_exports_inert
 
-from vdsomatrix.backends.qemu.backend import qemu_argv
+from vdsomatrix.backends.qemu import qemu_argv
 from vdsomatrix.errors import BadInput
 from vdsomatrix.matrix import load_matrix, parse_matrix
 from vdsomatrix.report import build_report, render_report

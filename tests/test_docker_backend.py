@@ -22,10 +22,12 @@ import pytest
 import requests
 
 from vdsomatrix import processes
-from vdsomatrix.backends.docker import DockerBackend, container, images, leftovers, seccomp
-from vdsomatrix.backends.docker.container import container_kwargs, run_container
-from vdsomatrix.backends.docker.engine import LABEL, NO_ENGINE, docker_client
+from vdsomatrix.backends.docker import DockerBackend
+from vdsomatrix.engine import container, leftovers, seccomp
+from vdsomatrix.engine.client import LABEL, NO_ENGINE, docker_client
+from vdsomatrix.engine.container import container_kwargs, run_container
 from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix.images import probe_image as images
 from vdsomatrix.matrix import BackendName, Build, Environment, Suite, load_matrix
 
 BOOKWORM = Suite("bookworm", "bookworm")
@@ -501,7 +503,7 @@ def test_clean_images_removes_old_tags_and_keeps_current_ones():
 @pytest.mark.parametrize("known", [True, False])
 def test_clean_images_removes_old_runtime_layers_only_when_their_current_tag_is_known(
         monkeypatch, known):
-    from vdsomatrix.backends.docker import runtimes
+    from vdsomatrix.images import runtimes
 
     selection = runtimes.Selection(suite="bookworm", java_shipped=(17,), java_default=17,
                                    java_measured=(17,), node="nodejs", go="golang-go")
@@ -761,7 +763,7 @@ def test_real_probe_run_in_bookworm(engine, bookworm_image, name, libc, linkage,
         created.append(container_kwargs(*args, **kwargs))
         return created[-1]
 
-    monkeypatch.setattr("vdsomatrix.backends.docker.backend.container_kwargs", spy)
+    monkeypatch.setattr("vdsomatrix.backends.docker.container_kwargs", spy)
     backend = DockerBackend()
     env = load_matrix().environments[name]
     assert backend.availability(env).ok

@@ -26,8 +26,8 @@ from fakes import docker_env
 
 from vdsomatrix import contract, runner
 from vdsomatrix.backends.docker import DockerBackend
-from vdsomatrix.backends.docker.engine import LABEL
-from vdsomatrix.backends.docker.images import probe_image_tag
+from vdsomatrix.engine.client import LABEL
+from vdsomatrix.images.probe_image import probe_image_tag
 from vdsomatrix.matrix import load_matrix
 from vdsomatrix.report import render_report
 from vdsomatrix.results import load_results

@@ -150,8 +150,8 @@ def test_host_getrandom_and_entry_costs(host_doc):
 @pytest.fixture(scope="module", params=["trixie", "bookworm", "bookworm-i386"])
 def image_doc(request, engine):
     """The dynamic build's document from a probe image (built here when missing)."""
-    from vdsomatrix.backends.docker.backend import DockerBackend
-    from vdsomatrix.backends.docker.images import ensure_probe_image
+    from vdsomatrix.backends.docker import DockerBackend
+    from vdsomatrix.images.probe_image import ensure_probe_image
     from vdsomatrix.matrix import load_matrix
 
     matrix = load_matrix()

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from vdsomatrix import contract, processes
-from vdsomatrix.backends.docker import backend as docker_backend
-from vdsomatrix.backends.docker import images, leftovers, rootfs
-from vdsomatrix.backends.docker.backend import DockerBackend
-from vdsomatrix.backends.docker.engine import LABEL
+from vdsomatrix.backends import docker as docker_backend
+from vdsomatrix.backends.docker import DockerBackend
+from vdsomatrix.engine.client import LABEL
 from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix.images import probe_image as images
+from vdsomatrix.images import rootfs, stale
 from vdsomatrix.matrix import BackendName, Build, Environment, Suite, load_matrix
 
 BOOKWORM = Suite("bookworm", "bookworm")
@@ -72,16 +73,16 @@ def test_debootstrap_is_asked_for_the_arch_and_the_release():
 
 
 def test_leftovers_know_the_current_tags_of_an_i386_image(monkeypatch):
-    from vdsomatrix.backends.docker import runtimes
+    from vdsomatrix.images import runtimes
 
     monkeypatch.setattr(runtimes, "cached_selection", lambda suite: None)
     labels = {f"{LABEL}.suite": "bookworm-i386", f"{LABEL}.script": "bookworm",
               f"{LABEL}.arch": "i386", f"{LABEL}.release": "bookworm"}
-    current = leftovers._current_tags(labels, None, {})
+    current = stale._current_tags(labels, None, {})
     assert images.base_image_tag(BOOKWORM_I386) in current
     assert images.probe_image_tag(BOOKWORM_I386) in current
     # images from before suites had an arch: amd64, released under their own name
-    old = leftovers._current_tags({f"{LABEL}.suite": "bookworm",
+    old = stale._current_tags({f"{LABEL}.suite": "bookworm",
                                    f"{LABEL}.script": "bookworm"}, None, {})
     assert images.base_image_tag(BOOKWORM) in old
 

@@ -127,8 +127,8 @@ def _row(doc, call, path):
 def i386_doc(request, engine):
     """The probe's document from the bookworm-i386 probe image (built here when missing: CI
     keeps one i386 container among its real-engine tests)."""
-    from vdsomatrix.backends.docker.backend import DockerBackend
-    from vdsomatrix.backends.docker.images import ensure_probe_image
+    from vdsomatrix.backends.docker import DockerBackend
+    from vdsomatrix.images.probe_image import ensure_probe_image
     from vdsomatrix.matrix import load_matrix
 
     matrix = load_matrix()
@@ -188,7 +188,7 @@ def test_i386_rows(i386_doc):
 def test_the_probes_32_bit_exec_check_agrees_with_the_hosts():
     # Two independent ways to the same fact: the probe runs its own 32-bit program from a memfd,
     # the docker backend runs another from a file; both must answer alike on this kernel.
-    from vdsomatrix.backends.docker.backend import ia32_support
+    from vdsomatrix.backends.docker import ia32_support
 
     errors = []
     found = probe.ia32_exec(errors)

@@ -20,10 +20,12 @@ import docker.errors
 import pytest
 from fakes import copy_probe_context
 
-from vdsomatrix import mirror, paths, processes
-from vdsomatrix.backends.docker import images, rootfs
-from vdsomatrix.backends.docker.engine import LABEL
+from vdsomatrix import paths, processes
+from vdsomatrix.debian import archive as mirror
+from vdsomatrix.engine.client import LABEL
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
+from vdsomatrix.images import probe_image as images
+from vdsomatrix.images import rootfs
 from vdsomatrix.matrix import Suite, load_matrix
 from vdsomatrix.paths import project_root
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vdsomatrix.backends.qemu import kernels
 from vdsomatrix.errors import BadInput
+from vdsomatrix.images import kernels
 from vdsomatrix.matrix import KernelSpec
 
 BOOKWORM = """\

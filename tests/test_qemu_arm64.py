@@ -18,13 +18,14 @@ import pytest
 from conftest import require
 from elftools.elf.elffile import ELFFile
 
-from vdsomatrix.backends.docker import foreign
-from vdsomatrix.backends.docker import images as docker_images
-from vdsomatrix.backends.docker.backend import DockerBackend
-from vdsomatrix.backends.qemu import QemuBackend, contents, guest, initramfs, kernels
-from vdsomatrix.backends.qemu import backend as qb
-from vdsomatrix.backends.qemu.backend import qemu_argv
+from vdsomatrix.backends import qemu as qb
+from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.backends.docker import DockerBackend
+from vdsomatrix.backends.qemu import QemuBackend, qemu_argv
 from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix.images import foreign, initramfs, kernels
+from vdsomatrix.images import initramfs_contents as contents
+from vdsomatrix.images import probe_image as docker_images
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite, load_matrix
 
 BOOKWORM_ARM64 = Suite("bookworm-arm64", "bookworm", "arm64", "bookworm")

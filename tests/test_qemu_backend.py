@@ -31,12 +31,14 @@ from hypothesis import strategies as st
 
 from vdsomatrix import contract, processes
 from vdsomatrix.analysis import artefacts
-from vdsomatrix.backends.qemu import QemuBackend, accel, guest, initramfs, kernels, workdirs
-from vdsomatrix.backends.qemu import backend as qb
-from vdsomatrix.backends.qemu.backend import qemu_argv
-from vdsomatrix.backends.qemu.guest import kernel_cmdline
-from vdsomatrix.backends.qemu.initramfs import CacheKey, InitramfsCache, read_file
+from vdsomatrix.backends import qemu as qb
+from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.backends.qemu import QemuBackend, qemu_argv
+from vdsomatrix.backends.qemu_guest import kernel_cmdline
+from vdsomatrix.engine import accel, workdirs
 from vdsomatrix.errors import BadInput
+from vdsomatrix.images import initramfs, kernels
+from vdsomatrix.images.initramfs import CacheKey, InitramfsCache, read_file
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
 
 BOOKWORM = Suite("bookworm", "bookworm")
@@ -720,7 +722,7 @@ def test_an_interrupted_run_boots_nothing(fake_qemu, tmp_path, monkeypatch, inte
 PARENT = """\
 import sys
 from pathlib import Path
-from vdsomatrix.backends.qemu.backend import QemuBackend, qemu_argv
+from vdsomatrix.backends.qemu import QemuBackend, qemu_argv
 fake, work = sys.argv[1], Path(sys.argv[2])
 argv = qemu_argv(qemu=fake, accel="tcg", vmlinuz=work / "vmlinuz", initrd=None, append="",
                  console=work / "console.log", result=work / "result.log")

@@ -1,4 +1,4 @@
-"""The reduced initramfs of the C helper's builds (backends/qemu/contents.py): what it keeps."""
+"""The reduced initramfs of the C helper's builds (images/initramfs_contents.py): what it keeps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vdsomatrix.backends.qemu import contents, guest, initramfs
+from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.images import initramfs
+from vdsomatrix.images import initramfs_contents as contents
 
 TRUE = Path(shutil.which("true") or "/usr/bin/true").resolve()
 

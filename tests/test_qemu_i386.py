@@ -14,9 +14,12 @@ import shutil
 import pytest
 from conftest import require
 
-from vdsomatrix.backends.qemu import QemuBackend, contents, guest, initramfs, kernels
-from vdsomatrix.backends.qemu import backend as qb
-from vdsomatrix.backends.qemu.initramfs import CacheKey, InitramfsCache
+from vdsomatrix.backends import qemu as qb
+from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.backends.qemu import QemuBackend
+from vdsomatrix.images import initramfs, kernels
+from vdsomatrix.images import initramfs_contents as contents
+from vdsomatrix.images.initramfs import CacheKey, InitramfsCache
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite, load_matrix
 
 BOOKWORM_I386 = Suite("bookworm-i386", "bookworm", "i386", "bookworm")

@@ -1,4 +1,4 @@
-"""The runtime image layer (backends/docker/runtimes.py): which packages a suite's index gives,
+"""The runtime image layer (src/vdsomatrix/images/runtimes.py): which packages a suite's index gives,
 the content hash, and one real build (bookworm) checked the way probe containers run it."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vdsomatrix.backends.docker import images, runtimes
+from vdsomatrix.images import probe_image as images
+from vdsomatrix.images import runtimes
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import project_root
 
@@ -185,7 +186,7 @@ def test_status_without_a_fetched_index_is_not_built(tmp_path, monkeypatch):
 
 @pytest.mark.engine
 def test_bookworm_runtime_image_runs_as_nobody_without_its_build_tools(engine):
-    from vdsomatrix.backends.docker.container import container_kwargs, run_container
+    from vdsomatrix.engine.container import container_kwargs, run_container
 
     if not (project_root() / "probes" / "runtimes" / "build.sh").is_file():
         pytest.skip("probes/runtimes/build.sh is not in this checkout")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from vdsomatrix.backends.docker.backend import DockerBackend
+from vdsomatrix.backends.docker import DockerBackend
 from vdsomatrix.backends.host import HostBackend
 from vdsomatrix.matrix import load_matrix
 from vdsomatrix.results import check_document

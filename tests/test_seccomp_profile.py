@@ -1,4 +1,4 @@
-"""The probe containers' seccomp profile (backends/docker/seccomp.py).
+"""The probe containers' seccomp profile (engine/seccomp.py).
 
 Unit tests build it from a default.json of the real shape and check that exactly the two rules
 are added and nothing else changes, and that every way the base can be unusable falls back to
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-from vdsomatrix.backends.docker import images, seccomp
-from vdsomatrix.backends.docker.container import container_kwargs, run_container
+from vdsomatrix.engine import seccomp
+from vdsomatrix.engine.container import container_kwargs, run_container
+from vdsomatrix.images import probe_image as images
 from vdsomatrix.matrix import load_matrix
 
 ENGINE = "20.10.24+dfsg1"

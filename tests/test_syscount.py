@@ -313,8 +313,8 @@ def test_usage_errors_exit_2_and_print_nothing(bins, args):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_seccomp_trace_works_as_nobody_in_a_hardened_container(engine):
-    from vdsomatrix.backends.docker import images
-    from vdsomatrix.backends.docker.container import container_kwargs, run_container
+    from vdsomatrix.engine.container import container_kwargs, run_container
+    from vdsomatrix.images import probe_image as images
     from vdsomatrix.matrix import load_matrix
 
     image = images.ensure_probe_image(load_matrix().suites["bookworm"], client=engine)

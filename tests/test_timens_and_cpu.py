@@ -19,9 +19,9 @@ import pytest
 from fakes import load_probe
 
 from vdsomatrix import contract
+from vdsomatrix.backends import qemu_guest as guest
 from vdsomatrix.backends.host import HostBackend
-from vdsomatrix.backends.qemu import guest
-from vdsomatrix.backends.qemu.guest import kernel_cmdline
+from vdsomatrix.backends.qemu_guest import kernel_cmdline
 from vdsomatrix.errors import BadInput
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite, load_matrix
 from vdsomatrix.paths import probes_dir

@@ -130,7 +130,7 @@ class Environment:
     # docker, qemu: the probe runs its helper in a new time namespace (clocks offset)
     time_namespace: bool = False
     # docker: the container's seccomp profile, "probe" (Docker's default plus what the probe
-    # needs, see backends/docker/seccomp.py) or "allow-all" (a measurement of the filter's cost)
+    # needs, see engine/seccomp.py) or "allow-all" (a measurement of the filter's cost)
     seccomp: str = "probe"
     # qemu: the guest's vCPUs (all on the one host CPU the guest is given); 1 but for the
     # variant that runs the correctness checks' CLOCK_MONOTONIC-across-CPUs check

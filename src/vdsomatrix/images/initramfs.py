@@ -45,9 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix import processes
-from vdsomatrix.backends.docker import leftovers
-from vdsomatrix.backends.qemu import contents, guest, workdirs
+from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.engine import leftovers, workdirs
 from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix.images import initramfs_contents as contents
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, file_lock
 from vdsomatrix.results import write_atomic
@@ -272,14 +273,14 @@ def _bsdtar(out: Path, work: Path, chunks: Iterable[bytes], *, strip: bool) -> b
 
 def _default_image_for(suite: Suite, rebuild: bool, log) -> str:
     """The probe image tag of ``suite``, built if missing."""
-    from vdsomatrix.backends.docker.images import ensure_probe_image
+    from vdsomatrix.images.probe_image import ensure_probe_image
 
     return ensure_probe_image(suite, rebuild=rebuild, log=log)
 
 
 def _default_runtime_image_for(suite: Suite, rebuild: bool, log) -> str:
     """The runtime image tag of ``suite`` (its probe image plus the runtime layer)."""
-    from vdsomatrix.backends.docker.runtimes import ensure_image
+    from vdsomatrix.images.runtimes import ensure_image
 
     return ensure_image(suite, rebuild=rebuild, log=log)
 
@@ -291,7 +292,7 @@ def userland_key(suite: Suite, runtimes: bool = False) -> str:
 
 
 def _default_client():
-    from vdsomatrix.backends.docker.engine import docker_client
+    from vdsomatrix.engine.client import docker_client
 
     return docker_client(timeout=600)
 

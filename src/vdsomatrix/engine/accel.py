@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vdsomatrix import processes
-from vdsomatrix.backends.qemu import workdirs
+from vdsomatrix.engine import workdirs
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.results import write_atomic
 

@@ -59,10 +59,10 @@ from debian import deb822
 from debian.debian_support import Version
 
 from vdsomatrix import processes
-from vdsomatrix.backends.qemu import workdirs
+from vdsomatrix.debian.archive import archive_keyring, debian_mirror
+from vdsomatrix.engine import workdirs
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.matrix import ARCHES, KernelSpec
-from vdsomatrix.mirror import archive_keyring, debian_mirror
 from vdsomatrix.paths import cache_dir, file_lock
 from vdsomatrix.results import write_atomic
 

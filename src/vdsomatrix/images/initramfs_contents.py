@@ -39,7 +39,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
-from vdsomatrix.backends.qemu import guest
+from vdsomatrix.backends import qemu_guest as guest
 
 # Bump when a rule below changes in a way its constants do not show (they are hashed).
 CONTENTS_RECIPE = 1

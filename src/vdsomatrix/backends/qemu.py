@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix import contract, processes
+from vdsomatrix.backends import qemu_guest as guest
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
-from vdsomatrix.backends.docker import foreign
-from vdsomatrix.backends.qemu import accel, guest, kernels, workdirs
-from vdsomatrix.backends.qemu.initramfs import InitramfsCache, read_file
 from vdsomatrix.cpus import claim_host_cpu
+from vdsomatrix.engine import accel, workdirs
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
+from vdsomatrix.images import foreign, kernels
+from vdsomatrix.images.initramfs import InitramfsCache, read_file
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
 from vdsomatrix.text import plain_tail
 
@@ -253,7 +254,8 @@ class QemuBackend(Backend):
         except BadInput as exc:
             return Availability(False, str(exc))
         if self.initramfs.cached(suite, runtimes=env.runtimes) is None:
-            from vdsomatrix.backends.docker import images, runtimes
+            from vdsomatrix.images import probe_image as images
+            from vdsomatrix.images import runtimes
 
             built, reason = (runtimes if env.runtimes else images).image_status(suite)
             if not built:

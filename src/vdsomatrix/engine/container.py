@@ -53,14 +53,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vdsomatrix import processes
-from vdsomatrix.backends.docker.engine import (
+from vdsomatrix.engine.client import (
     LABEL,
     engine_error_message,
     is_engine_error,
     quiet,
     remove_container,
 )
-from vdsomatrix.backends.docker.leftovers import EXPIRES, PROBE_RUN, owner_labels
+from vdsomatrix.engine.leftovers import EXPIRES, PROBE_RUN, owner_labels
 from vdsomatrix.text import one_line, plain_tail
 
 CAPABILITIES: tuple[str, ...] = ()  # added back after cap_drop=["ALL"]: none, see above

@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vdsomatrix import paths, processes
-from vdsomatrix.backends.docker import foreign
-from vdsomatrix.backends.docker.engine import (
+from vdsomatrix.engine.client import (
     LABEL,
     NO_ENGINE,
     NOT_BUILT,
@@ -32,14 +31,15 @@ from vdsomatrix.backends.docker.engine import (
     engine,
     find_image,
 )
-from vdsomatrix.backends.docker.rootfs import (
+from vdsomatrix.errors import BadInput, EnvironmentUnavailable
+from vdsomatrix.images import foreign
+from vdsomatrix.images.rootfs import (
     BASE_REPO,
     ImageBuildError,
     base_hash,
     base_image_tag,
     build_base,
 )
-from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, project_root
 from vdsomatrix.text import one_line, plain, without_escapes

@@ -20,8 +20,17 @@ from typing import Any
 
 from vdsomatrix import contract
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
-from vdsomatrix.backends.docker import foreign, images, leftovers, runtimes, seccomp
-from vdsomatrix.backends.docker.container import (
+from vdsomatrix.cpus import claim_host_cpu
+from vdsomatrix.engine import leftovers, seccomp
+from vdsomatrix.engine.client import (
+    LONG_TIMEOUT,
+    NO_ENGINE,
+    NOT_BUILT,
+    close,
+    docker_client,
+    find_image,
+)
+from vdsomatrix.engine.container import (
     MEM_LIMIT,
     RUNTIMES_MEM_LIMIT,
     ContainerRun,
@@ -30,16 +39,9 @@ from vdsomatrix.backends.docker.container import (
     log_tail,
     run_container,
 )
-from vdsomatrix.backends.docker.engine import (
-    LONG_TIMEOUT,
-    NO_ENGINE,
-    NOT_BUILT,
-    close,
-    docker_client,
-    find_image,
-)
-from vdsomatrix.cpus import claim_host_cpu
 from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix.images import foreign, runtimes, stale
+from vdsomatrix.images import probe_image as images
 from vdsomatrix.matrix import DEFAULT_ARCH, GUEST_ONLY, BackendName, Environment, Suite
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import one_line
@@ -237,7 +239,7 @@ class DockerBackend(Backend):
         with self._engine(API_TIMEOUT) as client:
             leftovers.remove_orphan_containers(client, log)
             if images:
-                leftovers.remove_stale_images(client, root=self._root, log=log)
+                stale.remove_stale_images(client, root=self._root, log=log)
 
     def pinned(self, env: Environment) -> bool:
         return not env.runtimes

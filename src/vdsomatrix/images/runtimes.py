@@ -46,9 +46,9 @@ from pathlib import Path
 
 from debian.debian_support import Version
 
-from vdsomatrix import mirror, paths, processes
-from vdsomatrix.backends.docker import images
-from vdsomatrix.backends.docker.engine import (
+from vdsomatrix import paths, processes
+from vdsomatrix.debian import archive as mirror
+from vdsomatrix.engine.client import (
     LABEL,
     Log,
     engine,
@@ -56,9 +56,10 @@ from vdsomatrix.backends.docker.engine import (
     quiet,
     remove_container,
 )
-from vdsomatrix.backends.docker.leftovers import EXPIRES, PROBE_RUN, owner_labels
-from vdsomatrix.backends.docker.rootfs import ImageBuildError
+from vdsomatrix.engine.leftovers import EXPIRES, PROBE_RUN, owner_labels
 from vdsomatrix.errors import BadInput
+from vdsomatrix.images import probe_image as images
+from vdsomatrix.images.rootfs import ImageBuildError
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, project_root
 from vdsomatrix.text import one_line, plain, without_escapes
@@ -640,7 +641,7 @@ def _image_labels(suite: Suite, selection: Selection, probe_tag: str, root: Path
 def _run_build(client, suite: Suite, selection: Selection, probe_tag: str, tag: str,
                work: Path, root: Path, log: Log, timings: dict[str, float]) -> None:
     """Run the build container and commit it as ``tag``; the container is always removed."""
-    from vdsomatrix.backends.docker.container import _Waiter
+    from vdsomatrix.engine.container import _Waiter
 
     seconds = math.ceil(BUILD_TIMEOUT)
     kwargs = _build_kwargs(suite, probe_tag, work, seconds)

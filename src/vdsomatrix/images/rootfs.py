@@ -27,10 +27,11 @@ from typing import Any
 
 from debian import deb822
 
-from vdsomatrix import mirror, processes
-from vdsomatrix.backends.docker import foreign
-from vdsomatrix.backends.docker.engine import LABEL, Log, find_image
+from vdsomatrix import processes
+from vdsomatrix.debian import archive as mirror
+from vdsomatrix.engine.client import LABEL, Log, find_image
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
+from vdsomatrix.images import foreign
 from vdsomatrix.matrix import DEFAULT_ARCH, Suite
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.text import one_line

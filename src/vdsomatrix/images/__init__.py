@@ -1,0 +1,12 @@
+"""What environments start from, built locally and cached: no registry, no download at run time
+but the Debian archive's.
+
+    rootfs.py             base images: debootstrap a suite's root filesystem, import it
+    probe_image.py        probe images: the Dockerfile on a base, tags by content hash
+    runtimes.py           the language-runtime layer on a suite's probe image
+    foreign.py            other architectures' userlands through qemu-user (binfmt_misc)
+    stale.py              images no current recipe names, and removing them
+    kernels.py            Debian kernels, fetched by package name, unpacked and cached
+    initramfs.py          probe images turned into initramfs files for guests, and their cache
+    initramfs_contents.py which files of an image a guest needs
+"""
