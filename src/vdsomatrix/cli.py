@@ -305,28 +305,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vdsomatrix {__version__}")
     parser.add_argument("--matrix", help="matrix file (default: images/matrix.toml)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add_command in (_add_list, _add_probe, _add_run, _add_images, _add_report, _add_compare,
+                        _add_clean):
+        add_command(sub)
+    return parser
 
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that probes (probe, run)."""
+    p.add_argument("--out", help="folder for result files (default: reports/results)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild images and helpers")
+    p.add_argument("--deadline", type=_seconds, help="seconds before a probe is killed")
+    p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
+                   help="environments prepared (and guests run) at once (default: CPUs)")
+    p.add_argument("--label", type=_label,
+                   help="name this machine in the results (merging several machines' "
+                        "results keeps each machine's; default: an anonymous machine id)")
+
+
+def _add_list(sub) -> None:
     p = sub.add_parser("list", help="environments of the matrix, and which can run here")
     p.add_argument("--json", action="store_true",
                    help="a JSON array, one object per environment (for CI job matrices)")
     p.set_defaults(func=cmd_list)
 
-    def run_options(p):
-        p.add_argument("--out", help="folder for result files (default: reports/results)")
-        p.add_argument("--rebuild", action="store_true", help="rebuild images and helpers")
-        p.add_argument("--deadline", type=_seconds, help="seconds before a probe is killed")
-        p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
-                       help="environments prepared (and guests run) at once (default: CPUs)")
-        p.add_argument("--label", type=_label,
-                       help="name this machine in the results (merging several machines' "
-                            "results keeps each machine's; default: an anonymous machine id)")
 
+def _add_probe(sub) -> None:
     p = sub.add_parser("probe", help="probe one environment, write OUT/NAME.json")
     p.add_argument("name", nargs="?", help="environment name (see `vdsomatrix list`)")
     p.add_argument("--env", help="the same, as an option")
-    run_options(p)
+    _run_options(p)
     p.set_defaults(func=cmd_probe)
 
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="probe several environments (default: all that can run)")
     p.add_argument("--env", action="append",
                    help="an environment, or a glob such as 'k6.1-*' (repeatable)")
@@ -337,15 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="keep each stored result that is complete and was made by the same "
                         "probe, image and kernel; run the others")
-    run_options(p)
+    _run_options(p)
     p.set_defaults(func=cmd_run)
 
+
+def _add_images(sub) -> None:
     p = sub.add_parser("images", help="build (or refresh) the Docker images of the matrix")
     p.add_argument("--suite", action="append", help="only this suite (repeatable)")
     p.add_argument("--rebuild", action="store_true", help="rebuild even when up to date")
     p.add_argument("--jobs", type=_count, default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_images)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="render the report (REPORT.md, tables, report.json, "
                                       "REPORT.html) from result files")
     p.add_argument("--results", action="append",
@@ -362,8 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo the binary analysis from the bytes stored in each result")
     p.set_defaults(func=cmd_report)
 
-    # vdsomatrix.compare is imported by the handler only (as report is), so that no other
-    # command depends on it; its tests check these choices against compare.FAIL_ON.
+
+# vdsomatrix.compare is imported by the handler only (as report is), so that no other
+# command depends on it; its tests check these choices against compare.FAIL_ON.
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="behaviour and latency changes between two runs, as "
                                        "Markdown (exit 1 on changes, see --fail-on)")
     p.add_argument("old", help="OLD run: a folder of result files, or one result file")
@@ -379,11 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the Markdown here instead of to stdout")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_clean(sub) -> None:
     p = sub.add_parser("clean", help="remove containers and files that killed runs left behind")
     p.add_argument("--images", action="store_true",
                    help="also remove images and caches that no current environment uses")
     p.set_defaults(func=cmd_clean)
-    return parser
 
 
 def _interrupt(signum, frame) -> None:

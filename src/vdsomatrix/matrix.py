@@ -323,14 +323,43 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
     name = body.get("name")
     if isinstance(name, str):
         where = f"[[environment]] {name!r}"
+    _check_keys(body, path, where)
+    backend, build = body.get("backend"), body.get("build", "dynamic")
+    suite, kernel, cmdline = body.get("suite"), body.get("kernel"), body.get("cmdline", "")
+    _check_placement(body, suites, path, where)
+    _check_options(body, path, where)
+    if suite:
+        _check_build(suites[suite], Build(build), path, where)
+    return Environment(
+        name=name,
+        backend=BackendName(backend),
+        userland=suites.get(suite) if suite else None,
+        build=Build(build),
+        kernel=(KernelSpec(kernel, arch=suites[kernel].arch, release=suites[kernel].release)
+                if backend == BackendName.QEMU else None),
+        cmdline=" ".join(cmdline.split()),
+        description=body.get("description", ""),
+        time_namespace=body.get("time_namespace", False),
+        seccomp=body.get("seccomp", "probe"),
+        cpus=body.get("cpus", 1),
+    )
+
+
+def _check_keys(body: dict, path: Path, where: str) -> None:
+    """Known keys only, a valid name, and strings where strings belong."""
     extra = set(body) - _ENTRY_KEYS
     if extra:
         raise _fail(path, where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(_ENTRY_KEYS)}")
+    name = body.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise _fail(path, where, "`name` must be 1-63 characters of a-z, 0-9, '.', '_' or '-'")
     for key in ("backend", "suite", "build", "kernel", "cmdline", "description"):
         if key in body and not isinstance(body[key], str):
             raise _fail(path, where, f"`{key}` must be a string")
+
+
+def _check_placement(body: dict, suites: dict[str, Suite], path: Path, where: str) -> None:
+    """Backend, build, suite, kernel and command line: each where its backend takes it."""
     backend, build = body.get("backend"), body.get("build", "dynamic")
     suite, kernel, cmdline = body.get("suite"), body.get("kernel"), body.get("cmdline", "")
     if backend not in [str(b) for b in BACKENDS]:
@@ -345,21 +374,31 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
     elif backend == BackendName.DOCKER:
         _check_container(suites[suite], path, where)
     if backend == BackendName.QEMU:
-        if kernel not in suites:
-            raise _fail(path, where,
-                        f"`kernel` must name a suite whose kernel boots, got {kernel!r}")
-        # The kernel's suite decides the guest's architecture (an i386 suite: its 686-pae
-        # kernel under qemu-system-i386), and the userland must be of the same one.
-        k_arch, u_arch = suites[kernel].arch, suites[suite].arch
-        if k_arch != u_arch:
-            raise _fail(path, where, f"the kernel of {kernel!r} is {k_arch} but the userland "
-                        f"{suite!r} is {u_arch}: a guest boots a kernel and a userland of one "
-                        f"architecture; name an {u_arch} suite as `kernel`")
-        for word in cmdline.split():
-            if not _CMDLINE_WORD.match(word):
-                raise _fail(path, where, f"`cmdline` word {word!r} has characters not allowed")
+        _check_guest(suites, kernel, suite, cmdline, path, where)
     elif kernel or cmdline:
         raise _fail(path, where, "`kernel` and `cmdline` are for the qemu backend only")
+
+
+def _check_guest(suites: dict[str, Suite], kernel, suite: str, cmdline: str, path: Path,
+                 where: str) -> None:
+    if kernel not in suites:
+        raise _fail(path, where,
+                    f"`kernel` must name a suite whose kernel boots, got {kernel!r}")
+    # The kernel's suite decides the guest's architecture (an i386 suite: its 686-pae
+    # kernel under qemu-system-i386), and the userland must be of the same one.
+    k_arch, u_arch = suites[kernel].arch, suites[suite].arch
+    if k_arch != u_arch:
+        raise _fail(path, where, f"the kernel of {kernel!r} is {k_arch} but the userland "
+                    f"{suite!r} is {u_arch}: a guest boots a kernel and a userland of one "
+                    f"architecture; name an {u_arch} suite as `kernel`")
+    for word in cmdline.split():
+        if not _CMDLINE_WORD.match(word):
+            raise _fail(path, where, f"`cmdline` word {word!r} has characters not allowed")
+
+
+def _check_options(body: dict, path: Path, where: str) -> None:
+    """time_namespace, seccomp and cpus: their types, ranges and backends."""
+    backend, build = body.get("backend"), body.get("build", "dynamic")
     time_namespace, seccomp = body.get("time_namespace", False), body.get("seccomp", "probe")
     # bool only: TOML's 1 or "yes" would read as true to Python but is not what the key means.
     if not isinstance(time_namespace, bool):
@@ -381,18 +420,3 @@ def _parse_entry(body: dict, suites: dict[str, Suite], path: Path, where: str) -
         raise _fail(path, where, "`cpus` is for the qemu backend only")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_GUEST_CPUS:
         raise _fail(path, where, f"`cpus` must be a whole number from 1 to {MAX_GUEST_CPUS}")
-    if suite:
-        _check_build(suites[suite], Build(build), path, where)
-    return Environment(
-        name=name,
-        backend=BackendName(backend),
-        userland=suites.get(suite) if suite else None,
-        build=Build(build),
-        kernel=(KernelSpec(kernel, arch=suites[kernel].arch, release=suites[kernel].release)
-                if backend == BackendName.QEMU else None),
-        cmdline=" ".join(cmdline.split()),
-        description=body.get("description", ""),
-        time_namespace=time_namespace,
-        seccomp=seccomp,
-        cpus=cpus,
-    )

@@ -296,16 +296,28 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
                      deadline: float | None = None, resume: bool = False,
                      label: str | None = None, progress: Progress | None = None
                      ) -> list[RunRecord]:
+    """Refuse what cannot start here, prepare the rest in parallel, then measure them."""
     stopping.clear()
     progress = progress or Progress(len(envs))
-    log = progress.log
     records: dict[str, RunRecord] = {}
 
     def done(rec: RunRecord) -> None:
         records[rec.env.name] = rec
         progress.finish(rec)
 
-    # 1. Fast refusal for environments whose backend cannot work here at all (no engine...).
+    ready = _startable(envs, done, progress.log)
+    _prepare_all(ready, out_dir, jobs=jobs, rebuild=rebuild, resume=resume, label=label,
+                 done=done, progress=progress)
+    ready = [env for env in ready if env.name not in records]
+    _measure_all(ready, out_dir, jobs=jobs, deadline=deadline, label=label, done=done,
+                 progress=progress)
+    return [records[e.name] for e in envs if e.name in records]
+
+
+def _startable(envs: list[Environment], done: Callable[[RunRecord], None], log
+               ) -> list[Environment]:
+    """The environments whose backend can work here at all (the others are refused at once,
+    with the backend's reason: no engine, no QEMU); what killed runs left is swept first."""
     ready: list[Environment] = []
     gates = {name: get_backend(name).can_start() for name in {e.backend for e in envs}}
     for name, gate in gates.items():
@@ -318,8 +330,16 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
         else:
             done(RunRecord(env, RunStatus.UNAVAILABLE, verdict.reason))
     sweep_orphans({get_backend(e.backend) for e in ready}, log)
+    return ready
 
-    # 2. Prepare in parallel.
+
+def _prepare_all(ready: list[Environment], out_dir: Path, *, jobs: int, rebuild: bool,
+                 resume: bool, label: str | None, done: Callable[[RunRecord], None],
+                 progress: Progress) -> None:
+    """Images and kernels, in parallel; an environment that cannot be prepared, or whose
+    result can be reused (--resume), is done here."""
+    log = progress.log
+
     def prep(env: Environment) -> None:
         rec = prepare(env, rebuild=rebuild, log=log)
         if rec is None and resume and (path := reusable(env, out_dir, log, label)):
@@ -333,10 +353,13 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
     progress.end_group()
     if stopping.is_set():
         raise KeyboardInterrupt
-    ready = [env for env in ready if env.name not in records]
 
-    # 3. Measure: the environments that use every CPU alone, then each backend's pinned ones
-    #    (containers, then guests), up to `jobs` at a time, each on a host CPU of its own.
+
+def _measure_all(ready: list[Environment], out_dir: Path, *, jobs: int, deadline: float | None,
+                 label: str | None, done: Callable[[RunRecord], None], progress: Progress
+                 ) -> None:
+    """The environments that use every CPU alone, then each backend's pinned ones (containers,
+    then guests), up to ``jobs`` at a time, each on a host CPU of its own."""
     alone = [e for e in ready if not get_backend(e.backend).pinned(e)]
     note_alone = "measured alone: no other probe or build of this run ran meanwhile"
 
@@ -347,7 +370,7 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
 
     def run_one(env: Environment, note: str) -> None:
         progress.start(env.name)
-        done(measure(env, out_dir, deadline=deadline, note=note, log=log, label=label))
+        done(measure(env, out_dir, deadline=deadline, note=note, log=progress.log, label=label))
 
     try:
         for env in alone:
@@ -362,7 +385,6 @@ def run_environments(envs: list[Environment], out_dir: Path, *, jobs: int, rebui
     progress.close()
     if stopping.is_set():
         raise KeyboardInterrupt
-    return [records[e.name] for e in envs if e.name in records]
 
 
 def _mark_reused(path: Path, log) -> None:

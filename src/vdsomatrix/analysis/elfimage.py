@@ -184,17 +184,7 @@ class ElfImage:
             self.problems.append(
                 f"truncated ELF (section header table past end of {n_bytes} bytes)")
             return []
-        names = None
-        try:
-            shstrndx = self.elf.get_shstrndx()
-            strtab_hdr = self.elf._get_section_header(shstrndx) if 0 < shstrndx < count else None
-            if strtab_hdr is not None and strtab_hdr["sh_type"] == "SHT_STRTAB":
-                names = BoundedStrings(self.data, strtab_hdr["sh_offset"], strtab_hdr["sh_size"])
-        except Exception:
-            names = None
-        if names is None:
-            self.problems.append("no usable section name table (e_shstrndx); names are blank")
-            names = BoundedStrings(b"", 0, 0)
+        names = self._section_names(count)
         # pyelftools names sections through this (cached) table: give it the bounded one, so
         # that a bad e_shstrndx or an unterminated name cannot break or slow every section.
         self.elf._section_header_stringtable = names
@@ -220,6 +210,18 @@ class ElfImage:
                 f"truncated ELF ({len(out_of_bounds)} section(s) past end of {n_bytes} bytes: "
                 f"{shown})")
         return out
+
+    def _section_names(self, count: int) -> BoundedStrings:
+        """The section name table (e_shstrndx), bounded; an empty one when it is unusable."""
+        try:
+            shstrndx = self.elf.get_shstrndx()
+            strtab_hdr = self.elf._get_section_header(shstrndx) if 0 < shstrndx < count else None
+            if strtab_hdr is not None and strtab_hdr["sh_type"] == "SHT_STRTAB":
+                return BoundedStrings(self.data, strtab_hdr["sh_offset"], strtab_hdr["sh_size"])
+        except Exception:
+            pass
+        self.problems.append("no usable section name table (e_shstrndx); names are blank")
+        return BoundedStrings(b"", 0, 0)
 
     def _load_segments(self) -> list[Segment]:
         hdr = self.elf.header

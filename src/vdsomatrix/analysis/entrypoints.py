@@ -271,40 +271,48 @@ class EntryWalker:
             return
         ops = insn.operands
         is_call = insn.group(capstone.CS_GRP_CALL)
-        is_jump = insn.group(capstone.CS_GRP_JUMP)
-        if (is_call or is_jump) and len(ops) == 1:
-            op = ops[0]
-            if op.type == x86.X86_OP_IMM:
-                target = op.imm & self.mask
-                if is_call and self.pc_thunk(target):
-                    return  # the PIC base, not a callee: see _flow
-                inside = start <= target < start + size if size else False
-                if not inside and target not in w.callees and (is_call or insn.mnemonic == "jmp"):
-                    sec = self.image.section_at(target)
-                    # Follow code only, and not PLT stubs: their indirect jump is the dynamic
-                    # linker's, not a vDSO pointer.
-                    if (sec is None and not self.image.sections) or (
-                            sec is not None and sec.executable
-                            and not sec.name.startswith(".plt")):
-                        w.callees.append(target)
-            elif op.type == x86.X86_OP_MEM:
-                origin = self._loaded(insn, op.mem, regs).origin
-                where = "memory" if origin.startswith("memory") else origin
-                w.indirect.append({"address": insn.address, "kind": "indirect-call",
-                                   "text": f"{insn.mnemonic} {insn.op_str}: pointer read "
-                                           f"from {where}"})
-            elif op.type == x86.X86_OP_REG:
-                value = regs.get(_family(insn.reg_name(op.reg)))
-                if value is not None and value.from_memory:
-                    named = "" if value.origin.startswith(("memory", "0x")) \
-                        else f" ({value.origin})"
-                    w.indirect.append({"address": insn.address, "kind": "indirect-call",
-                                       "text": f"{insn.mnemonic} {insn.op_str}: pointer loaded "
-                                               f"from data at {value.loaded_at:#x}{named}"})
+        if (is_call or insn.group(capstone.CS_GRP_JUMP)) and len(ops) == 1:
+            self._observe_transfer(w, insn, ops[0], regs, start, size, is_call)
             return
-        target = None
         if insn.mnemonic == "lea" and len(ops) == 2 and ops[1].type == x86.X86_OP_MEM:
-            target = self._target(insn, ops[1].mem, regs)
+            self._observe_lea(w, insn, ops[1], regs, start, size)
+
+    def _observe_transfer(self, w: Walk, insn: Any, op: Any, regs: dict[str, Value],
+                          start: int, size: int, is_call: bool) -> None:
+        """A call or jump: a direct callee to follow, or an indirect one and where its pointer
+        came from."""
+        if op.type == x86.X86_OP_IMM:
+            target = op.imm & self.mask
+            if is_call and self.pc_thunk(target):
+                return  # the PIC base, not a callee: see _flow
+            inside = start <= target < start + size if size else False
+            if not inside and target not in w.callees and (is_call or insn.mnemonic == "jmp"):
+                sec = self.image.section_at(target)
+                # Follow code only, and not PLT stubs: their indirect jump is the dynamic
+                # linker's, not a vDSO pointer.
+                if (sec is None and not self.image.sections) or (
+                        sec is not None and sec.executable
+                        and not sec.name.startswith(".plt")):
+                    w.callees.append(target)
+        elif op.type == x86.X86_OP_MEM:
+            origin = self._loaded(insn, op.mem, regs).origin
+            where = "memory" if origin.startswith("memory") else origin
+            w.indirect.append({"address": insn.address, "kind": "indirect-call",
+                               "text": f"{insn.mnemonic} {insn.op_str}: pointer read "
+                                       f"from {where}"})
+        elif op.type == x86.X86_OP_REG:
+            value = regs.get(_family(insn.reg_name(op.reg)))
+            if value is not None and value.from_memory:
+                named = "" if value.origin.startswith(("memory", "0x")) \
+                    else f" ({value.origin})"
+                w.indirect.append({"address": insn.address, "kind": "indirect-call",
+                                   "text": f"{insn.mnemonic} {insn.op_str}: pointer loaded "
+                                           f"from data at {value.loaded_at:#x}{named}"})
+
+    def _observe_lea(self, w: Walk, insn: Any, op: Any, regs: dict[str, Value], start: int,
+                     size: int) -> None:
+        """An address computed: code it points at, or a vDSO symbol name it references."""
+        target = self._target(insn, op.mem, regs)
         if target is not None:
             sec = self.image.section_at(target)
             if sec is not None and sec.executable:

@@ -108,16 +108,22 @@ def _analyse(image: ElfImage) -> dict[str, Any]:
     out["functions"] = len({(r["value"], r["size"]) for r in out["symbols"]
                             if r["type"] in ("FUNC", "GNU_IFUNC") and r["section"] != "*UND*"})
     if md is not None:
-        regions, source = image.executable_regions()
-        result = sweep(md, regions, sweep_starts(symbols), max_bytes=len(data))
-        if result.truncated:
-            image.problems.append(f"executable sections add up to more than the image's "
-                                  f"{len(data)} bytes; the census stops there")
-        out["census"] = {**result.counts, "instructions": result.instructions,
-                         "undecodable_bytes": result.undecodable_bytes, "source": source,
-                         "complete": not result.truncated}
+        out["census"] = _census(image, symbols, md)
         out["kernel_vsyscall"] = kernel_vsyscall(image, symbols, md)
     return out
+
+
+def _census(image: ElfImage, symbols: list[Any], md: Any) -> dict[str, Any]:
+    """The entry instructions of the whole image's executable code, by kind."""
+    data = image.data
+    regions, source = image.executable_regions()
+    result = sweep(md, regions, sweep_starts(symbols), max_bytes=len(data))
+    if result.truncated:
+        image.problems.append(f"executable sections add up to more than the image's "
+                              f"{len(data)} bytes; the census stops there")
+    return {**result.counts, "instructions": result.instructions,
+            "undecodable_bytes": result.undecodable_bytes, "source": source,
+            "complete": not result.truncated}
 
 
 def kernel_vsyscall(image: ElfImage, symbols: list[Any], md: Any) -> dict[str, Any] | None:
