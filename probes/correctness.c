@@ -38,6 +38,8 @@
 
 #include "correctness.h"
 #include "json_string.h"
+#include "signal_names.h"
+#include "vdso_elf.h"
 
 /*
  * The kernel's own structures for the vDSO and the raw system call: `long` fields are the
@@ -63,8 +65,6 @@ typedef long (*getcpu_fn)(unsigned *, unsigned *, void *);
 #define NR_CLOCK_GETRES 266
 #define NR_GETTIMEOFDAY 78
 #define NR_TIME 13
-#define VDSO_VERSION "LINUX_2.6"
-#define VDSO_GETRES "__vdso_clock_getres"
 #else
 #define NR_CLOCK_GETTIME SYS_clock_gettime
 #define NR_CLOCK_GETRES SYS_clock_getres
@@ -72,15 +72,9 @@ typedef long (*getcpu_fn)(unsigned *, unsigned *, void *);
 #if defined(SYS_time)
 #define NR_TIME SYS_time
 #endif
-#if defined(__aarch64__)
-#define VDSO_VERSION "LINUX_2.6.39"
-#define VDSO_GETRES "__kernel_clock_getres"
-#else
-#define VDSO_VERSION "LINUX_2.6"
-#define VDSO_GETRES "__vdso_clock_getres"
-#endif
 #endif
 #define NR_GETCPU SYS_getcpu
+#define VDSO_GETRES VDSO_SYM("clock_getres")
 /* glibc has getcpu() since 2.29; other libcs: sched_getcpu() only, which takes no pointer. */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
 #define HAVE_LIBC_GETCPU 1
@@ -955,8 +949,9 @@ static void emit_error_path(int call, int bad, int path)
 		;
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
-		printf("\"status\": \"%s\", \"signal\": \"%s\", \"signo\": %d}",
-		       sig == SIGALRM ? "timeout" : "crashed", signal_name(sig), sig);
+		printf("\"status\": \"%s\", \"signal\": ", sig == SIGALRM ? "timeout" : "crashed");
+		json_string(signal_name(sig));
+		printf(", \"signo\": %d}", sig);
 	} else if (got != (ssize_t)sizeof o) {
 		printf("\"status\": \"error\", \"reason\": \"the child exited %d without an answer\"}",
 		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -1006,8 +1001,7 @@ int correctness_main(const struct correctness_vdso *vdso, int budget_ms)
 		v_gtod = (gtod_fn)vdso->gettimeofday;
 		v_time = (time_fn)vdso->time;
 		v_getcpu = (getcpu_fn)vdso->getcpu;
-		if (vdso->lookup)
-			v_getres = (cgt_fn)vdso->lookup(VDSO_VERSION, VDSO_GETRES);
+		v_getres = (cgt_fn)vdso_sym(VDSO_VERSION, VDSO_GETRES);
 	}
 	CPU_ZERO(&all);
 	if (sched_getaffinity(0, sizeof all, &all) == 0)
