@@ -390,6 +390,25 @@ static void final_error(struct run *r, const struct trace *t)
 		snprintf(r->error, sizeof r->error, "PROGRAM's process ended before exec");
 }
 
+/* The whole tree, by the seccomp filter unless SYSCOUNT_METHOD says otherwise. */
+static void configure_trace(struct trace *t, struct run *r)
+{
+	const char *method_env = getenv("SYSCOUNT_METHOD");
+	memset(t, 0, sizeof *t);
+	t->follow = 1;
+	t->method = TRACE_SECCOMP;
+	t->ctx = r;
+	t->on_entry = count_entry;
+	t->on_leader_stop = on_leader_stop;
+	/* For the tests: SYSCOUNT_METHOD=ptrace-syscall skips the filter, ptrace-syscall-regs also
+	 * PTRACE_GET_SYSCALL_INFO (as on kernels before 5.3). */
+	if (method_env && strncmp(method_env, "ptrace-syscall", 14) == 0) {
+		t->method = TRACE_PTRACE_SYSCALL;
+		if (strcmp(method_env, "ptrace-syscall-regs") == 0)
+			trace_without_syscall_info();
+	}
+}
+
 /* No child to trace: the document says why. */
 static int fail_before_start(const char *what, struct run *r)
 {
@@ -404,7 +423,6 @@ int main(int argc, char **argv)
 	sigset_t old_mask;
 	double timeout = 120;
 	int first, status, msg_pipe[2], mode_pipe[2];
-	const char *method_env = getenv("SYSCOUNT_METHOD");
 	struct run r = {-1, 0, "seccomp-trace", ""};
 	struct trace t;
 	pid_t self = getpid();
@@ -413,19 +431,7 @@ int main(int argc, char **argv)
 	if (first < 0)
 		return status;
 	argv += first;
-	memset(&t, 0, sizeof t);
-	t.follow = 1;
-	t.method = TRACE_SECCOMP;
-	t.ctx = &r;
-	t.on_entry = count_entry;
-	t.on_leader_stop = on_leader_stop;
-	/* For the tests: SYSCOUNT_METHOD=ptrace-syscall skips the filter, ptrace-syscall-regs also
-	 * PTRACE_GET_SYSCALL_INFO (as on kernels before 5.3). */
-	if (method_env && strncmp(method_env, "ptrace-syscall", 14) == 0) {
-		t.method = TRACE_PTRACE_SYSCALL;
-		if (strcmp(method_env, "ptrace-syscall-regs") == 0)
-			trace_without_syscall_info();
-	}
+	configure_trace(&t, &r);
 	install_stop_handlers(saved, &old_mask);
 	if (pipe2(msg_pipe, O_CLOEXEC) != 0 || pipe2(mode_pipe, O_CLOEXEC) != 0)
 		return fail_before_start("pipe", &r);
