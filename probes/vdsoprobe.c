@@ -25,8 +25,8 @@
  * "syscall" path: number in x8, arguments in x0..x5), and clock_getres by all three. The rows
  * that exist only on x86 (int $0x80, __kernel_vsyscall, the vsyscall page, cpuid) are
  * "unsupported", "not on this architecture"; the exception-entered signal round trip is `brk`.
- * The per-architecture parts are grouped: the ABI, the system call numbers and instruction, the
- * vDSO's names (after the kernel's selftests/vDSO/vdso_config.h), the tracee's registers.
+ * The per-architecture parts are grouped: the ABI, the system call numbers and instruction here;
+ * the rows in rows_<arch>.h; the vDSO's names in vdso_elf.h; the tracee's registers in tracer.c.
  *
  * Written for the oldest userland of the matrix: C99 plus GNU inline assembly, glibc >= 2.31 or
  * musl, built three ways by build.sh (dynamic glibc, static glibc, static musl).
@@ -230,7 +230,7 @@ static void marker(long which) { raw_syscall3(MARKER_NR, which, 0, 0); }
 /* How the rows name a vDSO path (the names themselves: VDSO_SYM in vdso_elf.h). */
 #define VDSO_DIRECT(call) VDSO_SYM(call) " (" VDSO_VERSION ") called directly"
 
-/* Found in the vDSO's own dynamic symbol table at start-up (see vdso_lookup). */
+/* Found in the vDSO's own dynamic symbol table at start-up (find_vdso_functions). */
 static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
 static int (*vdso_gettimeofday)(struct timeval *, void *);
 static long (*vdso_time)(long *);
@@ -926,9 +926,12 @@ static void emit_timing(const struct timing *t)
 	printf(", \"batches\": %d, \"batch_calls\": %ld", t->batches, t->batch_calls);
 	if (t->faults >= 0)
 		printf(", \"faults_per_call\": %.3f", (double)t->faults / t->faults_calls);
-	else
-		printf(", \"faults_per_call\": null, \"faults_reason\": \"perf_event_open: %s\"",
-		       strerror(t->faults_errno));
+	else {
+		char why[160];
+		snprintf(why, sizeof why, "perf_event_open: %s", strerror(t->faults_errno));
+		printf(", \"faults_per_call\": null, \"faults_reason\": ");
+		json_string(why);
+	}
 }
 
 /* Counting, in another child under ptrace. */
@@ -1080,10 +1083,13 @@ static void pin_to_one_cpu(void)
 		cpu = 0;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof set, &set) == 0)
+	if (sched_setaffinity(0, sizeof set, &set) == 0) {
 		printf("  \"pinned_cpu\": %d,\n", cpu);
-	else
-		printf("  \"pinned_cpu\": null, \"pin_error\": \"%s\",\n", strerror(errno));
+	} else {
+		printf("  \"pinned_cpu\": null, \"pin_error\": ");
+		json_string(strerror(errno));
+		printf(",\n");
+	}
 }
 
 /* ------------------------------------------------------------------- main ----------------- */
