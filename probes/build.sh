@@ -10,16 +10,21 @@ out=${1:?usage: build.sh OUTDIR [dynamic] [static] [musl] [syscount]}
 shift
 [ $# -gt 0 ] || set -- dynamic static musl
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$here" # the sources by relative name: no word splitting of a folder with spaces
 CFLAGS="-O2 -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-omit-frame-pointer"
-# The helper is two sources (vdsoprobe.c, correctness.c); -pthread for the correctness checks'
-# threads (glibc < 2.34 keeps them in libpthread, which a static link must name).
+# The helper's sources, and syscount's (both use the one tracer, the signal names and the JSON
+# strings); -pthread for the correctness checks' threads (glibc < 2.34 keeps them in libpthread,
+# which a static link must name). $CC may carry flags (CC="aarch64-linux-gnu-gcc -static").
+common="tracer.c signal_names.c json_string.c"
+helper="vdsoprobe.c correctness.c vdso_elf.c $common"
 for build in "$@"; do
     case $build in
-    dynamic) ${CC:-cc} $CFLAGS -o "$out/vdsoprobe-dynamic" "$here/vdsoprobe.c" "$here/correctness.c" -pthread ;;
-    static) ${CC:-cc} $CFLAGS -static -o "$out/vdsoprobe-static" "$here/vdsoprobe.c" "$here/correctness.c" -pthread ;;
-    musl) ${MUSL_CC:-musl-gcc} $CFLAGS -static -o "$out/vdsoprobe-musl" "$here/vdsoprobe.c" "$here/correctness.c" -pthread ;;
+    dynamic) ${CC:-cc} $CFLAGS -o "$out/vdsoprobe-dynamic" $helper -pthread ;;
+    static) ${CC:-cc} $CFLAGS -static -o "$out/vdsoprobe-static" $helper -pthread ;;
+    musl) ${MUSL_CC:-musl-gcc} $CFLAGS -static -o "$out/vdsoprobe-musl" $helper -pthread ;;
     syscount)
-        ${CC:-cc} $CFLAGS -o "$out/syscount" "$here/syscount.c"
+        ${CC:-cc} $CFLAGS -o "$out/syscount" syscount.c $common
         echo "built $out/syscount"
         continue ;;
     *) echo "build.sh: unknown build '$build' (dynamic, static, musl, syscount)" >&2; exit 2 ;;

@@ -38,6 +38,8 @@
 
 #include "correctness.h"
 #include "json_string.h"
+#include "signal_names.h"
+#include "vdso_elf.h"
 
 /*
  * The kernel's own structures for the vDSO and the raw system call: `long` fields are the
@@ -63,8 +65,6 @@ typedef long (*getcpu_fn)(unsigned *, unsigned *, void *);
 #define NR_CLOCK_GETRES 266
 #define NR_GETTIMEOFDAY 78
 #define NR_TIME 13
-#define VDSO_VERSION "LINUX_2.6"
-#define VDSO_GETRES "__vdso_clock_getres"
 #else
 #define NR_CLOCK_GETTIME SYS_clock_gettime
 #define NR_CLOCK_GETRES SYS_clock_getres
@@ -72,15 +72,9 @@ typedef long (*getcpu_fn)(unsigned *, unsigned *, void *);
 #if defined(SYS_time)
 #define NR_TIME SYS_time
 #endif
-#if defined(__aarch64__)
-#define VDSO_VERSION "LINUX_2.6.39"
-#define VDSO_GETRES "__kernel_clock_getres"
-#else
-#define VDSO_VERSION "LINUX_2.6"
-#define VDSO_GETRES "__vdso_clock_getres"
-#endif
 #endif
 #define NR_GETCPU SYS_getcpu
+#define VDSO_GETRES VDSO_SYM("clock_getres")
 /* glibc has getcpu() since 2.29; other libcs: sched_getcpu() only, which takes no pointer. */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
 #define HAVE_LIBC_GETCPU 1
@@ -484,20 +478,48 @@ static void check_clocks(int64_t slice)
 	}
 }
 
-static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
+static void check_gtod(int64_t slice)
 {
 	struct check c;
-	int paths[2], npaths, bracket = P_SYSCALL;
-	int64_t g0, t, g1;
-	char b1[32], b2[32], b3[32];
-	int e, both_vdso;
-
+	int paths[2], npaths;
 	check_start(&c, "agreement", "gettimeofday");
 	set_paths(&c, C_GTOD, paths, &npaths, 1);
 	/* gettimeofday's resolution is a microsecond */
 	interleave(&c, rd_gtod, NULL, 0, 1000, paths, npaths, P_SYSCALL, now_ns() + slice);
 	emit_check(&c);
+}
 
+/* No time system call here (aarch64): each time() reading is bracketed by the gettimeofday
+ * system call's, within time's resolution (a second). */
+static void time_bracketed_by_gtod(struct check *c, const int *paths, int npaths, int64_t slice)
+{
+	int64_t g0, t, g1, deadline;
+	char b1[32], b2[32], b3[32];
+	int e, i;
+	if ((e = read_gtod(P_SYSCALL, &g0)) != 0) {
+		made(c, 0, "gettimeofday syscall gave %s", read_error(e));
+		return;
+	}
+	deadline = now_ns() + slice;
+	do {
+		for (i = 0; i < npaths; i++) {
+			if ((e = read_time(paths[i], &t)) != 0 || (e = read_gtod(P_SYSCALL, &g1)) != 0) {
+				made(c, 0, "%s gave %s", path_names[paths[i]], read_error(e));
+				break;
+			}
+			made(c, g0 - NS < t && t <= g1, "gettimeofday %s, time %s %s, gettimeofday %s",
+			     secs(g0, b1, sizeof b1), path_names[paths[i]], secs(t, b2, sizeof b2),
+			     secs(g1, b3, sizeof b3));
+			g0 = g1;
+		}
+		c->rounds++;
+	} while (now_ns() < deadline);
+}
+
+static void check_time(int64_t slice)
+{
+	struct check c;
+	int paths[2], npaths;
 	check_start(&c, "agreement", "time");
 	if (time_offered(P_SYSCALL)) {
 		set_paths(&c, C_TIME, paths, &npaths, 1);
@@ -507,86 +529,86 @@ static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
 		 * system calls', within time's resolution (a second). */
 		interleave(&c, rd_time, NULL, 0, NS, paths, npaths, P_SYSCALL, now_ns() + slice);
 	} else {
-		/* No time system call here (aarch64): bracketed by gettimeofday's, within time's
-		 * resolution (a second). */
 		set_paths(&c, C_TIME, paths, &npaths, 0);
 		add_reason(&c, "syscall not offered: no time system call on this architecture; "
 			       "bracketed by the gettimeofday system call");
-		bracket = P_SYSCALL;
-		if ((e = read_gtod(bracket, &g0)) != 0) {
-			made(&c, 0, "gettimeofday syscall gave %s", read_error(e));
-		} else {
-			int64_t deadline = now_ns() + slice;
-			do {
-				int i;
-				for (i = 0; i < npaths; i++) {
-					if ((e = read_time(paths[i], &t)) != 0 || (e = read_gtod(bracket, &g1)) != 0) {
-						made(&c, 0, "%s gave %s", path_names[paths[i]], read_error(e));
-						break;
-					}
-					made(&c, g0 - NS < t && t <= g1, "gettimeofday %s, time %s %s, gettimeofday %s",
-					     secs(g0, b1, sizeof b1), path_names[paths[i]], secs(t, b2, sizeof b2),
-					     secs(g1, b3, sizeof b3));
-					g0 = g1;
-				}
-				c.rounds++;
-			} while (now_ns() < deadline);
-		}
+		time_bracketed_by_gtod(&c, paths, npaths, slice);
 	}
 	emit_check(&c);
+}
 
-	/*
-	 * time() against gettimeofday(): the vDSO's time() (and glibc's, which calls it) is the
-	 * seconds of CLOCK_REALTIME_COARSE, the realtime clock as of the last timekeeping update
-	 * (a tick, or later when the tick is late: a 4 ms tick was seen to lag 6.2 ms under TCG),
-	 * while musl's time() reads CLOCK_REALTIME itself, as gettimeofday() does. So time() may
-	 * lag the second gettimeofday() has entered, by an amount no fixed allowance can bound:
-	 * each reading must lie between the seconds of CLOCK_REALTIME_COARSE read by the system
-	 * call just before it (the slowest source it may follow) and those of the gettimeofday()
-	 * just after it (the fastest). How far it trailed gettimeofday() is recorded.
-	 */
-	check_start(&c, "time_vs_gettimeofday", "time() vs gettimeofday()");
-	both_vdso = !vdso_missing(C_TIME) && !vdso_missing(C_GTOD);
-	snprintf(c.paths, sizeof c.paths, "libc%s", both_vdso ? " vdso" : "");
-	{
-		int64_t deadline = now_ns() + slice, c0, c1, lag = 0, crossed = 0;
-		int p, n = both_vdso ? 2 : 1;
-		int which[2] = {P_LIBC, P_VDSO};
-		char b4[32], b5[32];
-		do {
-			for (p = 0; p < n; p++) {
-				if ((e = read_gtod(which[p], &g0)) != 0 ||
-				    (e = read_clock(P_SYSCALL, 5 /* CLOCK_REALTIME_COARSE */, &c0)) != 0 ||
-				    (e = read_time(which[p], &t)) != 0 ||
-				    (e = read_clock(P_SYSCALL, 5, &c1)) != 0 ||
-				    (e = read_gtod(which[p], &g1)) != 0) {
-					made(&c, 0, "%s gave %s", path_names[which[p]], read_error(e));
-					continue;
-				}
-				/* gettimeofday already in a second that time() does not show yet: by how much */
-				if (t < g0 / NS * NS) {
-					crossed++;
-					if (g0 - (t + NS) > lag)
-						lag = g0 - (t + NS);
-				}
-				made(&c, c0 / NS * NS <= t && t <= g1,
-				     "%s: gettimeofday %s, coarse %s, time %s, coarse %s, gettimeofday %s",
-				     path_names[which[p]], secs(g0, b1, sizeof b1), secs(c0, b4, sizeof b4),
-				     secs(t, b2, sizeof b2), secs(c1, b5, sizeof b5), secs(g1, b3, sizeof b3));
-			}
-			c.rounds++;
-		} while (now_ns() < deadline);
-		if (crossed)
-			add_reason(&c, "time() between CLOCK_REALTIME_COARSE (resolution %lld ns) "
-				   "before it and gettimeofday() after it; in %lld readings gettimeofday() "
-				   "was already up to %lld ns into a second time() did not show yet",
-				   (long long)coarse_res, (long long)crossed, (long long)lag);
-		else
-			add_reason(&c, "time() between CLOCK_REALTIME_COARSE (resolution %lld ns) "
-				   "before it and gettimeofday() after it; no reading fell between a "
-				   "second's start and the tick that shows it", (long long)coarse_res);
+/* What the time_vs_gettimeofday readings found, for its reason. */
+struct time_lag {
+	int64_t lag, crossed;
+};
+
+/* One reading of time() through `path` between gettimeofday() and CLOCK_REALTIME_COARSE. */
+static void time_vs_gtod_once(struct check *c, int path, struct time_lag *l)
+{
+	int64_t g0, c0, t, c1, g1;
+	char b1[32], b2[32], b3[32], b4[32], b5[32];
+	int e;
+	if ((e = read_gtod(path, &g0)) != 0 ||
+	    (e = read_clock(P_SYSCALL, 5 /* CLOCK_REALTIME_COARSE */, &c0)) != 0 ||
+	    (e = read_time(path, &t)) != 0 ||
+	    (e = read_clock(P_SYSCALL, 5, &c1)) != 0 ||
+	    (e = read_gtod(path, &g1)) != 0) {
+		made(c, 0, "%s gave %s", path_names[path], read_error(e));
+		return;
 	}
+	/* gettimeofday already in a second that time() does not show yet: by how much */
+	if (t < g0 / NS * NS) {
+		l->crossed++;
+		if (g0 - (t + NS) > l->lag)
+			l->lag = g0 - (t + NS);
+	}
+	made(c, c0 / NS * NS <= t && t <= g1,
+	     "%s: gettimeofday %s, coarse %s, time %s, coarse %s, gettimeofday %s",
+	     path_names[path], secs(g0, b1, sizeof b1), secs(c0, b4, sizeof b4),
+	     secs(t, b2, sizeof b2), secs(c1, b5, sizeof b5), secs(g1, b3, sizeof b3));
+}
+
+/*
+ * time() against gettimeofday(): the vDSO's time() (and glibc's, which calls it) is the
+ * seconds of CLOCK_REALTIME_COARSE, the realtime clock as of the last timekeeping update
+ * (a tick, or later when the tick is late: a 4 ms tick was seen to lag 6.2 ms under TCG),
+ * while musl's time() reads CLOCK_REALTIME itself, as gettimeofday() does. So time() may
+ * lag the second gettimeofday() has entered, by an amount no fixed allowance can bound:
+ * each reading must lie between the seconds of CLOCK_REALTIME_COARSE read by the system
+ * call just before it (the slowest source it may follow) and those of the gettimeofday()
+ * just after it (the fastest). How far it trailed gettimeofday() is recorded.
+ */
+static void check_time_vs_gtod(int64_t slice, int64_t coarse_res)
+{
+	struct check c;
+	struct time_lag l = {0, 0};
+	int64_t deadline = now_ns() + slice;
+	int which[2] = {P_LIBC, P_VDSO};
+	int p, both_vdso = !vdso_missing(C_TIME) && !vdso_missing(C_GTOD);
+	check_start(&c, "time_vs_gettimeofday", "time() vs gettimeofday()");
+	snprintf(c.paths, sizeof c.paths, "libc%s", both_vdso ? " vdso" : "");
+	do {
+		for (p = 0; p < (both_vdso ? 2 : 1); p++)
+			time_vs_gtod_once(&c, which[p], &l);
+		c.rounds++;
+	} while (now_ns() < deadline);
+	if (l.crossed)
+		add_reason(&c, "time() between CLOCK_REALTIME_COARSE (resolution %lld ns) "
+			   "before it and gettimeofday() after it; in %lld readings gettimeofday() "
+			   "was already up to %lld ns into a second time() did not show yet",
+			   (long long)coarse_res, (long long)l.crossed, (long long)l.lag);
+	else
+		add_reason(&c, "time() between CLOCK_REALTIME_COARSE (resolution %lld ns) "
+			   "before it and gettimeofday() after it; no reading fell between a "
+			   "second's start and the tick that shows it", (long long)coarse_res);
 	emit_check(&c);
+}
+
+static void check_gtod_and_time(int64_t slice, int64_t coarse_res)
+{
+	check_gtod(slice);
+	check_time(slice);
+	check_time_vs_gtod(slice, coarse_res);
 }
 
 static void check_resolution(void)
@@ -955,8 +977,9 @@ static void emit_error_path(int call, int bad, int path)
 		;
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
-		printf("\"status\": \"%s\", \"signal\": \"%s\", \"signo\": %d}",
-		       sig == SIGALRM ? "timeout" : "crashed", signal_name(sig), sig);
+		printf("\"status\": \"%s\", \"signal\": ", sig == SIGALRM ? "timeout" : "crashed");
+		json_string(signal_name(sig));
+		printf(", \"signo\": %d}", sig);
 	} else if (got != (ssize_t)sizeof o) {
 		printf("\"status\": \"error\", \"reason\": \"the child exited %d without an answer\"}",
 		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -1006,8 +1029,7 @@ int correctness_main(const struct correctness_vdso *vdso, int budget_ms)
 		v_gtod = (gtod_fn)vdso->gettimeofday;
 		v_time = (time_fn)vdso->time;
 		v_getcpu = (getcpu_fn)vdso->getcpu;
-		if (vdso->lookup)
-			v_getres = (cgt_fn)vdso->lookup(VDSO_VERSION, VDSO_GETRES);
+		v_getres = (cgt_fn)vdso_sym(VDSO_VERSION, VDSO_GETRES);
 	}
 	CPU_ZERO(&all);
 	if (sched_getaffinity(0, sizeof all, &all) == 0)

@@ -1,6 +1,6 @@
 /* The correctness checks of the C helper (issue 16), entered from vdsoprobe.c's main with
- * `--correctness`: what the helper already found in the vDSO, handed over so that correctness.c
- * has no ELF code of its own. */
+ * `--correctness`: what the helper already found in the vDSO, handed over; the symbols only the
+ * checks need (clock_getres) they look up themselves, with vdso_elf.h. */
 #ifndef VDSOMATRIX_CORRECTNESS_H
 #define VDSOMATRIX_CORRECTNESS_H
 
@@ -9,14 +9,9 @@ struct correctness_vdso {
 	/* The symbols vdsoprobe.c resolved (NULL: this vDSO does not export it). Untyped here:
 	 * correctness.c calls them with the kernel's own structures, not the libc's. */
 	void *clock_gettime, *gettimeofday, *time, *getcpu;
-	/* vdsoprobe.c's versioned lookup, for the symbols only the checks need (clock_getres). */
-	void *(*lookup)(const char *version, const char *name);
 };
 
 /* Prints one JSON object {"correctness": {...}} on stdout; returns the exit status. */
 int correctness_main(const struct correctness_vdso *vdso, int budget_ms);
-
-/* vdsoprobe.c's name of a signal: "SIGSEGV", ..., or "signal N". */
-const char *signal_name(int sig);
 
 #endif

@@ -536,13 +536,8 @@ def ia32_exec(errors):
     return {"runs": False, "error": "the exec worked, the program " + how}
 
 
-def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
-            time_namespace=False):
-    errors = []
-    started = time.monotonic()
-    doc = {"schema": SCHEMA, "errors": errors}
-    uname = os.uname()
-
+def read_auxv_and_maps(errors):
+    """This process's auxiliary vector (as a dict) and its mappings."""
     auxv_raw = b""
     try:
         with open("/proc/self/auxv", "rb") as fh:
@@ -554,13 +549,17 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
     maps_text = read_text("/proc/self/maps", errors) or ""
     mappings, problems = parse_maps(maps_text)
     errors.extend(problems)
+    return auxv, mappings
 
+
+def environment_facts(name, backend, uname, errors):
+    """The "environment" of the document, before the helper has run (libc: None)."""
     os_release = parse_os_release(read_text("/etc/os-release", []) or
                                   read_text("/usr/lib/os-release", errors) or "")
     cmdline = (read_text("/proc/cmdline", errors) or "").strip()
     cpuinfo = cpuinfo_first_block(read_text("/proc/cpuinfo", errors) or "")
     current_cs, available_cs = clocksource(errors)
-    doc["environment"] = {
+    return {
         "name": name,
         "backend": backend,
         "userland": {
@@ -580,6 +579,9 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
         "cpu_security": cpu_security(cmdline, cpuinfo),
     }
 
+
+def vdso_facts(auxv, mappings, errors):
+    """The "vdso" of the document: where AT_SYSINFO_EHDR says it is, and its image."""
     base = auxv.get(AT_SYSINFO_EHDR)
     vdso_maps = [m for m in mappings if m["path"] == "[vdso]"]
     vdso = {"present": bool(base), "base": base, "size": None, "image": None,
@@ -588,27 +590,106 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
             # i386: where AT_SYSINFO says __kernel_vsyscall is (a 64-bit process gets none)
             "kernel_vsyscall_address": ("%#x" % auxv[AT_SYSINFO]) if auxv.get(AT_SYSINFO)
             else None}
-    if base:
-        region = [m for m in vdso_maps if m["start"] == base]
-        if not region:
-            errors.append("AT_SYSINFO_EHDR=%#x but no [vdso] mapping starts there" % base)
-        else:
-            size = region[0]["end"] - region[0]["start"]
-            vdso["size"] = size
-            try:
-                vdso["image"] = base64.b64encode(read_memory(base, size)).decode("ascii")
-            except OSError as exc:
-                errors.append("cannot copy the vDSO out of memory: %s" % (exc.strerror or exc))
-    doc["vdso"] = vdso
-    doc["vsyscall"] = {"mode": vsyscall_mode(mappings, uname.machine), "readable": None,
-                       "callable": None,
-                       "maps": next(("%s %s" % (m["perms"], m["path"]) for m in mappings
-                                     if m["path"] == "[vsyscall]"), None)}
-    if uname.machine not in X86_MACHINES:
-        doc["vsyscall"]["reason"] = NOT_THIS_ARCH
+    if not base:
+        return vdso
+    region = [m for m in vdso_maps if m["start"] == base]
+    if not region:
+        errors.append("AT_SYSINFO_EHDR=%#x but no [vdso] mapping starts there" % base)
+        return vdso
+    size = region[0]["end"] - region[0]["start"]
+    vdso["size"] = size
+    try:
+        vdso["image"] = base64.b64encode(read_memory(base, size)).decode("ascii")
+    except OSError as exc:
+        errors.append("cannot copy the vDSO out of memory: %s" % (exc.strerror or exc))
+    return vdso
+
+
+def vsyscall_facts(mappings, machine):
+    """The "vsyscall" of the document as the maps show it; the helper fills in the rest."""
+    vsyscall = {"mode": vsyscall_mode(mappings, machine), "readable": None, "callable": None,
+                "maps": next(("%s %s" % (m["perms"], m["path"]) for m in mappings
+                              if m["path"] == "[vsyscall]"), None)}
+    if machine not in X86_MACHINES:
+        vsyscall["reason"] = NOT_THIS_ARCH
+    return vsyscall
+
+
+def helper_libc(helper_out):
+    """The helper's libc, with the musl version it cannot tell itself from dpkg."""
+    libc = helper_out.get("libc") or {}
+    if libc.get("name") == "musl" and not libc.get("version"):
+        version = dpkg_version("musl")
+        if version:
+            libc["version"] = version.split("-")[0]
+            libc["version_source"] = "dpkg: musl %s" % version
+    elif libc.get("version"):
+        libc["version_source"] = "gnu_get_libc_version()"
+    return libc
+
+
+def ship_libc_and_loader(doc, libc, fallback, errors):
+    """The libc's bytes (``fallback``, the probe binary, when it has no file of its own) and
+    the loader's, where glibc looks most vDSO symbols up (not when the loader is the libc itself:
+    musl's ld-musl is its libc.so)."""
+    if libc.get("path"):
+        doc["artefacts"]["libc"] = artefact(libc["path"], "shared-object", errors)
+    elif fallback:
+        doc["artefacts"]["libc"] = artefact(fallback, "probe-binary", errors)
+    ldso = libc.get("ldso_path")
+    if isinstance(ldso, str) and ldso and not (
+            libc.get("path") and os.path.realpath(ldso) == os.path.realpath(libc["path"])):
+        doc["artefacts"]["ldso"] = artefact(ldso, "dynamic-loader", errors)
+
+
+def apply_helper(doc, helper, helper_out, errors):
+    """What the C helper printed, into the document."""
+    libc = helper_libc(helper_out)
+    doc["environment"]["libc"] = libc
+    abi = helper_out.get("abi")
+    if abi:
+        if doc["environment"]["abi"] and abi != doc["environment"]["abi"]:
+            errors.append("the helper's ABI (%s) is not this python3's (%s): auxv and the "
+                          "vDSO image are python3's" % (abi, doc["environment"]["abi"]))
+        doc["environment"]["abi"] = abi
+    doc["calls"] = helper_out.get("calls", [])
+    doc["entry_costs"] = helper_out.get("entry_costs", [])
+    doc["vdso_getrandom"] = helper_out.get("vdso_getrandom")
+    doc["method"] = helper_out.get("method")
+    doc["method"]["pinned_cpu"] = helper_out.get("pinned_cpu")
+    read = helper_out.get("vsyscall_read") or {}
+    doc["vsyscall"]["readable"] = read.get("readable")
+    doc["vsyscall"]["read_signal"] = read.get("signal")
+    calls = [c for c in doc["calls"] if c.get("path") == "vsyscall"]
+    if calls:
+        doc["vsyscall"]["callable"] = all(c.get("status") == "ok" for c in calls)
+    # A static helper is its libc (linked in), and has no loader.
+    dynamic = libc.get("linkage") == "dynamic"
+    ship_libc_and_loader(doc, libc if dynamic else {}, os.path.realpath(helper), errors)
+
+
+def python_libc(doc, mappings, auxv, errors):
+    """No C helper (runtime mode): the libc (and loader) this Python loaded stand for the
+    environment's, so that the host's analysis of libc and the loader still has its bytes."""
+    libc = own_libc(mappings, auxv)
+    doc["environment"]["libc"] = libc
+    if not libc.get("path"):
+        errors.append("runtime mode: no libc found in this Python's mappings")
+    ship_libc_and_loader(doc, libc, None, errors)
+
+
+def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
+            time_namespace=False):
+    errors = []
+    started = time.monotonic()
+    doc = {"schema": SCHEMA, "errors": errors}
+    uname = os.uname()
+    auxv, mappings = read_auxv_and_maps(errors)
+    doc["environment"] = environment_facts(name, backend, uname, errors)
+    doc["vdso"] = vdso_facts(auxv, mappings, errors)
+    doc["vsyscall"] = vsyscall_facts(mappings, uname.machine)
     doc["auxv"] = {AUXV_NAMES.get(k, str(k)): v for k, v in sorted(auxv.items())
                    if k in AUXV_NAMES}
-
     doc["calls"] = []
     doc["artefacts"] = {}
     if time_namespace:
@@ -623,57 +704,10 @@ def collect(helper, name, backend, helper_timeout, runtimes=None, syscount=None,
     if helper is None and runtimes is None:
         errors.append("no helper given: latency rows not measured")
     if helper_out is not None:
-        libc = helper_out.get("libc") or {}
-        if libc.get("name") == "musl" and not libc.get("version"):
-            version = dpkg_version("musl")
-            if version:
-                libc["version"] = version.split("-")[0]
-                libc["version_source"] = "dpkg: musl %s" % version
-        elif libc.get("version"):
-            libc["version_source"] = "gnu_get_libc_version()"
-        doc["environment"]["libc"] = libc
-        abi = helper_out.get("abi")
-        if abi:
-            if doc["environment"]["abi"] and abi != doc["environment"]["abi"]:
-                errors.append("the helper's ABI (%s) is not this python3's (%s): auxv and the "
-                              "vDSO image are python3's" % (abi, doc["environment"]["abi"]))
-            doc["environment"]["abi"] = abi
-        doc["calls"] = helper_out.get("calls", [])
-        doc["entry_costs"] = helper_out.get("entry_costs", [])
-        doc["vdso_getrandom"] = helper_out.get("vdso_getrandom")
-        doc["method"] = helper_out.get("method")
-        doc["method"]["pinned_cpu"] = helper_out.get("pinned_cpu")
-        read = helper_out.get("vsyscall_read") or {}
-        doc["vsyscall"]["readable"] = read.get("readable")
-        doc["vsyscall"]["read_signal"] = read.get("signal")
-        calls = [c for c in doc["calls"] if c.get("path") == "vsyscall"]
-        if calls:
-            doc["vsyscall"]["callable"] = all(c.get("status") == "ok" for c in calls)
-        dynamic = libc.get("linkage") == "dynamic"
-        if dynamic and libc.get("path"):
-            doc["artefacts"]["libc"] = artefact(libc["path"], "shared-object", errors)
-        else:
-            doc["artefacts"]["libc"] = artefact(os.path.realpath(helper), "probe-binary", errors)
-        # Dynamic glibc looks most vDSO symbols up in its loader (ld.so), not in libc.so: ship
-        # the loader too, unless it is the libc itself (musl's ld-musl is its libc.so).
-        ldso = libc.get("ldso_path") if dynamic else None
-        if isinstance(ldso, str) and ldso and not (
-                libc.get("path") and os.path.realpath(ldso) == os.path.realpath(libc["path"])):
-            doc["artefacts"]["ldso"] = artefact(ldso, "dynamic-loader", errors)
+        apply_helper(doc, helper, helper_out, errors)
     if runtimes is not None:
         if helper_out is None:
-            # No C helper: the libc (and loader) this Python loaded stand for the environment's,
-            # so that the host's analysis of libc and the loader still has its bytes.
-            libc = own_libc(mappings, auxv)
-            doc["environment"]["libc"] = libc
-            if libc.get("path"):
-                doc["artefacts"]["libc"] = artefact(libc["path"], "shared-object", errors)
-            else:
-                errors.append("runtime mode: no libc found in this Python's mappings")
-            ldso = libc.get("ldso_path")
-            if ldso and not (libc.get("path") and
-                             os.path.realpath(ldso) == os.path.realpath(libc["path"])):
-                doc["artefacts"]["ldso"] = artefact(ldso, "dynamic-loader", errors)
+            python_libc(doc, mappings, auxv, errors)
         budget = max(1.0, helper_timeout - (time.monotonic() - started))
         doc["runtimes"], doc["runtimes_method"] = runtime_rows.collect(runtimes, syscount,
                                                                        budget, errors)

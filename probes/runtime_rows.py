@@ -325,41 +325,45 @@ def manifest_package(manifest, runtime):
     return entry.get("package") if isinstance(entry, dict) else None
 
 
-def discover_runtimes(rdir, manifest, build, python=None):
-    """Every runtime variant this environment could run, or why it cannot, as targets:
-    {runtime, variant, label, version, package, argv (None when it cannot run), status, reason}.
-    """
-    targets = []
-    not_shipped = manifest.get("not_shipped") if isinstance(manifest.get("not_shipped"), dict) else {}
-    missing_build = build.get("missing") if isinstance(build.get("missing"), dict) else {}
-    suite = manifest.get("suite")
+class _Targets:
+    """The targets found so far, and the manifest and build.json facts that say why a runtime
+    is absent or unbuilt."""
 
-    def target(runtime, variant, label, argv, package=None, version=None, status=None,
-               reason=None):
-        targets.append({"runtime": runtime, "variant": variant, "label": label,
-                        "version": version, "package": package, "argv": argv,
-                        "status": status, "reason": reason})
+    def __init__(self, manifest, build):
+        self.manifest = manifest
+        self.list = []
+        self.not_shipped = (manifest.get("not_shipped")
+                            if isinstance(manifest.get("not_shipped"), dict) else {})
+        self.missing_build = build.get("missing") if isinstance(build.get("missing"), dict) else {}
+        self.suite = manifest.get("suite")
 
-    def absent(runtime, variant, label, detail=None):
-        if runtime in not_shipped:
-            target(runtime, variant, label, None, status="not_shipped",
-                   reason=one_line(str(not_shipped[runtime])))
-        else:
-            where = ("this host" if not suite else one_line(str(suite), 40))
-            reason = "not installed on %s: apt-get install %s" % (where, RUNTIME_PACKAGES[runtime])
-            if detail:
-                reason += " (%s)" % detail
-            target(runtime, variant, label, None, status="not_installed", reason=one_line(reason))
+    def add(self, runtime, variant, label, argv, package=None, version=None, status=None,
+            reason=None):
+        self.list.append({"runtime": runtime, "variant": variant, "label": label,
+                          "version": version, "package": package, "argv": argv,
+                          "status": status, "reason": reason})
 
-    def unbuilt(runtime, variant, label, program, key):
-        why = missing_build.get(key)
+    def absent(self, runtime, variant, label, detail=None):
+        if runtime in self.not_shipped:
+            self.add(runtime, variant, label, None, status="not_shipped",
+                     reason=one_line(str(self.not_shipped[runtime])))
+            return
+        where = ("this host" if not self.suite else one_line(str(self.suite), 40))
+        reason = "not installed on %s: apt-get install %s" % (where, RUNTIME_PACKAGES[runtime])
+        if detail:
+            reason += " (%s)" % detail
+        self.add(runtime, variant, label, None, status="not_installed", reason=one_line(reason))
+
+    def unbuilt(self, runtime, variant, label, program, key):
+        why = self.missing_build.get(key)
         reason = "%s was not built here%s" % (program, (": %s" % why) if why else "")
-        target(runtime, variant, label, None, manifest_package(manifest, runtime),
-               status="error", reason=one_line(reason))
+        self.add(runtime, variant, label, None, manifest_package(self.manifest, runtime),
+                 status="error", reason=one_line(reason))
 
-    # Java: every JVM under /usr/lib/jvm (once, however many symlinks name it).
-    manifest_java = [e for e in manifest.get("java") or [] if isinstance(e, dict)]
-    skip = set(str(p) for p in manifest.get("java_not_measured") or [])
+
+def installed_jvms(manifest_java, skip):
+    """Every JVM under /usr/lib/jvm (once, however many symlinks name it), oldest first:
+    (homes found, [(major as a number, home, java, major, package)])."""
     homes = {}
     for java in sorted(glob.glob(os.path.join(JVM_ROOT, "*", "bin", "java"))):
         home = os.path.realpath(os.path.dirname(os.path.dirname(java)))
@@ -373,6 +377,14 @@ def discover_runtimes(rdir, manifest, build, python=None):
             continue
         jvms.append((int(major) if major and major.isdigit() else 0, home, java, major, package))
     jvms.sort()
+    return homes, jvms
+
+
+def java_targets(targets, rdir):
+    manifest = targets.manifest
+    manifest_java = [e for e in manifest.get("java") or [] if isinstance(e, dict)]
+    skip = set(str(p) for p in manifest.get("java_not_measured") or [])
+    homes, jvms = installed_jvms(manifest_java, skip)
     used = set()
     have_class = os.path.isfile(os.path.join(rdir, "Timing.class"))
     for _, home, java, major, package in jvms:
@@ -383,23 +395,26 @@ def discover_runtimes(rdir, manifest, build, python=None):
             label += " (%s)" % os.path.basename(home)
         used.add(variant)
         if have_class:
-            target("java", variant, label, [java, "-cp", rdir, "Timing"], package)
+            targets.add("java", variant, label, [java, "-cp", rdir, "Timing"], package)
         else:
-            why = missing_build.get("java")
-            target("java", variant, label, None, package, status="error",
-                   reason=one_line("Timing.class was not built here%s" %
-                                   ((": %s" % why) if why else "")))
+            why = targets.missing_build.get("java")
+            targets.add("java", variant, label, None, package, status="error",
+                        reason=one_line("Timing.class was not built here%s" %
+                                        ((": %s" % why) if why else "")))
     for entry in manifest_java:
         home = os.path.realpath(str(entry.get("home") or ""))
         if entry.get("home") and home not in homes and entry.get("package") not in skip:
-            target("java", "openjdk-%s" % entry.get("major"), "Java %s" % entry.get("major"),
-                   None, entry.get("package"), status="error",
-                   reason=one_line("the manifest lists %s at %s, but it has no bin/java" %
-                                   (entry.get("package"), entry.get("home"))))
-    if not jvms and not any(t["runtime"] == "java" for t in targets):
-        absent("java", "openjdk", "Java")
+            targets.add("java", "openjdk-%s" % entry.get("major"), "Java %s" % entry.get("major"),
+                        None, entry.get("package"), status="error",
+                        reason=one_line("the manifest lists %s at %s, but it has no bin/java" %
+                                        (entry.get("package"), entry.get("home"))))
+    if not jvms and not any(t["runtime"] == "java" for t in targets.list):
+        targets.absent("java", "openjdk", "Java")
 
-    # Python: the python3 this probe runs with.
+
+def python_target(targets, rdir, python):
+    """The python3 this probe runs with."""
+    manifest = targets.manifest
     python = python or sys.executable or shutil.which("python3")
     script = os.path.join(rdir, "timing.py")
     version = platform.python_version()
@@ -410,41 +425,58 @@ def discover_runtimes(rdir, manifest, build, python=None):
     if package is None and python and os.path.realpath(python).startswith("/usr/bin/"):
         package = "python3" if dpkg_version("python3") else None
     if not python:
-        absent("python", "python3", "Python")
+        targets.absent("python", "python3", "Python")
     elif not os.path.isfile(script):
-        unbuilt("python", "python3", label, "timing.py", "python")
+        targets.unbuilt("python", "python3", label, "timing.py", "python")
     else:
-        target("python", "python3", label, [python, "-I", script], package, version)
+        targets.add("python", "python3", label, [python, "-I", script], package, version)
 
-    # Node.js: the manifest's node, else node (or nodejs) on PATH.
+
+def node_target(targets, rdir):
+    """The manifest's node, else node (or nodejs) on PATH."""
+    manifest = targets.manifest
     entry = manifest.get("node") if isinstance(manifest.get("node"), dict) else {}
     node = entry.get("path") if entry.get("path") and os.access(str(entry["path"]), os.X_OK) \
         else (shutil.which("node") or shutil.which("nodejs"))
     if not node:
-        absent("node", "node", "Node.js")
+        targets.absent("node", "node", "Node.js")
     elif not os.path.isfile(os.path.join(rdir, "timing.js")):
-        unbuilt("node", "node", "Node.js", "timing.js", "node")
+        targets.unbuilt("node", "node", "Node.js", "timing.js", "node")
     else:
         package = entry.get("package") or (
             "nodejs" if os.path.realpath(node).startswith("/usr/bin/") and dpkg_version("nodejs")
             else None)
-        target("node", "node", "Node.js", [node, os.path.join(rdir, "timing.js")], package)
+        targets.add("node", "node", "Node.js", [node, os.path.join(rdir, "timing.js")], package)
 
-    # Go and Rust: programs compiled in this environment by build.sh.
+
+def compiled_targets(targets, rdir):
+    """Go and Rust: programs compiled in this environment by build.sh."""
+    manifest = targets.manifest
     compiled = [("go", "go-static", "Go static", "timing-go-static"),
                 ("go", "go-dynamic", "Go dynamic", "timing-go-dynamic"),
                 ("rust", "rust", "Rust", "timing-rust")]
     for runtime, variant, label, program in compiled:
         path = os.path.join(rdir, program)
+        key = variant if runtime == "go" else runtime
         if os.path.isfile(path) and os.access(path, os.X_OK):
-            target(runtime, variant, label, [path], manifest_package(manifest, runtime))
-        elif runtime in not_shipped or not isinstance(manifest.get(runtime), dict):
-            key = variant if runtime == "go" else runtime
-            absent(runtime, variant, label, ("build.json: %s" % missing_build[key])
-                   if key in missing_build else None)
+            targets.add(runtime, variant, label, [path], manifest_package(manifest, runtime))
+        elif runtime in targets.not_shipped or not isinstance(manifest.get(runtime), dict):
+            targets.absent(runtime, variant, label, ("build.json: %s" % targets.missing_build[key])
+                           if key in targets.missing_build else None)
         else:
-            unbuilt(runtime, variant, label, program, variant if runtime == "go" else runtime)
-    return targets
+            targets.unbuilt(runtime, variant, label, program, key)
+
+
+def discover_runtimes(rdir, manifest, build, python=None):
+    """Every runtime variant this environment could run, or why it cannot, as targets:
+    {runtime, variant, label, version, package, argv (None when it cannot run), status, reason}.
+    """
+    targets = _Targets(manifest, build)
+    java_targets(targets, rdir)
+    python_target(targets, rdir, python)
+    node_target(targets, rdir)
+    compiled_targets(targets, rdir)
+    return targets.list
 
 
 def runtime_label(target):

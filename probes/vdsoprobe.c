@@ -25,14 +25,13 @@
  * "syscall" path: number in x8, arguments in x0..x5), and clock_getres by all three. The rows
  * that exist only on x86 (int $0x80, __kernel_vsyscall, the vsyscall page, cpuid) are
  * "unsupported", "not on this architecture"; the exception-entered signal round trip is `brk`.
- * The per-architecture parts are grouped: the ABI, the system call numbers and instruction, the
- * vDSO's names (after the kernel's selftests/vDSO/vdso_config.h), the tracee's registers.
+ * The per-architecture parts are grouped: the ABI, the system call numbers and instruction here;
+ * the rows in rows_<arch>.h; the vDSO's names in vdso_elf.h; the tracee's registers in tracer.c.
  *
  * Written for the oldest userland of the matrix: C99 plus GNU inline assembly, glibc >= 2.31 or
  * musl, built three ways by build.sh (dynamic glibc, static glibc, static musl).
  */
 #define _GNU_SOURCE
-#include <elf.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -47,8 +46,6 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
-#include <sys/uio.h>
-#include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,26 +62,16 @@
 
 #include "correctness.h"
 #include "json_string.h"
-
-/* The process's own ABI, and the ELF class of the vDSO the kernel maps into it. */
+#include "signal_names.h"
+#include "tracer.h"
+#include "vdso_elf.h"
+/* The process's own ABI. */
 #if defined(__x86_64__)
 #define PROBE_ABI "x86_64"
-#define ELFCLASS_NATIVE ELFCLASS64
-#define ElfN(type) Elf64_##type
-#define ELFN_ST_TYPE(info) ELF64_ST_TYPE(info)
-#define ELFN_ST_BIND(info) ELF64_ST_BIND(info)
 #elif defined(__i386__)
 #define PROBE_ABI "i386"
-#define ELFCLASS_NATIVE ELFCLASS32
-#define ElfN(type) Elf32_##type
-#define ELFN_ST_TYPE(info) ELF32_ST_TYPE(info)
-#define ELFN_ST_BIND(info) ELF32_ST_BIND(info)
 #elif defined(__aarch64__)
 #define PROBE_ABI "aarch64"
-#define ELFCLASS_NATIVE ELFCLASS64
-#define ElfN(type) Elf64_##type
-#define ELFN_ST_TYPE(info) ELF64_ST_TYPE(info)
-#define ELFN_ST_BIND(info) ELF64_ST_BIND(info)
 #else
 #error "vdsoprobe measures x86 and arm64: build it for x86_64, i386 or aarch64"
 #endif
@@ -238,22 +225,10 @@ static long raw_syscall3(long nr, long a, long b, long c)
 
 static void marker(long which) { raw_syscall3(MARKER_NR, which, 0, 0); }
 
-/*
- * The vDSO's names and their version differ per architecture (the kernel's selftests keep them in
- * vdso_config.h the same way): x86's are __vdso_* at LINUX_2.6, arm64's __kernel_* at
- * LINUX_2.6.39. VDSO_SYM("clock_gettime") is the name this architecture exports.
- */
-#if defined(__aarch64__)
-#define VDSO_VERSION "LINUX_2.6.39"
-#define VDSO_SYM(call) "__kernel_" call
-#else
-#define VDSO_VERSION "LINUX_2.6"
-#define VDSO_SYM(call) "__vdso_" call
-#endif
+/* How the rows name a vDSO path (the names themselves: VDSO_SYM in vdso_elf.h). */
 #define VDSO_DIRECT(call) VDSO_SYM(call) " (" VDSO_VERSION ") called directly"
-#define VDSO_LACKS(call) "the vDSO exports no " VDSO_SYM(call)
 
-/* Found in the vDSO's own dynamic symbol table at start-up (see vdso_lookup). */
+/* Found in the vDSO's own dynamic symbol table at start-up (find_vdso_functions). */
 static int (*vdso_clock_gettime)(clockid_t, struct timespec *);
 static int (*vdso_gettimeofday)(struct timeval *, void *);
 static long (*vdso_time)(long *);
@@ -453,14 +428,6 @@ static long c_getres_syscall(void)
 	raw_syscall3(SYS_clock_getres, g_clock, (long)&ts, 0);
 	return ts.tv_nsec;
 }
-/* x86's ways in, named for the rows that say they are not on this architecture (never called).
- * arm64 has no time system call either: its table is the generic one, without SYS_time. */
-#define c_getppid_int80 NULL
-#define c_getppid_kvs NULL
-#define c_gtod_vsyscall NULL
-#define c_time_syscall NULL
-#define c_time_vsyscall NULL
-#define c_getcpu_vsyscall NULL
 #endif
 
 /* ------------------------------------------------------------------ getrandom ------------ */
@@ -656,116 +623,6 @@ static long c_int3_signal(void)
 }
 #endif
 
-/* ---------------------------------------------------- the vDSO's own symbol table --------- */
-/*
- * The approach of the kernel's selftests/vDSO/parse_vdso.c: the vDSO is a complete ELF shared
- * object mapped at AT_SYSINFO_EHDR; walk its program headers to the dynamic section, take the
- * symbol, string, hash and version tables from there, and look names up with their version.
- * One code path for both classes: ElfN(...) is Elf64_... in a 64-bit process, Elf32_... in a
- * 32-bit one (whose vDSO is 32-bit ELF), as parse_vdso.c's ELF(...) does.
- */
-static struct {
-	uintptr_t load_offset;
-	const ElfN(Sym) *symtab;
-	const char *strtab;
-	const ElfN(Versym) *versym;
-	const ElfN(Verdef) *verdef;
-	unsigned long nsyms;
-	int ok;
-} vdso;
-
-static unsigned long gnu_hash_nsyms(const uint32_t *gh)
-{
-	uint32_t nbuckets = gh[0], symoffset = gh[1], bloom_words = gh[2];
-	/* the Bloom filter's words are ELF-class sized: 64 bits in ELF64, 32 in ELF32 */
-	const uint32_t *buckets = (const uint32_t *)((const ElfN(Addr) *)(gh + 4) + bloom_words);
-	const uint32_t *chain = buckets + nbuckets;
-	uint32_t last = 0, i;
-	for (i = 0; i < nbuckets; i++)
-		if (buckets[i] > last)
-			last = buckets[i];
-	if (last < symoffset)
-		return symoffset;
-	while (!(chain[last - symoffset] & 1))
-		last++;
-	return (unsigned long)last + 1;
-}
-
-static void vdso_init(uintptr_t base)
-{
-	const ElfN(Ehdr) *eh = (const ElfN(Ehdr) *)base;
-	const ElfN(Phdr) *ph;
-	const ElfN(Dyn) *dyn = NULL;
-	const uint32_t *hash = NULL, *gnu_hash = NULL;
-	int i, have_load = 0;
-
-	memset(&vdso, 0, sizeof vdso);
-	if (!base || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS_NATIVE)
-		return;
-	ph = (const ElfN(Phdr) *)(base + eh->e_phoff);
-	for (i = 0; i < eh->e_phnum; i++) {
-		if (ph[i].p_type == PT_LOAD && !have_load) {
-			have_load = 1;
-			vdso.load_offset = base + ph[i].p_offset - ph[i].p_vaddr;
-		} else if (ph[i].p_type == PT_DYNAMIC) {
-			dyn = (const ElfN(Dyn) *)(base + ph[i].p_offset);
-		}
-	}
-	if (!have_load || !dyn)
-		return;
-	for (; dyn->d_tag != DT_NULL; dyn++) {
-		uintptr_t p = vdso.load_offset + dyn->d_un.d_ptr;
-		switch (dyn->d_tag) {
-		case DT_STRTAB: vdso.strtab = (const char *)p; break;
-		case DT_SYMTAB: vdso.symtab = (const ElfN(Sym) *)p; break;
-		case DT_HASH: hash = (const uint32_t *)p; break;
-		case DT_GNU_HASH: gnu_hash = (const uint32_t *)p; break;
-		case DT_VERSYM: vdso.versym = (const ElfN(Versym) *)p; break;
-		case DT_VERDEF: vdso.verdef = (const ElfN(Verdef) *)p; break;
-		}
-	}
-	if (!vdso.strtab || !vdso.symtab || (!hash && !gnu_hash))
-		return;
-	vdso.nsyms = hash ? hash[1] : gnu_hash_nsyms(gnu_hash);
-	if (!vdso.verdef)
-		vdso.versym = NULL;
-	vdso.ok = 1;
-}
-
-static int vdso_version_matches(unsigned long index, const char *version)
-{
-	const ElfN(Verdef) *def = vdso.verdef;
-	unsigned ver;
-	if (!vdso.versym)
-		return 1; /* an unversioned vDSO: any version matches */
-	ver = vdso.versym[index] & 0x7fff;
-	for (;;) {
-		if (!(def->vd_flags & VER_FLG_BASE) && (def->vd_ndx & 0x7fff) == ver) {
-			const ElfN(Verdaux) *aux = (const ElfN(Verdaux) *)((const char *)def + def->vd_aux);
-			return strcmp(version, vdso.strtab + aux->vda_name) == 0;
-		}
-		if (!def->vd_next)
-			return 0;
-		def = (const ElfN(Verdef) *)((const char *)def + def->vd_next);
-	}
-}
-
-static void *vdso_lookup(const char *version, const char *name)
-{
-	unsigned long i;
-	if (!vdso.ok)
-		return NULL;
-	for (i = 0; i < vdso.nsyms; i++) {
-		const ElfN(Sym) *s = &vdso.symtab[i];
-		int type = ELFN_ST_TYPE(s->st_info), bind = ELFN_ST_BIND(s->st_info);
-		if (type != STT_FUNC || (bind != STB_GLOBAL && bind != STB_WEAK) || s->st_shndx == SHN_UNDEF)
-			continue;
-		if (strcmp(vdso.strtab + s->st_name, name) == 0 && vdso_version_matches(i, version))
-			return (void *)(vdso.load_offset + s->st_value);
-	}
-	return NULL;
-}
-
 /* ------------------------------------------------------------------- timing --------------- */
 
 static double now_ns(void)
@@ -855,132 +712,133 @@ static void count_faults(call_fn fn, struct timing *t)
 
 /* ----------------------------------------------------- counting system calls -------------- */
 
+/* What the tracer's entries add up to: the calls between the two markers. */
+struct marked_count {
+	int counting, seen_end;
+	long count;
+};
+
+static void count_marked_entry(void *ctx, const struct trace_entry *e)
+{
+	struct marked_count *c = ctx;
+	if (e->nr == MARKER_NR && e->arg0 == MARKER_BEGIN)
+		c->counting = 1;
+	else if (e->nr == MARKER_NR && e->arg0 == MARKER_END) {
+		c->counting = 0;
+		c->seen_end = 1;
+	} else if (c->counting)
+		c->count++;
+}
+
+/* The traced child: stops itself, then makes the call COUNT_CALLS times between the markers. */
+static void counted_child(call_fn fn, setup_fn setup)
+{
+	int i;
+	if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0)
+		_exit(3);
+	alarm(cfg.row_deadline_s);
+	raise(SIGSTOP);
+	if (setup && setup() != 0)
+		_exit(4);
+	sink += fn(); /* warm up outside the counted window */
+	marker(MARKER_BEGIN);
+	for (i = 0; i < COUNT_CALLS; i++)
+		sink += fn();
+	marker(MARKER_END);
+	_exit(0);
+}
+
+/* Why a trace that never saw the end marker gave no count. */
+static const char *count_failure(const struct trace *t)
+{
+	int s = t->status;
+	if (!t->have_status)
+		return "trace ended early";
+	if (WIFSIGNALED(s))
+		return "the call killed the traced child";
+	if (WIFEXITED(s) && WEXITSTATUS(s) == 4)
+		return "the traced child could not set the call up";
+	return "trace ended early";
+}
+
 /*
- * The child stops itself, then makes the call COUNT_CALLS times between two marker system calls;
- * the parent follows it with PTRACE_SYSCALL and counts the syscall-entry stops in between.
+ * The real system calls the call makes, counted by the tracer (tracer.c) in a child process.
  * Returns the count, or -1 with *why set when the child died first.
  */
 static long count_syscalls(call_fn fn, setup_fn setup, const char **why)
 {
-	int status, in_syscall = 0, counting = 0, sig = 0;
-	long count = 0, seen_end = 0;
-	pid_t pid = fork();
-	if (pid < 0) {
+	static char refused[sizeof ((struct trace *)0)->error];
+	struct marked_count c = {0, 0, 0};
+	struct trace t;
+	memset(&t, 0, sizeof t);
+	t.leader = fork();
+	if (t.leader < 0) {
 		*why = "fork failed";
 		return -1;
 	}
-	if (pid == 0) {
-		int i;
-		if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0)
-			_exit(3);
-		alarm(cfg.row_deadline_s);
-		raise(SIGSTOP);
-		if (setup && setup() != 0)
-			_exit(4);
-		sink += fn(); /* warm up outside the counted window */
-		marker(MARKER_BEGIN);
-		for (i = 0; i < COUNT_CALLS; i++)
-			sink += fn();
-		marker(MARKER_END);
-		_exit(0);
-	}
-	if (waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status)) {
-		*why = "traced child did not stop (is ptrace forbidden here?)";
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
+	if (t.leader == 0)
+		counted_child(fn, setup);
+	t.method = TRACE_PTRACE_SYSCALL;
+	t.ctx = &c;
+	t.on_entry = count_marked_entry;
+	trace_begin(&t);
+	if (trace_setup(&t) != 0) {
+		snprintf(refused, sizeof refused, "%s", t.error);
+		*why = refused[0] ? refused : "traced child did not stop (is ptrace forbidden here?)";
+		if (t.have_status && WIFEXITED(t.status) && WEXITSTATUS(t.status) == 3)
 			*why = "ptrace(PTRACE_TRACEME) refused";
-		return -1;
-	}
-	ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL));
-	for (;;) {
-		if (ptrace(PTRACE_SYSCALL, pid, NULL, (void *)(long)sig) != 0)
-			break;
-		sig = 0;
-		if (waitpid(pid, &status, 0) != pid)
-			break;
-		if (WIFEXITED(status) || WIFSIGNALED(status))
-			break;
-		if (!WIFSTOPPED(status))
-			continue;
-		if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
-			in_syscall = !in_syscall;
-			if (in_syscall) {
-				struct user_regs_struct regs;
-				long nr, arg0;
-#if defined(__aarch64__)
-				/* arm64 has no PTRACE_GETREGS and no orig_rax: at a syscall-entry stop the
-				 * number is in x8 and the first argument still in x0. */
-				struct iovec iov;
-				iov.iov_base = &regs;
-				iov.iov_len = sizeof regs;
-				ptrace(PTRACE_GETREGSET, pid, (void *)(long)NT_PRSTATUS, &iov);
-				nr = (long)regs.regs[8];
-				arg0 = (long)regs.regs[0];
-#else
-				ptrace(PTRACE_GETREGS, pid, NULL, &regs);
-#if defined(__x86_64__)
-				nr = (long)regs.orig_rax;
-				arg0 = (long)regs.rdi;
-#else
-				nr = regs.orig_eax;
-				arg0 = regs.ebx;
-#endif
-#endif
-				if (nr == MARKER_NR && arg0 == MARKER_BEGIN)
-					counting = 1;
-				else if (nr == MARKER_NR && arg0 == MARKER_END) {
-					counting = 0;
-					seen_end = 1;
-				} else if (counting)
-					count++;
-			}
-		} else {
-			sig = WSTOPSIG(status); /* pass real signals (SIGSEGV...) on */
+		if (!t.have_status) {
+			kill(t.leader, SIGKILL);
+			waitpid(t.leader, NULL, 0);
 		}
-	}
-	if (!WIFEXITED(status) && !WIFSIGNALED(status)) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-	}
-	if (!seen_end) {
-		*why = WIFSIGNALED(status) ? "the call killed the traced child"
-		       : WIFEXITED(status) && WEXITSTATUS(status) == 4 ? "the traced child could not set the call up"
-		       : "trace ended early";
 		return -1;
 	}
-	return count;
+	trace_run(&t);
+	if (!c.seen_end) {
+		*why = count_failure(&t);
+		return -1;
+	}
+	return c.count;
 }
+#if defined(__aarch64__)
+#define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no " VDSO_SYM("getrandom")
+#else
+#define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no __vdso_getrandom (Linux 6.11 added it)"
+#endif
+#ifdef HAVE_LIBC_GETRANDOM
+#define NO_LIBC_GETRANDOM NULL
+#else
+#define NO_LIBC_GETRANDOM "not offered by this libc: no getrandom() (no <sys/random.h>)"
+#endif
+#define GETRANDOM_VDSO_DETAIL VDSO_DIRECT("getrandom") ", with one opaque state mmap'd" \
+	" as its params query asks (16 bytes, flags 0)"
 
 /* ------------------------------------------------------------------- output --------------- */
 
-/* Also correctness.c's (declared in correctness.h). */
-const char *signal_name(int sig)
-{
-	static char other[16];
-	switch (sig) {
-	case SIGSEGV: return "SIGSEGV";
-	case SIGBUS: return "SIGBUS";
-	case SIGILL: return "SIGILL";
-	case SIGSYS: return "SIGSYS";
-	case SIGFPE: return "SIGFPE";
-	case SIGKILL: return "SIGKILL";
-	case SIGALRM: return "SIGALRM";
-	case SIGTRAP: return "SIGTRAP";
-	case SIGABRT: return "SIGABRT";
-	default:
-		snprintf(other, sizeof other, "signal %d", sig);
-		return other;
-	}
-}
+/* What a row needs beyond its fixed fields, found at run time. */
+enum row_needs {
+	NEEDS_NOTHING,
+	NEEDS_VDSO_SYMBOL, /* vdso_symbol, in this process's vDSO */
+	NEEDS_VGETRANDOM,  /* the vDSO's getrandom and the opaque state its params query asks for */
+	NEEDS_KVS,         /* i386: AT_SYSINFO's __kernel_vsyscall; the detail says how it is called */
+};
 
+/* One row of the rows_<arch>.h tables: a call by one path. */
 struct row {
 	const char *call;
 	const char *path;
 	call_fn fn;
 	clockid_t clock;
 	const char *detail;
-	const char *unsupported; /* set when this environment does not offer the path */
+	const char *unsupported; /* set when this build does not offer the path */
 	setup_fn setup;          /* per-process preparation, run in each child after fork */
+	enum row_needs needs;
+	const char *vdso_symbol; /* NEEDS_VDSO_SYMBOL: the symbol the path calls */
 };
+
+/* What main found out, for the rows' needs. */
+static const char *no_vdso, *no_vgetrandom, *no_kvs;
+static char kvs_detail[200];
 
 static int first_row = 1;
 
@@ -996,96 +854,135 @@ static void end_rows(int last)
 	printf("\n  ]%s\n", last ? "" : ",");
 }
 
-static void emit_row(const struct row *r)
+/* Why this environment does not offer the row's path, or NULL when it does. */
+static const char *row_unavailable(const struct row *r)
 {
-	struct timing t;
+	static char lacks[120];
+	if (r->unsupported)
+		return r->unsupported;
+	switch (r->needs) {
+	case NEEDS_VDSO_SYMBOL:
+		if (no_vdso)
+			return no_vdso;
+		if (vdso_sym(VDSO_VERSION, r->vdso_symbol))
+			return NULL;
+		snprintf(lacks, sizeof lacks, "the vDSO exports no %s", r->vdso_symbol);
+		return lacks;
+	case NEEDS_VGETRANDOM: return no_vgetrandom;
+	case NEEDS_KVS: return no_kvs;
+	default: return NULL;
+	}
+}
+
+/* Timing, in a child: if the call crashes, the child dies and the row says how. 0: *t holds
+ * the timing; else the row's status was printed. */
+static int run_timing_child(const struct row *r, struct timing *t)
+{
 	int fds[2], status;
 	pid_t pid;
-	ssize_t got = 0;
-
-	printf("%s\n    {\"call\": ", first_row ? "" : ",");
-	first_row = 0;
-	json_string(r->call);
-	printf(", \"path\": ");
-	json_string(r->path);
-	printf(", \"detail\": ");
-	json_string(r->detail);
-	if (r->unsupported) {
-		printf(", \"status\": \"unsupported\", \"reason\": ");
-		json_string(r->unsupported);
-		printf("}");
-		return;
-	}
-	g_clock = r->clock;
-	fflush(stdout);
-
-	/* Timing, in a child: if the call crashes, the child dies and the row says how. */
-	memset(&t, 0, sizeof t);
+	ssize_t got;
+	memset(t, 0, sizeof *t);
 	if (pipe(fds) != 0 || (pid = fork()) < 0) {
 		printf(", \"status\": \"error\", \"reason\": \"pipe/fork failed\"}");
-		return;
+		return -1;
 	}
 	if (pid == 0) {
 		close(fds[0]);
 		alarm(cfg.row_deadline_s);
 		if (r->setup && r->setup() != 0)
 			_exit(4);
-		count_faults(r->fn, &t);
-		time_call(r->fn, &t);
-		if (write(fds[1], &t, sizeof t) != (ssize_t)sizeof t)
+		count_faults(r->fn, t);
+		time_call(r->fn, t);
+		if (write(fds[1], t, sizeof *t) != (ssize_t)sizeof *t)
 			_exit(2);
 		_exit(0);
 	}
 	close(fds[1]);
-	got = read(fds[0], &t, sizeof t);
+	got = read(fds[0], t, sizeof *t);
 	close(fds[0]);
 	waitpid(pid, &status, 0);
-	if (WIFSIGNALED(status)) {
-		int sig = WTERMSIG(status);
-		if (sig == SIGALRM)
-			printf(", \"status\": \"timeout\", \"reason\": \"no result within %d s\"}",
-			       cfg.row_deadline_s);
-		else
-			printf(", \"status\": \"crashed\", \"signal\": \"%s\", \"signo\": %d}",
-			       signal_name(sig), sig);
-		return;
-	}
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 4) {
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+		printf(", \"status\": \"timeout\", \"reason\": \"no result within %d s\"}", cfg.row_deadline_s);
+	else if (WIFSIGNALED(status)) {
+		printf(", \"status\": \"crashed\", \"signal\": ");
+		json_string(signal_name(WTERMSIG(status)));
+		printf(", \"signo\": %d}", WTERMSIG(status));
+	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 4)
 		printf(", \"status\": \"error\", \"reason\": \"the timing child could not set the call up\"}");
-		return;
-	}
-	if (got != (ssize_t)sizeof t || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	else if (got != (ssize_t)sizeof *t || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		printf(", \"status\": \"error\", \"reason\": \"timing child exited %d\"}",
 		       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	else
+		return 0;
+	return -1;
+}
+
+static void emit_timing(const struct timing *t)
+{
+	printf(", \"status\": \"ok\", \"ns\": {\"min\": %.2f, \"median\": %.2f, \"p90\": %.2f}",
+	       t->min, t->median, t->p90);
+	printf(", \"batches\": %d, \"batch_calls\": %ld", t->batches, t->batch_calls);
+	if (t->faults >= 0)
+		printf(", \"faults_per_call\": %.3f", (double)t->faults / t->faults_calls);
+	else {
+		char why[160];
+		snprintf(why, sizeof why, "perf_event_open: %s", strerror(t->faults_errno));
+		printf(", \"faults_per_call\": null, \"faults_reason\": ");
+		json_string(why);
+	}
+}
+
+/* Counting, in another child under ptrace. */
+static void emit_count(const struct row *r)
+{
+	const char *why = "";
+	long n;
+	fflush(stdout);
+	n = count_syscalls(r->fn, r->setup, &why);
+	if (n >= 0)
+		printf(", \"syscalls_per_call\": %.3f, \"counted_calls\": %d", (double)n / COUNT_CALLS,
+		       COUNT_CALLS);
+	else {
+		printf(", \"syscalls_per_call\": null, \"count_reason\": ");
+		json_string(why);
+	}
+}
+
+static void emit_row(const struct row *r)
+{
+	struct timing t;
+	const char *unavailable = row_unavailable(r);
+	printf("%s\n    {\"call\": ", first_row ? "" : ",");
+	first_row = 0;
+	json_string(r->call);
+	printf(", \"path\": ");
+	json_string(r->path);
+	printf(", \"detail\": ");
+	json_string(r->needs == NEEDS_KVS ? kvs_detail : r->detail);
+	if (unavailable) {
+		printf(", \"status\": \"unsupported\", \"reason\": ");
+		json_string(unavailable);
+		printf("}");
 		return;
 	}
-	printf(", \"status\": \"ok\", \"ns\": {\"min\": %.2f, \"median\": %.2f, \"p90\": %.2f}",
-	       t.min, t.median, t.p90);
-	printf(", \"batches\": %d, \"batch_calls\": %ld", t.batches, t.batch_calls);
-	if (t.faults >= 0)
-		printf(", \"faults_per_call\": %.3f", (double)t.faults / t.faults_calls);
-	else
-		printf(", \"faults_per_call\": null, \"faults_reason\": \"perf_event_open: %s\"",
-		       strerror(t.faults_errno));
-
-	/* Counting, in another child under ptrace. */
+	g_clock = r->clock;
 	fflush(stdout);
-	{
-		const char *why = "";
-		long n = count_syscalls(r->fn, r->setup, &why);
-		if (n >= 0)
-			printf(", \"syscalls_per_call\": %.3f, \"counted_calls\": %d", (double)n / COUNT_CALLS,
-			       COUNT_CALLS);
-		else {
-			printf(", \"syscalls_per_call\": null, \"count_reason\": ");
-			json_string(why);
-		}
-	}
+	if (run_timing_child(r, &t) != 0)
+		return;
+	emit_timing(&t);
+	emit_count(r);
 	printf("}");
 	fflush(stdout);
 }
 
-/* Reading the vsyscall page (not calling it): allowed in emulate mode, a fault in xonly. */
+static void emit_rows(const char *name, const struct row *rows, size_t n, int last)
+{
+	size_t i;
+	begin_rows(name);
+	for (i = 0; i < n; i++)
+		emit_row(&rows[i]);
+	end_rows(last);
+}
 static void emit_vsyscall_read(void)
 {
 #if defined(__i386__)
@@ -1104,8 +1001,10 @@ static void emit_vsyscall_read(void)
 	}
 	waitpid(pid, &status, 0);
 	printf("  \"vsyscall_read\": {\"readable\": %s", WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "true" : "false");
-	if (WIFSIGNALED(status))
-		printf(", \"signal\": \"%s\"", signal_name(WTERMSIG(status)));
+	if (WIFSIGNALED(status)) {
+		printf(", \"signal\": ");
+		json_string(signal_name(WTERMSIG(status)));
+	}
 	printf("},\n");
 #endif
 }
@@ -1182,84 +1081,30 @@ static void pin_to_one_cpu(void)
 		cpu = 0;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof set, &set) == 0)
+	if (sched_setaffinity(0, sizeof set, &set) == 0) {
 		printf("  \"pinned_cpu\": %d,\n", cpu);
-	else
-		printf("  \"pinned_cpu\": null, \"pin_error\": \"%s\",\n", strerror(errno));
+	} else {
+		printf("  \"pinned_cpu\": null, \"pin_error\": ");
+		json_string(strerror(errno));
+		printf(",\n");
+	}
 }
 
-#if defined(__aarch64__)
-#define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no " VDSO_SYM("getrandom")
-#else
-#define NO_VDSO_GETRANDOM "not offered by this kernel: the vDSO exports no __vdso_getrandom (Linux 6.11 added it)"
-#endif
-#ifdef HAVE_LIBC_GETRANDOM
-#define NO_LIBC_GETRANDOM NULL
-#else
-#define NO_LIBC_GETRANDOM "not offered by this libc: no getrandom() (no <sys/random.h>)"
-#endif
-#define GETRANDOM_VDSO_DETAIL VDSO_DIRECT("getrandom") ", with one opaque state mmap'd" \
-	" as its params query asks (16 bytes, flags 0)"
+/* ------------------------------------------------------------------- main ----------------- */
 
-/* The three entry-cost rows, the same on both x86 ABIs; arm64's brk takes int3's place. */
-static void emit_entry_costs(void)
-{
-#if defined(__aarch64__)
-	struct row r = {"cpuid", "instruction", NULL, 0, "cpuid leaf 0", NOT_THIS_ARCH, NULL};
-#else
-	struct row r = {"cpuid", "instruction", c_cpuid, 0, "cpuid leaf 0", NULL, NULL};
-#endif
-	emit_row(&r);
-	r.unsupported = NULL;
-	r.call = "signal round trip";
-	r.setup = entry_setup;
-	r.path = "syscall"; r.fn = c_tgkill_signal;
-	r.detail = "tgkill(self, SIGUSR1) to an empty handler, then rt_sigreturn";
-	emit_row(&r);
-#if defined(__aarch64__)
-	r.path = "brk"; r.fn = c_brk_signal;
-	r.detail = "brk #0 (a debug exception through the EL0 sync vector) to a SIGTRAP handler that"
-		   " steps over it, then rt_sigreturn";
-#else
-	r.path = "int3"; r.fn = c_int3_signal;
-	r.detail = "int3 (#BP through the IDT) to an empty SIGTRAP handler, then rt_sigreturn";
-#endif
-	emit_row(&r);
-}
-
-/* What the 64-bit rows (x86_64 and aarch64) say of the paths that differ between the two. */
 #if defined(__x86_64__)
-#define SYSCALL_DETAIL "raw syscall instruction, no libc"
-#define GETRANDOM_SYSCALL_DETAIL "raw syscall instruction, no libc (nr 318, 16 bytes, flags 0)"
-#define X86_ONLY NULL /* the x86 rows are measured here */
-#define NO_TIME_SYSCALL NULL
+#include "rows_x86_64.h"
+#elif defined(__i386__)
+#include "rows_i386.h"
 #elif defined(__aarch64__)
-#define STRINGIFY_(x) #x
-#define STRINGIFY(x) STRINGIFY_(x)
-#define SYSCALL_DETAIL "raw svc #0 (number in x8), no libc"
-#define GETRANDOM_SYSCALL_DETAIL "raw svc #0, no libc (nr " STRINGIFY(SYS_getrandom) ", 16 bytes, flags 0)"
-#define X86_ONLY NOT_THIS_ARCH
-#define NO_TIME_SYSCALL NOT_THIS_ARCH ": the arm64 system call table has no time"
+#include "rows_aarch64.h"
 #endif
 
-int main(int argc, char **argv)
+/* The options; 2 (the exit status) on a usage error, else 0. *correctness_ms > 0: that mode. */
+static int parse_args(int argc, char **argv, int *correctness_ms)
 {
-	const char *no_vdso = NULL, *no_vgetrandom = NULL;
-#if defined(__i386__)
-	static char kvs_detail[200];
-	const char *no_kvs = NULL;
-#endif
-	uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
-	int i, correctness_ms = 0; /* > 0: --correctness, the checks of correctness.c only */
-	struct {
-		clockid_t id;
-		const char *name;
-	} clocks[] = {{CLOCK_MONOTONIC, "CLOCK_MONOTONIC"},
-		      {CLOCK_REALTIME, "CLOCK_REALTIME"},
-		      {CLOCK_MONOTONIC_COARSE, "CLOCK_MONOTONIC_COARSE"},
-		      {CLOCK_BOOTTIME, "CLOCK_BOOTTIME"},
-		      {CLOCK_PROCESS_CPUTIME_ID, "CLOCK_PROCESS_CPUTIME_ID"}};
-
+	int i;
+	*correctness_ms = 0;
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
 			cfg.batches = atoi(argv[++i]);
@@ -1268,44 +1113,45 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--row-deadline") == 0 && i + 1 < argc)
 			cfg.row_deadline_s = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--correctness") == 0) {
-			correctness_ms = i + 1 < argc && argv[i + 1][0] != '-' ? atoi(argv[++i]) : 300;
-			correctness_ms = correctness_ms > 0 ? correctness_ms : -1; /* refused below */
+			*correctness_ms = i + 1 < argc && argv[i + 1][0] != '-' ? atoi(argv[++i]) : 300;
+			*correctness_ms = *correctness_ms > 0 ? *correctness_ms : -1; /* refused below */
 		} else {
 			fprintf(stderr, "usage: %s [--batches N>=31] [--min-batch-ns NS] [--row-deadline S]"
 				" | --correctness [BUDGET_MS]\n", argv[0]);
 			return 2;
 		}
 	}
-	if (cfg.batches < 31 || cfg.min_batch_ns < 1000 || cfg.row_deadline_s < 1 || correctness_ms < 0) {
+	if (cfg.batches < 31 || cfg.min_batch_ns < 1000 || cfg.row_deadline_s < 1 || *correctness_ms < 0) {
 		fprintf(stderr, "vdsoprobe: need --batches >= 31, --min-batch-ns >= 1000, --row-deadline >= 1,"
 			" --correctness BUDGET_MS >= 1\n");
 		return 2;
 	}
+	return 0;
+}
 
-	vdso_init(base);
-	if (!base)
-		no_vdso = "no vDSO: the kernel passed no AT_SYSINFO_EHDR";
-	else if (!vdso.ok)
-		no_vdso = "vDSO present but its dynamic symbol table could not be read";
-	if (!no_vdso) {
-		vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_lookup(VDSO_VERSION, VDSO_SYM("clock_gettime"));
-		vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_lookup(VDSO_VERSION, VDSO_SYM("gettimeofday"));
-		vdso_time = (long (*)(long *))vdso_lookup(VDSO_VERSION, VDSO_SYM("time"));
-		vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_lookup(VDSO_VERSION, VDSO_SYM("getcpu"));
-		vdso_getrandom = (long (*)(void *, size_t, unsigned int, void *, size_t))vdso_lookup(VDSO_VERSION, VDSO_SYM("getrandom"));
+/* The vDSO functions the calls use, typed; no_vdso says why there are none. */
+static void find_vdso_functions(uintptr_t base)
+{
+	no_vdso = vdso_parse(base);
+	if (no_vdso)
+		return;
+	vdso_clock_gettime = (int (*)(clockid_t, struct timespec *))vdso_sym(VDSO_VERSION, VDSO_SYM("clock_gettime"));
+	vdso_gettimeofday = (int (*)(struct timeval *, void *))vdso_sym(VDSO_VERSION, VDSO_SYM("gettimeofday"));
+	vdso_time = (long (*)(long *))vdso_sym(VDSO_VERSION, VDSO_SYM("time"));
+	vdso_getcpu = (long (*)(unsigned *, unsigned *, void *))vdso_sym(VDSO_VERSION, VDSO_SYM("getcpu"));
+	vdso_getrandom = (long (*)(void *, size_t, unsigned int, void *, size_t))vdso_sym(VDSO_VERSION, VDSO_SYM("getrandom"));
 #if defined(__i386__)
-		vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_lookup(VDSO_VERSION, VDSO_SYM("clock_gettime64"));
+	vdso_clock_gettime64 = (int (*)(clockid_t, struct kernel_timespec64 *))vdso_sym(VDSO_VERSION, VDSO_SYM("clock_gettime64"));
 #endif
 #if defined(__i386__) || defined(__aarch64__)
-		vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_lookup(VDSO_VERSION, VDSO_SYM("clock_getres"));
+	vdso_clock_getres = (int (*)(clockid_t, struct timespec *))vdso_sym(VDSO_VERSION, VDSO_SYM("clock_getres"));
 #endif
-	}
-	if (correctness_ms > 0) { /* issue 16: correctness.c, with the vDSO symbols found above */
-		struct correctness_vdso found = {no_vdso, (void *)vdso_clock_gettime, (void *)vdso_gettimeofday,
-						 (void *)vdso_time, (void *)vdso_getcpu, vdso_lookup};
-		return correctness_main(&found, correctness_ms);
-	}
+}
+
 #if defined(__i386__)
+/* How this libc reaches __kernel_vsyscall: the kernel_vsyscall rows' detail, or no_kvs. */
+static void describe_kvs(void)
+{
 	kvs_init();
 	/* The details name no address (it moves with ASLR): probe.py reports AT_SYSINFO itself. */
 	if (kvs_via_tcb)
@@ -1318,11 +1164,11 @@ int main(int argc, char **argv)
 			 kvs_tcb_word ? "holds another address" : "is not set");
 	else
 		no_kvs = "no AT_SYSINFO: the kernel passed no __kernel_vsyscall (no 32-bit vDSO)";
+}
 #endif
 
-	printf("{\n");
-	printf("  \"abi\": \"%s\",\n", PROBE_ABI);
-	pin_to_one_cpu();
+static void emit_libc(void)
+{
 	printf("  \"libc\": {\n");
 	emit_libc_path();
 #ifdef __GLIBC__
@@ -1335,18 +1181,24 @@ int main(int argc, char **argv)
 #endif
 	/* A dynamic executable has an interpreter, whose load address the kernel passes as AT_BASE. */
 	printf("    \"linkage\": \"%s\"\n  },\n", getauxval(AT_BASE) ? "dynamic" : "static");
-	printf("  \"vdso_base\": %lu,\n", (unsigned long)base);
-	emit_vsyscall_read();
+}
+
+/* The loop overhead, measured once here and taken off every timing. */
+static void emit_method(void)
+{
+	struct timing t;
 	loop_overhead_ns = 0;
-	{
-		struct timing t;
-		memset(&t, 0, sizeof t);
-		time_call(c_empty, &t);
-		loop_overhead_ns = t.median;
-	}
+	memset(&t, 0, sizeof t);
+	time_call(c_empty, &t);
+	loop_overhead_ns = t.median;
 	printf("  \"method\": {\"batches\": %d, \"min_batch_ns\": %ld, \"loop_overhead_ns\": %.3f, "
 	       "\"counted_calls\": %d, \"clock\": \"CLOCK_MONOTONIC via libc\"},\n",
 	       cfg.batches, cfg.min_batch_ns, loop_overhead_ns, COUNT_CALLS);
+}
+
+/* What the vDSO's getrandom asks for, or null; sets no_vgetrandom. */
+static void emit_vgetrandom(void)
+{
 	no_vgetrandom = no_vdso ? no_vdso : !vdso_getrandom ? NO_VDSO_GETRANDOM : grnd_init();
 	if (grnd_params_ok)
 		printf("  \"vdso_getrandom\": {\"opaque_state_size\": %u, \"mmap_prot\": %u, \"mmap_flags\": %u},\n",
@@ -1354,210 +1206,34 @@ int main(int argc, char **argv)
 		       (unsigned)grnd_params.mmap_flags);
 	else
 		printf("  \"vdso_getrandom\": null,\n");
-	begin_rows("calls");
-#if defined(__x86_64__) || defined(__aarch64__)
+}
 
-	{
-		struct row r = {"getppid", "libc", C_GETPPID_LIBC, 0, "getppid() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "syscall"; r.fn = c_getppid_syscall; r.detail = SYSCALL_DETAIL;
-		emit_row(&r);
-		r.path = "int80"; r.fn = c_getppid_int80; r.unsupported = X86_ONLY;
-		r.detail = "int $0x80 from 64-bit code (32-bit system call table, nr 64)";
-		emit_row(&r);
-#if defined(__aarch64__)
-		r.path = "kernel_vsyscall"; r.fn = c_getppid_kvs;
-		r.detail = "call *%gs:0x10 into the 32-bit vDSO's __kernel_vsyscall";
-		emit_row(&r);
+int main(int argc, char **argv)
+{
+	uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+	int correctness_ms; /* > 0: --correctness, the checks of correctness.c only */
+
+	if (parse_args(argc, argv, &correctness_ms) != 0)
+		return 2;
+	find_vdso_functions(base);
+	if (correctness_ms > 0) { /* issue 16: correctness.c, with the vDSO functions found above */
+		struct correctness_vdso found = {no_vdso, (void *)vdso_clock_gettime, (void *)vdso_gettimeofday,
+						 (void *)vdso_time, (void *)vdso_getcpu};
+		return correctness_main(&found, correctness_ms);
+	}
+#if defined(__i386__)
+	describe_kvs();
 #endif
-	}
-	for (i = 0; i < (int)(sizeof clocks / sizeof clocks[0]); i++) {
-		static char call[3][64];
-		struct row r;
-		memset(&r, 0, sizeof r);
-		snprintf(call[0], sizeof call[0], "clock_gettime(%s)", clocks[i].name);
-		r.call = call[0];
-		r.clock = clocks[i].id;
-		r.path = "libc"; r.fn = c_cgt_libc; r.detail = "clock_gettime() from libc";
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_cgt_vdso; r.detail = VDSO_DIRECT("clock_gettime");
-		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime ? NULL : VDSO_LACKS("clock_gettime"));
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_cgt_syscall; r.detail = SYSCALL_DETAIL;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = VDSO_DIRECT("gettimeofday");
-		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : VDSO_LACKS("gettimeofday"));
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_gtod_syscall; r.detail = SYSCALL_DETAIL;
-		emit_row(&r);
-		r.path = "vsyscall"; r.fn = c_gtod_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600000";
-		r.unsupported = X86_ONLY;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_time_vdso; r.detail = VDSO_DIRECT("time");
-		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : VDSO_LACKS("time"));
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_time_syscall; r.detail = SYSCALL_DETAIL;
-		r.unsupported = NO_TIME_SYSCALL;
-		emit_row(&r);
-		r.path = "vsyscall"; r.fn = c_time_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600400";
-		r.unsupported = X86_ONLY;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = VDSO_DIRECT("getcpu");
-		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : VDSO_LACKS("getcpu"));
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_getcpu_syscall; r.detail = SYSCALL_DETAIL;
-		emit_row(&r);
-		r.path = "vsyscall"; r.fn = c_getcpu_vsyscall; r.detail = "legacy vsyscall page, 0xffffffffff600800";
-		r.unsupported = X86_ONLY;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"getrandom", "libc", c_getrandom_libc, 0, "getrandom() from libc (16 bytes, flags 0)",
-				NO_LIBC_GETRANDOM, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getrandom_vdso; r.detail = GETRANDOM_VDSO_DETAIL;
-		r.unsupported = no_vgetrandom; r.setup = grnd_setup;
-		emit_row(&r);
-		r.unsupported = NULL; r.setup = NULL;
-		r.path = "syscall"; r.fn = c_getrandom_syscall;
-		r.detail = GETRANDOM_SYSCALL_DETAIL;
-		emit_row(&r);
-	}
-#if defined(__aarch64__)
-	{
-		struct row r = {"clock_getres(CLOCK_MONOTONIC)", "libc", c_getres_libc, CLOCK_MONOTONIC,
-				"clock_getres() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getres_vdso; r.detail = VDSO_DIRECT("clock_getres");
-		r.unsupported = no_vdso ? no_vdso : (vdso_clock_getres ? NULL : VDSO_LACKS("clock_getres"));
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "syscall"; r.fn = c_getres_syscall; r.detail = SYSCALL_DETAIL;
-		emit_row(&r);
-	}
-#endif
-#else /* i386 */
-	{
-		struct row r = {"getppid", "libc", C_GETPPID_LIBC, 0, "getppid() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "int80"; r.fn = c_getppid_int80;
-		r.detail = "int $0x80 (32-bit system call table, nr 64)";
-		emit_row(&r);
-		r.path = "kernel_vsyscall"; r.fn = c_getppid_kvs; r.detail = kvs_detail; r.unsupported = no_kvs;
-		emit_row(&r);
-	}
-	for (i = 0; i < (int)(sizeof clocks / sizeof clocks[0]); i++) {
-		static char call[3][64];
-		struct row r;
-		memset(&r, 0, sizeof r);
-		snprintf(call[0], sizeof call[0], "clock_gettime(%s)", clocks[i].name);
-		r.call = call[0];
-		r.clock = clocks[i].id;
-		r.path = "libc"; r.fn = c_cgt_libc; r.detail = "clock_gettime() from libc";
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_cgt_vdso; r.detail = "__vdso_clock_gettime (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime ? NULL : "the vDSO exports no __vdso_clock_gettime");
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "int80"; r.fn = c_cgt_int80; r.detail = "int $0x80 (32-bit system call table, nr 265)";
-		emit_row(&r);
-		r.path = "kernel_vsyscall"; r.fn = c_cgt_kvs; r.detail = kvs_detail; r.unsupported = no_kvs;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"clock_gettime64(CLOCK_MONOTONIC)", "vdso", c_cgt64_vdso, CLOCK_MONOTONIC,
-				"__vdso_clock_gettime64 (LINUX_2.6, the y2038 entry) called directly", NULL, NULL};
-		r.unsupported = no_vdso ? no_vdso : (vdso_clock_gettime64 ? NULL : "the vDSO exports no __vdso_clock_gettime64");
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "int80"; r.fn = c_cgt64_int80; r.detail = "int $0x80 (32-bit system call table, clock_gettime64, nr 403)";
-		emit_row(&r);
-	}
-	{
-		struct row r = {"gettimeofday", "libc", c_gtod_libc, 0, "gettimeofday() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_gtod_vdso; r.detail = "__vdso_gettimeofday (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_gettimeofday ? NULL : "the vDSO exports no __vdso_gettimeofday");
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "int80"; r.fn = c_gtod_int80; r.detail = "int $0x80 (32-bit system call table, nr 78)";
-		emit_row(&r);
-		r.path = "vsyscall"; r.fn = NULL; r.detail = "legacy vsyscall page, 0xffffffffff600000";
-		r.unsupported = NO_VSYSCALL_32;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"time", "libc", c_time_libc, 0, "time() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_time_vdso; r.detail = "__vdso_time (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_time ? NULL : "the vDSO exports no __vdso_time");
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "int80"; r.fn = c_time_int80; r.detail = "int $0x80 (32-bit system call table, nr 13)";
-		emit_row(&r);
-		r.path = "vsyscall"; r.fn = NULL; r.detail = "legacy vsyscall page, 0xffffffffff600400";
-		r.unsupported = NO_VSYSCALL_32;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"clock_getres(CLOCK_MONOTONIC)", "libc", c_getres_libc, CLOCK_MONOTONIC,
-				"clock_getres() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getres_vdso; r.detail = "__vdso_clock_getres (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_clock_getres ? NULL : "the vDSO exports no __vdso_clock_getres");
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "int80"; r.fn = c_getres_int80; r.detail = "int $0x80 (32-bit system call table, nr 266)";
-		emit_row(&r);
-	}
-	{
-		struct row r = {"getcpu", "libc", c_getcpu_libc, 0, "sched_getcpu() from libc", NULL, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getcpu_vdso; r.detail = "__vdso_getcpu (LINUX_2.6) called directly";
-		r.unsupported = no_vdso ? no_vdso : (vdso_getcpu ? NULL : "the vDSO exports no __vdso_getcpu");
-		emit_row(&r);
-		r.unsupported = NULL;
-		r.path = "int80"; r.fn = c_getcpu_int80; r.detail = "int $0x80 (32-bit system call table, nr 318)";
-		emit_row(&r);
-		r.path = "vsyscall"; r.fn = NULL; r.detail = "legacy vsyscall page, 0xffffffffff600800";
-		r.unsupported = NO_VSYSCALL_32;
-		emit_row(&r);
-	}
-	{
-		struct row r = {"getrandom", "libc", c_getrandom_libc, 0, "getrandom() from libc (16 bytes, flags 0)",
-				NO_LIBC_GETRANDOM, NULL};
-		emit_row(&r);
-		r.path = "vdso"; r.fn = c_getrandom_vdso; r.detail = GETRANDOM_VDSO_DETAIL;
-		r.unsupported = no_vgetrandom; r.setup = grnd_setup;
-		emit_row(&r);
-		r.unsupported = NULL; r.setup = NULL;
-		r.path = "int80"; r.fn = c_getrandom_int80;
-		r.detail = "int $0x80 (32-bit system call table, nr 355, 16 bytes, flags 0)";
-		emit_row(&r);
-		r.path = "kernel_vsyscall"; r.fn = c_getrandom_kvs; r.detail = kvs_detail; r.unsupported = no_kvs;
-		emit_row(&r);
-	}
-#endif
-	end_rows(0);
-	begin_rows("entry_costs");
-	emit_entry_costs();
-	end_rows(1);
+	printf("{\n");
+	printf("  \"abi\": \"%s\",\n", PROBE_ABI);
+	pin_to_one_cpu();
+	emit_libc();
+	printf("  \"vdso_base\": %lu,\n", (unsigned long)base);
+	emit_vsyscall_read();
+	emit_method();
+	emit_vgetrandom();
+	emit_rows("calls", call_rows, sizeof call_rows / sizeof call_rows[0], 0);
+	emit_rows("entry_costs", entry_rows, sizeof entry_rows / sizeof entry_rows[0], 1);
 	printf("}\n");
 	return 0;
 }
