@@ -36,7 +36,7 @@ nox.options.sessions = ["matrix", "report"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-MATRIX = load_matrix(ROOT / "images" / "matrix.toml")
+MATRIX = load_matrix(ROOT / "src" / "vdsomatrix" / "images" / "matrix.toml")
 
 
 def install(session: nox.Session, extras: str = "") -> None:

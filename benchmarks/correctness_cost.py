@@ -27,6 +27,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parent.parent
+PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
 BUILDS = ("dynamic", "static", "musl")
 
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = args.budget or [300]
     rows = []
     with tempfile.TemporaryDirectory(prefix="vdsomatrix-correctness-") as out:
-        built = subprocess.run(["sh", str(ROOT / "probes" / "build.sh"), out, *BUILDS],
+        built = subprocess.run(["sh", str(PROBES_DIR / "build.sh"), out, *BUILDS],
                                capture_output=True, text=True)
         if built.returncode != 0:
             print(f"correctness_cost: probes/build.sh failed: {built.stderr.strip()[-300:]}",

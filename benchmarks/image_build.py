@@ -29,6 +29,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parent.parent
+IMAGES_DIR = ROOT / "src" / "vdsomatrix" / "images"
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -36,13 +37,19 @@ def checkout(rev: str, into: Path) -> Path:
     context needs that ``rev`` did not have: it is not referenced by rev's Dockerfile)."""
     from vdsomatrix.images import probe_image as images
 
-    blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "images", "probes"],
-                          check=True, capture_output=True).stdout
+    # probes/ and images/ moved into the package (src/vdsomatrix/) when it became installable.
+    prefix = "src/vdsomatrix/"
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, prefix],
+                            check=True, capture_output=True, text=True).stdout
+    prefix = prefix if f"{prefix}probes" in listed.split() else ""
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, f"{prefix}images",
+                           f"{prefix}probes"], check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         tar.extractall(into, filter="data")
+    into = into / prefix if prefix else into
     for name in images.CONTEXT_IMAGE_FILES:
         if not (into / "images" / name).exists():
-            (into / "images" / name).write_bytes((ROOT / "images" / name).read_bytes())
+            (into / "images" / name).write_bytes((IMAGES_DIR / name).read_bytes())
     return into
 
 

@@ -20,7 +20,8 @@ import pytest
 from analysis_support import _workdir, need
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "probes"))
+PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
+sys.path.insert(0, str(PROBES_DIR))
 import probe  # noqa: E402
 
 NOT_THIS_ARCH = "not on this architecture"
@@ -61,7 +62,7 @@ def arm64_helpers() -> Path:
     cross compiler: what the arm64 image's native cc compiles, from the same sources."""
     cc = need("aarch64-linux-gnu-gcc")
     out = _workdir() / "arm64-helpers"
-    done = subprocess.run(["sh", str(ROOT / "probes" / "build.sh"), str(out), "dynamic",
+    done = subprocess.run(["sh", str(PROBES_DIR / "build.sh"), str(out), "dynamic",
                            "static", "syscount"], env={**os.environ, "CC": cc},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""The runtime image layer (src/vdsomatrix/images/runtimes.py): which packages a suite's index gives,
+"""The runtime image layer (images/runtimes.py): which packages a suite's index gives,
 the content hash, and one real build (bookworm) checked the way probe containers run it."""
 
 from __future__ import annotations

@@ -280,6 +280,7 @@ def test_probe_cli_accepts_runtimes_without_helper(sandbox, capsys):
 # ----------------------------------------------------------------------------- real -----------
 
 ROOT = Path(__file__).resolve().parents[1]
+PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
 VDSO_CLOCKSOURCES = {"tsc", "kvm-clock", "hyperv_clocksource_tsc_page", "arch_sys_counter"}
 
 
@@ -297,17 +298,17 @@ def _host_has_vdso_clock() -> bool:
 @pytest.fixture(scope="module")
 def host_document(tmp_path_factory):
     out = tmp_path_factory.mktemp("runtimes")
-    built = subprocess.run(["sh", str(ROOT / "probes" / "runtimes" / "build.sh"), str(out)],
+    built = subprocess.run(["sh", str(PROBES_DIR / "runtimes" / "build.sh"), str(out)],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     bin_dir = tmp_path_factory.mktemp("bin")
     if not shutil.which(os.environ.get("CC", "cc")):
         require("a C compiler", "cannot build syscount")
-    made = subprocess.run(["sh", str(ROOT / "probes" / "build.sh"), str(bin_dir), "syscount"],
+    made = subprocess.run(["sh", str(PROBES_DIR / "build.sh"), str(bin_dir), "syscount"],
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ROOT / "probes" / "probe.py"), "--runtimes",
+    proc = subprocess.run([sys.executable, str(PROBES_DIR / "probe.py"), "--runtimes",
                            str(out), "--syscount", str(bin_dir / "syscount"), "--name",
                            "host-runtimes", "--helper-timeout", "600"],
                           capture_output=True, timeout=900)

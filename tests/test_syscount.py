@@ -22,6 +22,7 @@ import pytest
 from conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
+PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
 NR_GETPPID, NR_KILL, NR_EXECVE = "110", "62", "59"
 NR_RT_SIGRETURN, NR_RT_SIGPROCMASK = "15", "14"
 METHODS = {"": "seccomp-trace", "ptrace-syscall": "ptrace-syscall",
@@ -128,7 +129,7 @@ def bins(tmp_path_factory) -> Path:
     if not shutil.which(cc):
         pytest.skip(f"no C compiler ({cc})")
     out = tmp_path_factory.mktemp("syscount")
-    subprocess.run(["sh", str(ROOT / "probes" / "build.sh"), str(out), "syscount"], check=True,
+    subprocess.run(["sh", str(PROBES_DIR / "build.sh"), str(out), "syscount"], check=True,
                    capture_output=True)
     (out / "calls.c").write_text(CALLS_C)
     subprocess.run([cc, "-O2", "-pthread", "-o", str(out / "calls"), str(out / "calls.c")],

@@ -24,6 +24,7 @@ from vdsomatrix.machine import check_label
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGES_DIR = ROOT / "src" / "vdsomatrix" / "images"
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 MATRIX_WORKFLOW = ROOT / ".github" / "workflows" / "matrix.yml"
 
@@ -219,7 +220,7 @@ def test_nox_tags_select_the_probe_sessions_of_one_backend():
 def _matrix():
     from vdsomatrix.matrix import load_matrix
 
-    return load_matrix(ROOT / "images" / "matrix.toml")
+    return load_matrix(IMAGES_DIR / "matrix.toml")
 
 
 # ::group:: folding in the runner's log.

@@ -23,7 +23,7 @@ from vdsomatrix.backends import get_backend
 from vdsomatrix.errors import BadInput, VdsomatrixError
 from vdsomatrix.machine import check_label
 from vdsomatrix.matrix import BACKENDS, BackendName, Environment, Matrix, load_matrix
-from vdsomatrix.paths import default_results_dir, project_root
+from vdsomatrix.paths import default_reports_dir, default_results_dir
 from vdsomatrix.processes import stopping
 
 
@@ -217,7 +217,7 @@ def cmd_report(args) -> int:
         order = None
     report = build_report(loaded.documents, order=order, load_problems=loaded.problems,
                           layout=args.layout).only(args.section)
-    out_dir = Path(args.out) if args.out else project_root() / "reports"
+    out_dir = Path(args.out) if args.out else default_reports_dir()
     written = write_exports(report, out_dir, formats)
     print(f"wrote {len(written)} files under {out_dir} ({len(loaded.documents)} environments)",
           file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Where things are: the checkout (probes/, images/, reports/) and the cache."""
+"""Where things are: what the package carries (probes/, images/), the results and reports
+(under the current directory), and the cache (under the XDG cache directory)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,29 @@ from pathlib import Path
 
 from vdsomatrix.errors import BadInput
 
+# The package's own folder: it carries the probe (probes/) and the image recipes and default
+# matrix (images/) as package data, so an installed vdsomatrix works from any directory.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
 
 @cache
 def project_root() -> Path:
-    """The vdsomatrix checkout: $VDSOMATRIX_ROOT, else the folder above this package or cwd."""
+    """The folder that holds probes/ and images/: $VDSOMATRIX_ROOT (a tree of one's own, for
+    trying edited probes), else the package's own."""
     env = os.environ.get("VDSOMATRIX_ROOT")
-    candidates = [Path(env)] if env else []
-    candidates += [*Path(__file__).resolve().parents, Path.cwd(), *Path.cwd().parents]
-    for candidate in candidates:
-        if (candidate / "probes" / "probe.py").is_file() and (candidate / "images").is_dir():
-            return candidate
-    raise BadInput(
-        "cannot find the vdsomatrix checkout (probes/ and images/): run from it or set "
-        "VDSOMATRIX_ROOT"
-    )
+    root = Path(env) if env else PACKAGE_DIR
+    if not ((root / "probes" / "probe.py").is_file() and (root / "images").is_dir()):
+        where = "VDSOMATRIX_ROOT" if env else "the installed package"
+        raise BadInput(f"{root} ({where}) has no probes/probe.py and images/: "
+                       + ("point VDSOMATRIX_ROOT at a folder that has both" if env else
+                          "reinstall vdsomatrix (pip install --force-reinstall vdsomatrix)"))
+    return root
+
+
+def checkout_root() -> Path | None:
+    """The git checkout the package runs from (src/vdsomatrix in it), or None when installed."""
+    above = PACKAGE_DIR.parent.parent
+    return above if (above / "pyproject.toml").is_file() and (above / "src").is_dir() else None
 
 
 def probes_dir() -> Path:
@@ -67,8 +77,14 @@ def images_dir() -> Path:
     return project_root() / "images"
 
 
+def default_reports_dir() -> Path:
+    """reports/ under the current directory: where a run's results and report go by default
+    (in a checkout, run from its top, that is the committed reports/)."""
+    return Path.cwd() / "reports"
+
+
 def default_results_dir() -> Path:
-    return project_root() / "reports" / "results"
+    return default_reports_dir() / "results"
 
 
 def cache_dir() -> Path:

@@ -28,7 +28,7 @@ from vdsomatrix.backends import get_backend
 from vdsomatrix.backends.base import ProbeOutcome
 from vdsomatrix.errors import BadInput, VdsomatrixError
 from vdsomatrix.matrix import Environment
-from vdsomatrix.paths import project_root
+from vdsomatrix.paths import checkout_root
 from vdsomatrix.processes import Interrupted, stopping
 from vdsomatrix.results import (
     RunStatus,
@@ -146,7 +146,7 @@ def finalize(env: Environment, outcome: ProbeOutcome, started: dt.datetime, note
         "seconds": round(outcome.seconds, 2),
         "machine": machine.identity(label),
         "vdsomatrix": __version__,
-        "commit": machine.vdsomatrix_commit(project_root()),
+        "commit": machine.vdsomatrix_commit(checkout) if (checkout := checkout_root()) else None,
         "concurrency": note,
         "fingerprint": fingerprint,
     }
