@@ -82,7 +82,7 @@ def read_program(path: str | os.PathLike[str]) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ProgramRefused(f"cannot open {one_line(path)}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
@@ -90,6 +90,11 @@ def read_program(path: str | os.PathLike[str]) -> bytes:
         if info.st_size > MAX_PROGRAM_BYTES:
             raise ProgramRefused(f"{one_line(path)} is {info.st_size} bytes, more than the cap "
                                  f"of {MAX_PROGRAM_BYTES}")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
         data = handle.read(MAX_PROGRAM_BYTES + 1)
     if len(data) > MAX_PROGRAM_BYTES:
         raise ProgramRefused(f"{one_line(path)} grew past the cap of {MAX_PROGRAM_BYTES} bytes")
@@ -402,7 +407,10 @@ def _read_code(image: ElfImage, facts: dict[str, Any]) -> None:
         return
     md.detail, md.skipdata = False, True
     regions, source = image.executable_regions()
-    starts = sweep_starts(image.symbols("SHT_SYMTAB", MAX_SYMBOLS))
+    # objdump's restarts (every symbol), and the entry point: without section headers the
+    # sweep begins at the ELF header, whose bytes may run into the first real instruction.
+    starts = sorted({*sweep_starts(image.symbols("SHT_SYMTAB", MAX_SYMBOLS)),
+                     image.elf.header["e_entry"]})
     finder = _SiteFinder(vsyscall=image.machine == "EM_X86_64")
     swept, truncated = 0, False
     for _name, vaddr, code in regions:
