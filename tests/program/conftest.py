@@ -107,5 +107,5 @@ def libfoo_programs(builds) -> dict[str, Path]:
         library = shared_library(folder / "good", "libfoo.so.1", LIBFOO_C, compiler)
         shared_library(folder / "bad", "libfoo.so.1", LIBBAR_C, compiler)
         out[libc] = compile_c(folder, "uses-foo", USES_FOO_C, compiler, "-O2",
-                              f"-L{library.parent}", "-l:libfoo.so.1")
+                              libs=(f"-L{library.parent}", "-l:libfoo.so.1"))
     return out

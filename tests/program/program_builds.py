@@ -71,7 +71,8 @@ int main(int argc, char **argv) {
             siginfo_t info; struct user_regs_struct regs;
             ptrace(PTRACE_GETSIGINFO, pid, 0, &info);
             ptrace(PTRACE_GETREGS, pid, 0, &regs);
-            printf("signal %d addr %p ip %#llx\n", sig, info.si_addr, regs.rip);
+            printf("signal %d addr %#lx ip %#llx\n", sig, (unsigned long)info.si_addr,
+                   regs.rip);
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             return 0;
@@ -103,15 +104,15 @@ def i386_exit0() -> bytes:
 
 
 def compile_c(folder: Path, name: str, source: str, compiler: str, *flags: str,
-              suffix: str = ".c") -> Path:
-    """``compiler flags source -o folder/name``; skipped when the compiler is missing."""
+              suffix: str = ".c", libs: tuple[str, ...] = ()) -> Path:
+    """``compiler flags -o folder/name source libs``; skipped when the compiler is missing."""
     if shutil.which(compiler) is None:
         require(compiler, "not installed on this host")
     src = folder / f"{name}{suffix}"
     src.write_text(source)
     out = folder / name
-    done = subprocess.run([compiler, *flags, "-o", str(out), str(src)], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([compiler, *flags, "-o", str(out), str(src), *libs],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{compiler} {name}: {done.stderr[-2000:]}"
     return out
 

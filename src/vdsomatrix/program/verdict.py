@@ -65,6 +65,7 @@ class RunOutcome:
     exit_status: int | None = None
     signal: int | str | None = None
     fault_address: int | None = None
+    fault_ip: int | None = None  # the instruction pointer at the fault: a call faults at itself
     timed_out: bool = False
     oom_killed: bool = False
     exec_errno: int | str | None = None
@@ -121,24 +122,33 @@ def errno_name(value: int | str | None) -> str | None:
     return errno.errorcode.get(int(value), f"errno {int(value)}")
 
 
-def loader_error(lines: tuple[str, ...]) -> tuple[str, str] | None:
+def _loader_messages() -> tuple[tuple[re.Pattern[str], Any], ...]:
+    """(pattern, match -> (missing, cause)), the first cause first: musl goes on after a missing
+    library and also reports every symbol it would have found there."""
+    return (
+        (GLIBC_MISSING_LIBRARY, lambda m: (
+            m["library"], f"missing library {m['library']} (cannot open shared object)")),
+        (MUSL_MISSING_LIBRARY, lambda m: (
+            m["library"], f"missing library {m['library']}: {m['detail']} (musl's loader, "
+                          f"needed by {m['by']})")),
+        (GLIBC_MISSING_VERSION, lambda m: (
+            m["version"], f"symbol version {m['version']} not found"
+                          f"{' in ' + m['library'] if m['library'] else ''} "
+                          f"(required by {m['by']})")),
+        (GLIBC_MISSING_SYMBOL, lambda m: (
+            m["symbol"], f"undefined symbol {m['symbol']} (in {m['by']})")),
+        (MUSL_MISSING_SYMBOL, lambda m: (
+            m["symbol"], f"symbol {m['symbol']} not found (musl's loader, in {m['by']})")),
+        (GLIBC_OTHER, lambda m: (None, f"loader: {m['detail']}")),
+    )
+
+
+def loader_error(lines: tuple[str, ...]) -> tuple[str | None, str] | None:
     """(missing thing, cause) from a dynamic loader's message among ``lines``, or None."""
-    for line in reversed(lines):
-        if m := GLIBC_MISSING_VERSION.search(line):
-            where = f" in {m['library']}" if m["library"] else ""
-            return m["version"], (f"symbol version {m['version']} not found{where} "
-                                  f"(required by {m['by']})")
-        if m := GLIBC_MISSING_LIBRARY.search(line):
-            return m["library"], f"missing library {m['library']} (cannot open shared object)"
-        if m := GLIBC_MISSING_SYMBOL.search(line):
-            return m["symbol"], f"undefined symbol {m['symbol']} (in {m['by']})"
-        if m := MUSL_MISSING_LIBRARY.search(line):
-            return m["library"], (f"missing library {m['library']}: {m['detail']} "
-                                  f"(musl's loader, needed by {m['by']})")
-        if m := MUSL_MISSING_SYMBOL.search(line):
-            return m["symbol"], f"symbol {m['symbol']} not found (musl's loader, in {m['by']})"
-        if m := GLIBC_OTHER.search(line):
-            return None, f"loader: {m['detail']}"
+    for pattern, explain in _loader_messages():
+        for line in lines:
+            if m := pattern.search(line):
+                return explain(m)
     return None
 
 
@@ -171,8 +181,9 @@ def _cannot_execute(name: str, program: dict[str, Any] | None,
     missing = None
     if name == "ENOEXEC":
         cause = "the kernel refused the file format (ENOEXEC)"
+        made_for = program.get("machine") if arch == "other" else arch
         if arch and machine and arch != machine:
-            cause += f": a {arch} program on a {machine} kernel"
+            cause += f": the program is for {made_for}, the kernel is {machine}"
         elif program.get("kind") == "not-executable":
             cause += ": neither an ELF file nor a #! script"
     elif name == "ENOENT" and program.get("interpreter"):
@@ -188,25 +199,35 @@ def _cannot_execute(name: str, program: dict[str, Any] | None,
                    exec_errno=name)
 
 
-def describe_fault(sig: str, address: int | None, environment: dict[str, Any] | None) -> str:
-    """"SIGSEGV at 0x…: why", as far as the address and the environment's facts say."""
+def describe_fault(sig: str, address: int | None, environment: dict[str, Any] | None,
+                   ip: int | None = None) -> str:
+    """"SIGSEGV at 0x…: why", as far as the address, the instruction pointer and the
+    environment's facts say. A call into the page faults with the instruction pointer at the
+    address itself; a read faults elsewhere."""
     if address is None:
         return f"killed by {sig} (faulting address not known)"
     where = f"{sig} at {address:#x}"
     if address in VSYSCALL_PAGE:
-        entry = VSYSCALL_NAMES.get(address - VSYSCALL_PAGE.start)
-        call = f"a vsyscall call ({entry})" if entry else "an access to the vsyscall page"
-        mode = vsyscall_mode(environment)
-        if mode == "none":
-            return f"{where}: {call} under vsyscall=none"
-        if mode == "xonly" and not entry:
-            return f"{where}: {call} under vsyscall=xonly (only the three entries are emulated)"
-        if mode is None:
-            return f"{where}: {call}; this environment has no vsyscall page or its mode is unknown"
-        return f"{where}: {call} (vsyscall={mode})"
+        return f"{where}: {_vsyscall_fault(address, ip, vsyscall_mode(environment))}"
     if address in NULL_PAGE:
         return f"{where}: a null pointer dereference"
     return where
+
+
+def _vsyscall_fault(address: int, ip: int | None, mode: str | None) -> str:
+    entry = VSYSCALL_NAMES.get(address - VSYSCALL_PAGE.start)
+    read = ip is not None and ip != address
+    if read:
+        what = "a read of the vsyscall page"
+    else:
+        what = f"a vsyscall call ({entry})" if entry else "a call into the vsyscall page"
+    if mode is None:
+        return f"{what}; this environment's vsyscall mode is unknown"
+    if mode == "xonly" and read:
+        return f"{what} under vsyscall=xonly (execute-only: calls work, reads fault)"
+    if mode == "xonly" and not entry:
+        return f"{what} under vsyscall=xonly (only the three entries are emulated)"
+    return f"{what} under vsyscall={mode}"
 
 
 def judge(outcome: RunOutcome, environment: dict[str, Any] | None = None,
@@ -239,7 +260,9 @@ def _crashed(outcome: RunOutcome, environment: dict[str, Any] | None,
              tail: tuple[str, ...]) -> Verdict:
     sig = signal_name(outcome.signal) or "a signal"
     address = outcome.fault_address if isinstance(outcome.fault_address, int) else None
-    return Verdict("crashed", one_line(describe_fault(sig, address, environment), MAX_LINE),
+    ip = outcome.fault_ip if isinstance(outcome.fault_ip, int) else None
+    cause = describe_fault(sig, address, environment, ip)
+    return Verdict("crashed", one_line(cause, MAX_LINE),
                    signal=sig, fault_address=f"{address:#x}" if address is not None else None,
                    stderr_tail=tail)
 
@@ -266,6 +289,18 @@ def _exited(outcome: RunOutcome, program: dict[str, Any] | None,
     return Verdict("failed", one_line(cause, MAX_LINE), exit_status=status, stderr_tail=tail)
 
 
+def _address(value: Any) -> int | None:
+    """An address as a number or as hex text ("0xffffffffff600400", as a tracer prints it)."""
+    if isinstance(value, str):
+        try:
+            value = int(value, 16)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        return None
+    return value
+
+
 def outcome_from_dict(doc: Any) -> RunOutcome:
     """A RunOutcome from the runner's JSON, every field type-checked (a wrong type is unknown)."""
     doc = doc if isinstance(doc, dict) else {}
@@ -280,17 +315,10 @@ def outcome_from_dict(doc: Any) -> RunOutcome:
 
     stderr = doc.get("stderr")
     seconds = doc.get("seconds")
-    address = doc.get("fault_address")
-    if isinstance(address, str):  # "0xffffffffff600400", as a tracer may print it
-        try:
-            address = int(address, 16)
-        except ValueError:
-            address = None
+    address, ip = _address(doc.get("fault_address")), _address(doc.get("fault_ip"))
     return RunOutcome(
         exit_status=number("exit_status"), signal=name_or_number("signal"),
-        fault_address=address if isinstance(address, int) and not isinstance(address, bool)
-        and address >= 0 else None,
-        timed_out=doc.get("timed_out") is True,
+        fault_address=address, fault_ip=ip, timed_out=doc.get("timed_out") is True,
         oom_killed=doc.get("oom_killed") is True, exec_errno=name_or_number("exec_errno"),
         stderr=stderr if isinstance(stderr, (str, bytes)) else b"",
         expected_exit=number("expected_exit") or 0,
