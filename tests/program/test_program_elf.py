@@ -8,6 +8,7 @@ import struct
 
 import pytest
 from program_builds import i386_exit0
+from program_fixtures import *  # noqa: F403 (the programs built here)
 
 from vdsomatrix.program.elf import (
     MAX_LISTED_SITES,

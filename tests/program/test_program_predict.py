@@ -8,6 +8,7 @@ import subprocess
 import program_docs as docs
 import pytest
 from program_builds import i386_exit0
+from program_fixtures import *  # noqa: F403 (the programs built here)
 
 from vdsomatrix.program.elf import analyse_program, read_program
 from vdsomatrix.program.predict import Prediction, disagreement, predict

@@ -14,6 +14,7 @@ from pathlib import Path
 import program_docs
 import pytest
 from program_builds import compile_c, host_vsyscall_mode
+from program_fixtures import *  # noqa: F403 (the programs built here)
 
 from vdsomatrix.program.elf import analyse_program, read_program
 from vdsomatrix.program.verdict import (
