@@ -168,7 +168,7 @@ class Kernel:
 
 
 def parse_paragraphs(text: str) -> list[Mapping[str, str]]:
-    """Packages-file paragraphs (a Packages index or ``apt-cache show`` output)."""
+    """The stanzas of Packages text (:func:`vdsomatrix.debian.packages.parse`)."""
     return packages.parse(text)
 
 
