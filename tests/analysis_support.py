@@ -454,36 +454,6 @@ def live_vdso32() -> tuple[bytes, int, int]:
     return data, base, aux.get(AT_SYSINFO, 0)
 
 
-def _apt_conf(root: Path, mirror: str, keyring: Path, suite: str, arch: str = "i386") -> Path:
-    """A private apt configuration over ``suite``'s ``arch`` packages only."""
-    (root / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
-    for sub in ("lists/partial", "cache/archives/partial", "parts.d"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "status").write_text("")
-    (root / "preferences").write_text("")
-    lines = [
-        "#clear APT::Update::Pre-Invoke;", "#clear APT::Update::Post-Invoke;",
-        "#clear APT::Update::Post-Invoke-Success;", "#clear APT::Default-Release;",
-        "#clear Acquire::IndexTargets;",
-        'Acquire::IndexTargets::deb::Packages { MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/'
-        'Packages"; ShortDescription "Packages"; Description "$(RELEASE) $(ARCHITECTURE) '
-        'Packages"; flatMetaKey "Packages"; flatDescription "$(RELEASE) Packages"; };',
-        'Acquire::Languages "none";', f'APT::Architecture "{arch}";',
-        "#clear APT::Architectures;", f'APT::Architectures {{ "{arch}"; }};',
-        f'Dir::Etc::sourcelist "{root}/sources.list";',
-        f'Dir::Etc::sourceparts "{root}/parts.d";',
-        f'Dir::Etc::preferences "{root}/preferences";',
-        f'Dir::Etc::preferencesparts "{root}/parts.d";',
-        f'Dir::State::lists "{root}/lists";', f'Dir::State::status "{root}/status";',
-        f'Dir::Cache "{root}/cache";', 'Dir::Cache::pkgcache "";', 'Dir::Cache::srcpkgcache "";',
-    ]
-    if os.geteuid() == 0:
-        lines.append('APT::Sandbox::User "root";')  # apt's _apt user cannot enter our folder
-    conf = root / "apt.conf"
-    conf.write_text("\n".join(lines) + "\n")
-    return conf
-
-
 # Where each Debian architecture's libc6 puts libc.so.6 (its multiarch triplet).
 LIBC6_TRIPLETS = {"i386": "i386-linux-gnu", "arm64": "aarch64-linux-gnu"}
 
@@ -508,7 +478,8 @@ def debian_libc6(suite: str, arch: str) -> Path:
     """The root of Debian ``suite``'s libc6:``arch`` package, unpacked (downloaded once into the
     vdsomatrix cache, signed index and package checked by apt). Skips when the mirror cannot
     be reached, but fails in CI. libc.so.6 is in ``libc6_folder(root, arch)``."""
-    from vdsomatrix.debian.archive import archive_keyring, debian_mirror
+    from vdsomatrix.debian import packages
+    from vdsomatrix.debian.apt import AptFailed, PrivateApt
     from vdsomatrix.paths import cache_dir, file_lock
 
     home = cache_dir() / "test-data" / f"libc6-{arch}-{suite}"
@@ -520,26 +491,21 @@ def debian_libc6(suite: str, arch: str) -> Path:
         if libc6_folder(done, arch).exists():
             return done
         try:
-            mirror, keyring = debian_mirror(), archive_keyring()
+            apt = PrivateApt(suite, arch)
         except Exception as exc:
             require("a Debian mirror", str(exc))
         with tempfile.TemporaryDirectory(prefix="apt-", dir=home) as tmp:
             root = Path(tmp)
-            root.chmod(0o755)
-            conf = _apt_conf(root, mirror, keyring, suite, arch)
-            env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
-            env.pop("APT_CONFIG", None)
-            downloads = root / "download"
-            downloads.mkdir()
-            for args in (["update"], ["download", f"libc6:{arch}"]):
-                proc = subprocess.run([need("apt-get"), "-q", "-c", str(conf), *args],
-                                      cwd=downloads, env=env, capture_output=True, text=True,
-                                      timeout=600)
-                errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("E:", "Err"))]
-                if proc.returncode != 0 or errors:
-                    require(f"the {suite} {arch} packages on {mirror}",
-                            (errors or [proc.stderr.strip()[-300:]])[-1])
-            debs = sorted(downloads.glob(f"libc6_*_{arch}.deb"))
+            try:
+                apt.update()
+                index = packages.read_index(apt.packages_index(),
+                                            packages.names_matching("libc6"))
+                libc6 = packages.newest(index, (arch,)).get("libc6")
+                if libc6 is None:
+                    require(f"libc6 in {suite}'s {arch} index on {apt.mirror}", "not there")
+                debs = apt.download([("libc6", libc6["Version"])], root / "download")
+            except AptFailed as exc:
+                require(f"the {suite} {arch} packages on {apt.mirror}", str(exc))
             assert len(debs) == 1, debs
             staging = root / "unpacked"
             subprocess.run([need("dpkg-deb"), "-x", str(debs[0]), str(staging)], check=True,

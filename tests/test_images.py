@@ -23,7 +23,7 @@ from fakes import copy_probe_context
 from vdsomatrix import paths, processes
 from vdsomatrix.debian import archive as mirror
 from vdsomatrix.engine.client import LABEL
-from vdsomatrix.errors import BadInput, EnvironmentUnavailable
+from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.images import probe_image as images
 from vdsomatrix.images import rootfs
 from vdsomatrix.matrix import Suite, load_matrix
@@ -312,27 +312,6 @@ def test_an_interrupt_stops_debootstrap_and_its_children_within_5_s(fake_deboots
     assert not list((cache / "work").glob("bookworm.*"))  # the work directory is gone
 
 
-def test_packages_another_suite_downloaded_are_linked_not_fetched(tmp_path):
-    pool = tmp_path / "debs"
-    for suite, names in {"forky": ["libc6_2.41-1_amd64.deb", "base-files_14_amd64.deb"],
-                         "sid": ["libc6_2.41-1_amd64.deb", "tzdata_2025a-1_all.deb"],
-                         "trixie": []}.items():
-        (pool / suite).mkdir(parents=True)
-        for name in names:
-            (pool / suite / name).write_bytes(f"{suite}/{name}".encode())
-    shared, size = rootfs.share_debs(pool / "sid")
-    # sid gains forky's base-files only; its own libc6 is left as it was
-    assert shared == 1 and size == len(b"forky/base-files_14_amd64.deb")
-    assert (pool / "sid/libc6_2.41-1_amd64.deb").read_bytes() == b"sid/libc6_2.41-1_amd64.deb"
-    linked = pool / "sid/base-files_14_amd64.deb"
-    assert linked.stat().st_ino == (pool / "forky/base-files_14_amd64.deb").stat().st_ino
-    assert rootfs.share_debs(pool / "trixie") == (3, sum(
-        len(f"{s}/{n}".encode()) for s, n in [("forky", "libc6_2.41-1_amd64.deb"),
-                                             ("forky", "base-files_14_amd64.deb"),
-                                             ("sid", "tzdata_2025a-1_all.deb")]))
-    assert rootfs.share_debs(pool / "trixie") == (0, 0)  # nothing left to share
-
-
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
@@ -353,90 +332,6 @@ def test_debootstrap_refuses_a_release_signed_by_unknown_keys(monkeypatch, tmp_p
         pytest.skip(f"the mirror is not reachable: {message}")
     assert "Release signed by unknown key" in message, message
     assert f"does not verify against {removed_keys}" in message and "\n" not in message
-
-
-# ------------------------------------------------------------------------------ mirror -------
-
-
-@pytest.fixture
-def apt_dir(tmp_path):
-    if shutil.which("apt-get") is None:
-        pytest.skip("apt-get not installed")
-    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
-    return tmp_path / "apt"
-
-
-def test_mirror_reads_one_line_entries_with_options_as_apt_does(apt_dir, monkeypatch):
-    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
-    (apt_dir / "sources.list").write_text(
-        "# deb http://commented.example/debian bookworm main\n"
-        "deb-src http://sources-only.example/debian bookworm main\n"
-        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
-        "http://security.example/debian-security bookworm-security main\n"
-        "deb [ arch=amd64,i386 trusted=no ] http://updates.example/debian bookworm-updates main\n"
-        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
-        "http://mirror.example/debian/ bookworm main contrib  # the one\n"
-    )
-    assert mirror.debian_mirror(apt_dir) == "http://mirror.example/debian"
-    sources = mirror.apt_sources(apt_dir)
-    assert ("deb-src", "http://sources-only.example/debian/", "bookworm") in [
-        (s.kind, s.uri, s.suite) for s in sources]
-
-
-def test_mirror_reads_deb822_sources_and_takes_apts_order(apt_dir, monkeypatch):
-    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
-    (apt_dir / "sources.list.d" / "b.sources").write_text(
-        "Types: deb deb-src\nURIs: https://second.example/debian\nSuites: trixie trixie-updates\n"
-        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    )
-    (apt_dir / "sources.list.d" / "a.sources").write_text(
-        "Types: deb\nURIs: https://first.example/debian\nSuites: sid\nComponents: main\n"
-        "Enabled: no\n\n"
-        "Types: deb\nURIs: https://third.example/debian\nSuites: bookworm\nComponents: main\n"
-    )
-    assert mirror.debian_mirror(apt_dir) == "https://third.example/debian"
-
-
-def test_mirror_without_a_usable_source_says_what_to_set(apt_dir, monkeypatch):
-    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
-    (apt_dir / "sources.list").write_text(
-        "deb http://security.example/debian-security bookworm-security main\n"
-        "deb file:/srv/local-repo bookworm main\n")
-    with pytest.raises(BadInput, match="VDSOMATRIX_MIRROR"):
-        mirror.debian_mirror(apt_dir)
-    (apt_dir / "sources.list").write_text("deb [broken http://x.example/debian bookworm main\n")
-    with pytest.raises(BadInput, match="VDSOMATRIX_MIRROR") as info:
-        mirror.debian_mirror(apt_dir)
-    assert "\n" not in str(info.value)
-
-
-def test_mirror_prefers_what_apt_knows_to_be_debians_archive(monkeypatch):
-    monkeypatch.delenv("VDSOMATRIX_MIRROR", raising=False)
-    listed = [mirror.AptSource("deb", "http://other.example/repo/", "nodistro", ""),
-              mirror.AptSource("deb", "http://deb.example/debian/", "bookworm", "")]
-
-    def sources(apt_dir, *, release_info=False):
-        if release_info:  # what apt knows from the Release files it fetched
-            return [mirror.AptSource("deb", "http://other.example/repo/", "nodistro", "Other"),
-                    mirror.AptSource("deb", "http://deb.example/debian/", "bookworm", "Debian")]
-        return listed
-
-    monkeypatch.setattr(mirror, "apt_sources", sources)
-    assert mirror.debian_mirror() == "http://deb.example/debian"
-    monkeypatch.setattr(mirror, "apt_sources", lambda apt_dir, release_info=False:
-                        [] if release_info else listed)
-    assert mirror.debian_mirror() == "http://other.example/repo"  # nothing known: the first
-
-
-def test_mirror_override(apt_dir, monkeypatch):
-    monkeypatch.setenv("VDSOMATRIX_MIRROR", "http://override.example/debian/")
-    assert mirror.debian_mirror(apt_dir) == "http://override.example/debian"
-
-
-def test_archive_keyring_says_what_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(mirror, "ARCHIVE_KEYRING", tmp_path / "none.gpg")
-    with pytest.raises(BadInput, match="apt-get install debian-archive-keyring"):
-        mirror.archive_keyring()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")

@@ -179,14 +179,6 @@ def test_missing_builtins():
     assert missing == ["CONFIG_DEVTMPFS", "CONFIG_TMPFS"]
 
 
-def test_private_apt_config_clears_hooks_and_keeps_state_private(tmp_path):
-    text = kernels._apt_conf(tmp_path)
-    assert "#clear APT::Update::Post-Invoke;" in text
-    assert f'Dir::State::lists "{tmp_path}/lists";' in text
-    assert f'Dir::State::status "{tmp_path}/status";' in text
-    assert "Translation" not in text
-
-
 def _unpacked(folder: Path, package: str, version: str, suite: str = "bookworm") -> None:
     folder.mkdir(parents=True)
     (folder / "vmlinuz").write_bytes(b"x")
@@ -222,20 +214,29 @@ def test_odd_specs_are_refused(spec):
 
 
 class FakeApt:
-    """_PrivateApt without a mirror: every suite's metapackage points at the bookworm kernel."""
+    """PrivateApt without a mirror: every suite's metapackage points at the bookworm kernel."""
 
-    def __init__(self, suite, mirror, keyring, root, arch="amd64"):
-        self.root = root
+    def __init__(self, suite, arch="amd64", *, mirror=None, keyring=None):
+        self.suite, self.arch = suite, arch
 
-    def run(self, tool, *args, cwd=None):
-        return "" if tool == "apt-get" else BOOKWORM
+    def update(self):
+        pass
+
+    def packages_index(self) -> Path:
+        index = kernels.cache_dir() / f"fake-{self.suite}-{self.arch}_Packages"
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(self.index_text())
+        return index
+
+    def index_text(self) -> str:
+        return BOOKWORM
 
 
 def test_two_specs_resolving_to_one_package_unpack_it_once(tmp_path, monkeypatch):
     """Unpacking is locked per package version, not per suite: two suites whose metapackages
     point at one kernel (bookworm and stable) would otherwise both write its folder."""
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(kernels, "_PrivateApt", FakeApt)
+    monkeypatch.setattr(kernels, "PrivateApt", FakeApt)
     keyring = tmp_path / "keyring.gpg"
     keyring.write_bytes(b"")
     unpacked, inside = [], threading.Lock()
@@ -383,15 +384,6 @@ def test_an_i386_spec_never_resolves_to_an_amd64_image_nor_the_reverse():
         kernels.resolve_kernel_package(paragraphs, "linux-image-686-pae", "amd64")
 
 
-def test_the_private_apt_reads_the_index_of_the_specs_architecture(tmp_path):
-    assert 'APT::Architecture "amd64";' in kernels._apt_conf(tmp_path)
-    text = kernels._apt_conf(tmp_path, "i386")
-    assert 'APT::Architecture "i386";' in text and 'APT::Architectures { "i386"; };' in text
-    assert "amd64" not in text
-    # The index is still read through apt's Release check: binary-$(ARCHITECTURE)/Packages.
-    assert 'MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/Packages";' in text
-
-
 def test_odd_i386_specs_are_refused():
     for spec in (KernelSpec("bookworm-i386", arch="riscv64"),
                  KernelSpec("bookworm-i386", arch="i386", release="../x")):
@@ -399,27 +391,24 @@ def test_odd_i386_specs_are_refused():
             kernels.cached_kernel(spec)
 
 
-class FakeI386Apt:
-    """_PrivateApt over a fake bookworm i386 index, or (``trixie``) one with no i386 kernel."""
+class FakeI386Apt(FakeApt):
+    """PrivateApt over a fake bookworm i386 index, or (``trixie``) one with no i386 kernel."""
 
     made: list = []
 
-    def __init__(self, suite, mirror, keyring, root, arch="amd64"):
-        self.root, self.suite, self.arch = root, suite, arch
+    def __init__(self, suite, arch="amd64", *, mirror=None, keyring=None):
+        super().__init__(suite, arch)
         FakeI386Apt.made.append((suite, arch))
 
-    def run(self, tool, *args, cwd=None):
-        if tool == "apt-get":
-            return ""
+    def index_text(self) -> str:
         has_kernels = self.suite == "bookworm" and self.arch == "i386"
-        if args[0] == "pkgnames":
-            return "linux-image-686-pae\nlinux-image-686-pae-dbg\n" if has_kernels else ""
-        return BOOKWORM_I386 if has_kernels else ""
+        # A name that starts like the metapackage's is not it.
+        return BOOKWORM_I386 if has_kernels else "Package: linux-image-686-pae-dbg\nVersion: 1\n"
 
 
 def test_an_i386_spec_is_fetched_from_the_i386_index_and_cached_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(kernels, "_PrivateApt", FakeI386Apt)
+    monkeypatch.setattr(kernels, "PrivateApt", FakeI386Apt)
     FakeI386Apt.made = []
     keyring = tmp_path / "keyring.gpg"
     keyring.write_bytes(b"")
@@ -450,7 +439,7 @@ def test_an_i386_spec_is_fetched_from_the_i386_index_and_cached_apart(tmp_path, 
 def test_a_release_known_to_have_no_i386_kernel_is_unavailable_without_the_network(
         tmp_path, monkeypatch):
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
-    monkeypatch.setattr(kernels, "_PrivateApt", None)  # any use of apt would fail loudly
+    monkeypatch.setattr(kernels, "PrivateApt", None)  # any use of apt would fail loudly
     for release in ("trixie", "forky", "sid"):
         spec = KernelSpec(f"{release}-i386", arch="i386", release=release)
         reason = kernels.unavailable_reason(spec)
@@ -465,7 +454,7 @@ def test_an_index_without_the_metapackage_is_remembered_as_unavailable(tmp_path,
     """A release the code knows nothing about: the mirror's index decides, and `list` then
     says why (a suite without a kernel is unavailable, never a failure)."""
     monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(kernels, "_PrivateApt", FakeI386Apt)
+    monkeypatch.setattr(kernels, "PrivateApt", FakeI386Apt)
     keyring = tmp_path / "keyring.gpg"
     keyring.write_bytes(b"")
     spec = KernelSpec("duke-i386", arch="i386", release="duke")
@@ -476,3 +465,32 @@ def test_an_index_without_the_metapackage_is_remembered_as_unavailable(tmp_path,
         kernels.unavailable_reason(spec))
     assert kernels.cached_kernel(spec) is None
     kernels.kernels_in_use()  # a pointer without a package is no kernel in use, and no error
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb (Debian)")
+def test_a_kernel_is_downloaded_into_the_suites_deb_cache_and_its_debs_go_once_unpacked(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path / "cache"))
+    config = "".join(f"{symbol}=y\n" for symbol in kernels.REQUIRED_BUILTINS)
+    deb = _deb(tmp_path, {"boot/vmlinuz-6.1.0-50-amd64": _bzimage(b"6.1.0-50-amd64 (d@x) #1"),
+                          "boot/config-6.1.0-50-amd64": config.encode()})
+    asked = []
+
+    class DownloadingApt(FakeApt):
+        def download(self, wanted, into):
+            asked.append((wanted, into))
+            into.mkdir(parents=True, exist_ok=True)
+            path = into / "linux-image-6.1.0-50-amd64_6.1.176-1_amd64.deb"
+            shutil.copy(deb, path)
+            return [path]
+
+    target = tmp_path / "cache" / "kernels" / "linux-image-6.1.0-50-amd64_6.1.176-1"
+    payload = [("linux-image-6.1.0-50-amd64", "6.1.176-1")]
+    kernel = kernels._download_and_unpack(DownloadingApt("bookworm"), "bookworm", payload,
+                                          target, log=lambda m: None)
+    assert asked == [(payload, tmp_path / "cache" / "debs" / "bookworm" / "kernels")]
+    assert kernel.release == "6.1.0-50-amd64" and kernel.image_format == "bzImage"
+    assert kernel.version_string.startswith("6.1.0-50-amd64 (d@x)")
+    assert kernel.deb_sha256.startswith("linux-image-6.1.0-50-amd64_6.1.176-1_amd64.deb ")
+    assert kernels._load(target) == kernel
+    assert list(asked[0][1].glob("*.deb")) == []  # the unpacked kernel is what is cached

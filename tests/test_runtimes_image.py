@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vdsomatrix.debian import packages
 from vdsomatrix.images import probe_image as images
 from vdsomatrix.images import runtimes
 from vdsomatrix.matrix import Suite
@@ -28,7 +29,8 @@ def pkg(name: str, version: str = "1.0", depends: str = "", arch: str = "amd64")
 
 
 def select(suite: str, *paragraphs: str) -> runtimes.Selection:
-    return runtimes.select_packages(suite, runtimes.index_paragraphs(index(*paragraphs)))
+    return runtimes.select_packages(
+        suite, packages.scan(index(*paragraphs), runtimes.RUNTIME_PACKAGES))
 
 
 SID_LIKE = (
@@ -102,9 +104,27 @@ def test_selection_round_trips_through_json():
     assert runtimes.Selection.from_json(json.loads(json.dumps(sel.to_json()))) == sel
 
 
-def test_deb_file_names_are_quoted_as_apt_does():
-    assert runtimes._apt_quote("2:1.25-77", "_:") == "2%3a1.25-77"
-    assert runtimes._apt_quote("a_b", "_:") == "a%5fb"
+def test_the_runtime_stanzas_are_the_candidates_and_no_lookalike():
+    data = index(*SID_LIKE, pkg("nodejs-doc"), pkg("openjdk-17-jre-headless-dbg"))
+    found = [p["Package"] for p in packages.scan(data, runtimes.RUNTIME_PACKAGES)]
+    assert "nodejs-doc" not in found and "openjdk-17-jre-headless-dbg" not in found
+    assert "openjdk-17-jre" not in found and "libc6" not in found
+    assert len(found) == len(SID_LIKE) - 2
+
+
+def test_the_runtime_debs_keep_their_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
+    assert runtimes.debs_dir(BOOKWORM) == tmp_path / "debs" / "bookworm" / "runtimes"
+
+
+def test_the_old_apt_state_in_the_runtimes_folder_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDSOMATRIX_CACHE", str(tmp_path))
+    root = runtimes._apt_root(BOOKWORM)
+    (root / "state" / "lists").mkdir(parents=True)
+    (root / "apt.conf").write_text("")
+    (root / "selection.json").write_text("{}")
+    runtimes._remove_old_apt_state(BOOKWORM)
+    assert sorted(p.name for p in root.iterdir()) == ["selection.json"]
 
 
 # ---------------------------------------------------------------------------------------------

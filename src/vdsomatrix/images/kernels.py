@@ -13,14 +13,12 @@ SysRq; on arm64 the PL011 console and the PCI 16550) is built into Debian's kern
 :func:`missing_builtins` checks against the unpacked config, so no modules are ever needed. An
 arm64 vmlinuz is kept as the raw Image QEMU 7.2 boots (:func:`unpack_arm64_image`).
 
-How the package is fetched: with apt itself, run with a private configuration (its own
-sources.list, lists, cache and status; the machine's apt.conf.d is still read, so a proxy set up
-for apt works here too, but its update hooks are cleared). We chose the ordinary client over
-reading Release/Packages with python-debian because apt already does every step we would
-otherwise re-implement and could get wrong: it verifies the InRelease signature against the
-machine's debian-archive-keyring, checks the Packages index against the Release hashes and the
-.deb against the Packages hash, retries, honours apt's proxy/auth configuration and drops
-privileges for downloading. python-debian (``deb822``) is still what reads apt-cache's output.
+How the package is fetched: with the archive's one client, :class:`vdsomatrix.debian.apt.PrivateApt`
+(apt-get with a private configuration over the spec's release and architecture: the signed index
+and each .deb are checked by apt itself). Its Packages index is read with
+:mod:`vdsomatrix.debian.packages` (only the metapackage's and the linux-image-* stanzas), and the
+kernel's packages are downloaded into ``debs/<suite>/kernels/`` (:mod:`vdsomatrix.debian.debs`)
+and removed there once unpacked.
 
 Cache layout (under :func:`vdsomatrix.paths.cache_dir`: ``$VDSOMATRIX_CACHE``, else
 ``$XDG_CACHE_HOME/vdsomatrix``, else ``~/.cache/vdsomatrix``)::
@@ -39,12 +37,10 @@ artefact itself, which is what two specs resolving to one package share.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import pwd
 import re
 import shutil
 import struct
@@ -55,11 +51,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from debian import deb822
 from debian.debian_support import Version
 
 from vdsomatrix import processes
+from vdsomatrix.debian import packages
+from vdsomatrix.debian.apt import PrivateApt
 from vdsomatrix.debian.archive import archive_keyring, debian_mirror
+from vdsomatrix.debian.debs import debs_dir
 from vdsomatrix.engine import workdirs
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable
 from vdsomatrix.matrix import ARCHES, KernelSpec
@@ -95,7 +93,6 @@ def _payload_package(arch: str) -> re.Pattern:
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9.+~:_-]+$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]{1,30}\Z")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]{1,100}\Z")  # Debian policy's package names
-APT_TIMEOUT = 900.0  # seconds any one apt command may take
 UNPACKING = ".unpacking-"  # prefix of the folder a kernel is unpacked in before it is renamed
 # What a guest with no modules needs from the kernel, as config symbols that must be =y.
 REQUIRED_BUILTINS = (
@@ -170,13 +167,14 @@ class Kernel:
 # --- resolving linux-image-amd64 -------------------------------------------------------------
 
 
-def parse_paragraphs(text: str) -> list[deb822.Packages]:
-    """Packages-file paragraphs (a Packages index or ``apt-cache show`` output)."""
-    return [
-        p
-        for p in deb822.Packages.iter_paragraphs(text.splitlines(), use_apt_pkg=False)
-        if p.get("Package")
-    ]
+def parse_paragraphs(text: str) -> list[Mapping[str, str]]:
+    """The stanzas of Packages text (:func:`vdsomatrix.debian.packages.parse`)."""
+    return packages.parse(text)
+
+
+def _kernel_names(meta: str) -> re.Pattern[bytes]:
+    """The index stanzas resolving ``meta`` reads: itself and every linux-image-* package."""
+    return packages.names_matching(re.escape(meta), r"linux-image-[^\n]*")
 
 
 def resolve_kernel_package(
@@ -193,20 +191,12 @@ def resolve_kernel_package(
     """
     paragraphs = list(paragraphs)
     image_package = _image_package(arch)
-    by_name: dict[str, list[str]] = {}
-    for para in paragraphs:
-        name, version = para.get("Package"), para.get("Version")
-        if name and version:
-            by_name.setdefault(name.strip(), []).append(version.strip())
+    by_name = packages.versions(paragraphs)
     if meta not in by_name:
         raise BadInput(f"no {meta} in the package index: is the suite right and its index fresh?")
     newest_meta = max(by_name[meta], key=Version)
-    stanza = next(
-        p
-        for p in paragraphs
-        if p.get("Package", "").strip() == meta and p.get("Version", "").strip() == newest_meta
-    )
-    for group in deb822.PkgRelation.parse_relations(stanza.get("Depends", "")):
+    stanza = packages.stanza(paragraphs, meta, newest_meta)
+    for group in packages.relations(stanza):
         images = [alt for alt in group if image_package.match(alt["name"] or "")]
         if not images:
             continue
@@ -241,17 +231,10 @@ def payload_packages(
     """
     wanted = [(package, version)]
     payload_package = _payload_package(arch)
-    stanza = next(
-        (
-            p
-            for p in paragraphs
-            if p.get("Package", "").strip() == package and p.get("Version", "").strip() == version
-        ),
-        None,
-    )
+    stanza = packages.stanza(paragraphs, package, version)
     if stanza is None:
         return wanted
-    for group in deb822.PkgRelation.parse_relations(stanza.get("Depends", "")):
+    for group in packages.relations(stanza):
         for alt in group:
             name, pinned = alt["name"] or "", alt.get("version")
             if payload_package.match(name) and pinned and pinned[0] == "=":
@@ -389,90 +372,6 @@ def missing_builtins(config_text: str, required: Iterable[str] = REQUIRED_BUILTI
     return [symbol for symbol in required if symbol not in builtin]
 
 
-# --- apt with a private configuration --------------------------------------------------------
-
-
-def _apt_conf(root: Path, arch: str = "amd64") -> str:
-    """apt.conf read with ``-c`` (after the machine's own config): private state, no hooks."""
-    return "\n".join(
-        [
-            # The machine's update hooks would act on the machine's apt state, not ours.
-            "#clear APT::Update::Pre-Invoke;",
-            "#clear APT::Update::Post-Invoke;",
-            "#clear APT::Update::Post-Invoke-Success;",
-            "#clear APT::Default-Release;",
-            # Only the Packages index: no Translations, Contents or DEP-11 metadata.
-            "#clear Acquire::IndexTargets;",
-            "Acquire::IndexTargets::deb::Packages {",
-            '  MetaKey "$(COMPONENT)/binary-$(ARCHITECTURE)/Packages";',
-            '  ShortDescription "Packages";',
-            '  Description "$(RELEASE)/$(COMPONENT) $(ARCHITECTURE) Packages";',
-            '  flatMetaKey "Packages";',
-            '  flatDescription "$(RELEASE) Packages";',
-            "};",
-            'Acquire::Languages "none";',
-            # The index read (binary-<arch>) and the packages downloaded are of this one.
-            f'APT::Architecture "{arch}";',
-            f'APT::Architectures {{ "{arch}"; }};',
-            f'Dir::Etc::sourcelist "{root}/sources.list";',
-            f'Dir::Etc::sourceparts "{root}/sources.list.d";',
-            f'Dir::Etc::preferences "{root}/preferences";',
-            f'Dir::Etc::preferencesparts "{root}/preferences.d";',
-            f'Dir::State::lists "{root}/lists";',
-            f'Dir::State::status "{root}/status";',
-            f'Dir::Cache "{root}/cache";',
-            'Dir::Cache::pkgcache "";',
-            'Dir::Cache::srcpkgcache "";',
-            "",
-        ]
-    )
-
-
-class _PrivateApt:
-    """apt-get/apt-cache over one suite (a Debian codename) and one architecture of one mirror,
-    with all state in a temporary folder."""
-
-    def __init__(self, suite: str, mirror: str, keyring: Path, root: Path, arch: str = "amd64"):
-        self.root = root
-        for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        (root / "status").write_text("")
-        (root / "preferences").write_text("")
-        (root / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {suite} main\n")
-        (root / "apt.conf").write_text(_apt_conf(root, arch))
-        # apt downloads as the unprivileged _apt user when run as root: let it into our folder.
-        root.chmod(0o755)
-
-    def run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
-        """Run an apt tool to its end (in its own session, killed with us or on an interrupt);
-        its stdout, or EnvironmentUnavailable saying what to check."""
-        argv = [tool, "-q", "-c", str(self.root / "apt.conf"), *args]
-        env = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
-        env.pop("APT_CONFIG", None)
-        out_path, err_path = self.root / "apt.out", self.root / "apt.err"
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            try:
-                proc = processes.spawn(argv, cwd=cwd or self.root, env=env,
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-            except FileNotFoundError:
-                raise EnvironmentUnavailable(
-                    f"{tool} not found: run this on Debian (apt)") from None
-        code = processes.wait(proc, APT_TIMEOUT)
-        if code is None:
-            raise EnvironmentUnavailable(
-                f"`{tool} {' '.join(args)}` took over {APT_TIMEOUT / 60:.0f} min")
-        stdout = out_path.read_text("utf-8", "replace")
-        stderr = err_path.read_text("utf-8", "replace")
-        problems = [ln for ln in stderr.splitlines() if ln.startswith(("E:", "W:", "Err"))]
-        if code != 0 or any(p.startswith(("E:", "Err")) for p in problems):
-            detail = problems[-1] if problems else stderr.strip()[-300:]
-            raise EnvironmentUnavailable(
-                f"`{tool} {' '.join(args)}` failed ({detail}); check the mirror "
-                "(VDSOMATRIX_MIRROR or /etc/apt sources) and the network"
-            )
-        return stdout
-
-
 # --- fetching and caching --------------------------------------------------------------------
 
 
@@ -575,33 +474,29 @@ def fetch_kernel(
             if kernel:
                 return kernel
         started = time.monotonic()
-        with workdirs.owned_tempdir("vdsomatrix-qemu-apt-") as tmp:
-            apt = _PrivateApt(spec.release, mirror, keyring, tmp, arch=spec.arch)
-            log(f"kernels: reading the {spec.release} {spec.arch} package index from the mirror")
-            apt.run("apt-get", "update")
-            if not apt.run("apt-cache", "pkgnames", spec.package).split().count(spec.package):
-                reason = (f"the {spec.release} {spec.arch} package index on the mirror has no "
-                          f"{spec.package}: this suite has no such kernel")
-                write_atomic(_pointer(spec), json.dumps(
-                    {"suite": spec.suite, "metapackage": spec.package, "arch": spec.arch,
-                     "missing": reason, "resolved": time.time()}, indent=1) + "\n")
-                raise EnvironmentUnavailable(reason)
-            shown = apt.run("apt-cache", "show", "-o", "APT::Cache::AllVersions=0", spec.package)
-            package, version = resolve_kernel_package(parse_paragraphs(shown), spec.package,
-                                                      spec.arch)
-            target = kernels_dir() / f"{package}_{version}"
-            # Held until the pointer is written, so that clean() never sees the folder unused.
-            with file_lock(_artefact_lock(target)):
-                kernel = _load(target)
-                if kernel is None:
-                    shown = apt.run("apt-cache", "show", f"{package}={version}")
-                    payload = payload_packages(parse_paragraphs(shown), package, version,
-                                               spec.arch)
-                    kernel = _download_and_unpack(apt, spec.suite, payload, target, log,
-                                                  arch=spec.arch)
-                pointer = {"suite": spec.suite, "metapackage": spec.package, "arch": spec.arch,
-                           "package": package, "version": version, "resolved": time.time()}
-                write_atomic(_pointer(spec), json.dumps(pointer, indent=1) + "\n")
+        apt = PrivateApt(spec.release, spec.arch, mirror=mirror, keyring=keyring)
+        log(f"kernels: reading the {spec.release} {spec.arch} package index from the mirror")
+        apt.update()
+        paragraphs = packages.read_index(apt.packages_index(), _kernel_names(spec.package))
+        if spec.package not in packages.versions(paragraphs):
+            reason = (f"the {spec.release} {spec.arch} package index on the mirror has no "
+                      f"{spec.package}: this suite has no such kernel")
+            write_atomic(_pointer(spec), json.dumps(
+                {"suite": spec.suite, "metapackage": spec.package, "arch": spec.arch,
+                 "missing": reason, "resolved": time.time()}, indent=1) + "\n")
+            raise EnvironmentUnavailable(reason)
+        package, version = resolve_kernel_package(paragraphs, spec.package, spec.arch)
+        target = kernels_dir() / f"{package}_{version}"
+        # Held until the pointer is written, so that clean() never sees the folder unused.
+        with file_lock(_artefact_lock(target)):
+            kernel = _load(target)
+            if kernel is None:
+                payload = payload_packages(paragraphs, package, version, spec.arch)
+                kernel = _download_and_unpack(apt, spec.suite, payload, target, log,
+                                              arch=spec.arch)
+            pointer = {"suite": spec.suite, "metapackage": spec.package, "arch": spec.arch,
+                       "package": package, "version": version, "resolved": time.time()}
+            write_atomic(_pointer(spec), json.dumps(pointer, indent=1) + "\n")
         log(
             f"kernels: {_what(spec)} -> {kernel.package_ref} ({kernel.release}) "
             f"in {time.monotonic() - started:.1f}s"
@@ -669,59 +564,17 @@ def _sha256(path: Path) -> str:
 
 
 def _download_and_unpack(
-    apt: _PrivateApt, suite: str, payload: list[tuple[str, str]], target: Path, log,
+    apt: PrivateApt, suite: str, payload: list[tuple[str, str]], target: Path, log,
     arch: str = "amd64",
 ) -> Kernel:
-    """Download ``payload`` and unpack it into ``target``; the caller holds its artefact lock."""
-    package, version = payload[0]
-    downloads = apt.root / "download"
-    downloads.mkdir()
-    if os.geteuid() == 0:
-        with contextlib.suppress(KeyError, OSError):
-            shutil.chown(downloads, user=pwd.getpwnam("_apt").pw_name)
-    refs = [f"{name}={ver}" for name, ver in payload]
-    log(f"kernels: downloading {' '.join(refs)}")
-    apt.run("apt-get", "download", *refs, cwd=downloads)
+    """Download ``payload`` and unpack it into ``target``; the caller holds its artefact lock.
+    The .debs are removed once unpacked: the unpacked kernel is what is cached."""
+    log(f"kernels: downloading {' '.join(f'{name}={ver}' for name, ver in payload)}")
+    debs = apt.download(payload, debs_dir(suite, "kernels"))
     staging = workdirs.make_owned(UNPACKING, target.parent)
     try:
-        found: dict[str, str] = {}
-        digests = []
-        for deb in sorted(downloads.glob("*.deb")):
-            digests.append(f"{deb.name} {_sha256(deb)}")
-            for kind, release in _extract_kernel_files(deb, staging).items():
-                found.setdefault(kind, release)
-        if set(found) != {"vmlinuz", "config"} or found["vmlinuz"] != found["config"]:
-            raise EnvironmentUnavailable(
-                f"{', '.join(refs)}: expected one vmlinuz and its config, found {found or 'none'}"
-            )
-        missing = missing_builtins((staging / "config").read_text(errors="replace"),
-                                   required_builtins(arch))
-        if missing:
-            raise EnvironmentUnavailable(
-                f"{package} lacks built-in {', '.join(missing)}: the guest would need modules; "
-                "choose another kernel suite"
-            )
-        vmlinuz = staging / "vmlinuz"
-        if arch == "arm64":
-            image, kind = unpack_arm64_image(vmlinuz.read_bytes(), f"{package}'s vmlinuz")
-            if kind != "arm64-image":
-                vmlinuz.write_bytes(image)
-            banner = image_banner(vmlinuz)
-        else:
-            with open(vmlinuz, "rb") as fh:
-                kind = image_format(fh.read(0x400))
-            banner = bzimage_version(vmlinuz)
-        kernel = Kernel(
-            suite=suite,
-            package=package,
-            version=version,
-            release=found["vmlinuz"],
-            version_string=banner,
-            deb_sha256="; ".join(digests),
-            directory=target,
-            arch=arch,
-            image_format=kind,
-        )
+        kernel = _unpack(debs, payload, staging, suite, arch)
+        kernel = dataclasses.replace(kernel, directory=target)
         data = kernel.to_json()
         del data["directory"]
         write_atomic(staging / "kernel.json", json.dumps(data, indent=1) + "\n")
@@ -732,7 +585,51 @@ def _download_and_unpack(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        for deb in debs:
+            deb.unlink(missing_ok=True)
     return kernel
+
+
+def _unpack(debs: list[Path], payload: list[tuple[str, str]], staging: Path, suite: str,
+            arch: str) -> Kernel:
+    """The kernel files of ``debs`` in ``staging``, checked; the Kernel they make (its
+    directory ``staging``)."""
+    package, version = payload[0]
+    found: dict[str, str] = {}
+    digests = []
+    for deb in sorted(debs):  # by file name, as digests were always listed
+        digests.append(f"{deb.name} {_sha256(deb)}")
+        for kind, release in _extract_kernel_files(deb, staging).items():
+            found.setdefault(kind, release)
+    if set(found) != {"vmlinuz", "config"} or found["vmlinuz"] != found["config"]:
+        refs = ", ".join(f"{name}={ver}" for name, ver in payload)
+        raise EnvironmentUnavailable(
+            f"{refs}: expected one vmlinuz and its config, found {found or 'none'}")
+    missing = missing_builtins((staging / "config").read_text(errors="replace"),
+                               required_builtins(arch))
+    if missing:
+        raise EnvironmentUnavailable(
+            f"{package} lacks built-in {', '.join(missing)}: the guest would need modules; "
+            "choose another kernel suite"
+        )
+    kind, banner = _bootable_image(staging / "vmlinuz", package, arch)
+    return Kernel(suite=suite, package=package, version=version, release=found["vmlinuz"],
+                  version_string=banner, deb_sha256="; ".join(digests), directory=staging,
+                  arch=arch, image_format=kind)
+
+
+def _bootable_image(vmlinuz: Path, package: str, arch: str) -> tuple[str, str]:
+    """(the format the package's vmlinuz came in, its banner), after making ``vmlinuz`` what
+    QEMU boots (an arm64 one unpacked to its raw Image)."""
+    if arch == "arm64":
+        image, kind = unpack_arm64_image(vmlinuz.read_bytes(), f"{package}'s vmlinuz")
+        if kind != "arm64-image":
+            vmlinuz.write_bytes(image)
+        return kind, image_banner(vmlinuz)
+    with open(vmlinuz, "rb") as fh:
+        kind = image_format(fh.read(0x400))
+    return kind, bzimage_version(vmlinuz)
 
 
 # --- cleaning up -----------------------------------------------------------------------------

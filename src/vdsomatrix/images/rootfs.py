@@ -4,10 +4,10 @@
 Debian release, debootstrap script, package list, clean-up, import changes), so the tag names what
 was asked for; the packages inside
 are whatever the mirror served that day (labels record glibc and Python). The cache directory
-holds per-suite .deb caches (so a rebuild downloads only what changed, and a package another
-suite already downloaded, same name, version and architecture, is linked, not fetched again), the
-last debootstrap log
-of each suite, and transient work directories that are removed after each import.
+holds per-suite .deb caches (``debs/<suite>/``, :mod:`vdsomatrix.debian.debs`: so a rebuild
+downloads only what changed, and a package another suite already downloaded, same name, version
+and architecture, is linked, not fetched again), the last debootstrap log of each suite, and
+transient work directories that are removed after each import.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from debian import deb822
 
 from vdsomatrix import processes
 from vdsomatrix.debian import archive as mirror
+from vdsomatrix.debian import debs as debian_debs
 from vdsomatrix.engine.client import LABEL, Log, find_image
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
 from vdsomatrix.images import foreign
@@ -249,47 +250,15 @@ def _run_logged(argv: list[str], logfile: Path) -> int | None:
 
 def _keep_only_used_debs(debs: Path, rootfs: Path) -> None:
     """Keep the .deb cache to what the suite uses now: older versions are never needed again."""
-    used = {p.name for p in (rootfs / "var/cache/apt/archives").glob("*.deb")}
-    if used:
-        for old in debs.glob("*.deb"):
-            if old.name not in used:
-                old.unlink(missing_ok=True)
-
-
-def share_debs(debs: Path) -> tuple[int, int]:
-    """Hard-link into the suite's .deb cache ``debs`` every package its sibling caches hold and
-    it does not: (how many, their bytes).
-
-    debootstrap names a cached package <name>_<version>_<arch>.deb and verifies each one against
-    the suite's signed index before use, so a shared file is only ever used when it is exactly
-    the package the suite asks for. One it rejects (a sibling's download still in progress, say)
-    is unlinked and fetched again: debootstrap removes a bad file before it downloads, so it never
-    writes into the sibling's copy.
-    """
-    have = {p.name for p in debs.glob("*.deb")}
-    shared = size = 0
-    for sibling in sorted(debs.parent.iterdir()):
-        if sibling == debs or not sibling.is_dir():
-            continue
-        for deb in sibling.glob("*.deb"):
-            if deb.name in have or not deb.is_file():
-                continue
-            try:
-                os.link(deb, debs / deb.name)
-            except OSError:
-                continue  # another file system, or a race with its removal: fetch it instead
-            have.add(deb.name)
-            shared += 1
-            size += deb.stat().st_size
-    return shared, size
+    debian_debs.keep_only(debs, (p.name for p in (rootfs / "var/cache/apt/archives").glob("*.deb")))
 
 
 def _debootstrap(suite: Suite, target: Path, archive: str, log: Log) -> None:
     """A verified minbase root filesystem of ``suite`` in ``target``, from ``archive``."""
     script, keyring = _prerequisites(suite)
-    debs = cache_dir() / "debs" / suite.name
+    debs = debian_debs.debs_dir(suite.name)
     debs.mkdir(parents=True, exist_ok=True)
-    shared, size = share_debs(debs)
+    shared, size = debian_debs.share_debs(debs)
     if shared:
         log(f"[{suite.name}] {shared} packages ({size / 1e6:.0f} MB) already downloaded for "
             "other suites are reused")

@@ -14,12 +14,13 @@ and the newest JDK meet on one kernel; the others are named in the manifest's
 timing.js; ``golang-go``, ``rustc`` and ``default-jdk-headless`` are installed only to build
 and are purged in the same container, so they never reach the layer.
 
-No network in the build: the .debs are resolved and downloaded on the host by apt with a private
-configuration (its own sources list for the suite on :func:`mirror.debian_mirror`, verified
-with the Debian archive keyring, amd64 only), with the probe image's own dpkg status as apt's
-status file so that only what the image lacks is fetched, into
-``<cache>/debs/<suite>/runtimes/`` (a folder of its own: debootstrap prunes ``debs/<suite>/``
-to what a base image uses). A build container (root, network none, the .debs bind-mounted
+No network in the build: the .debs are resolved and downloaded on the host by the archive's
+one client, :class:`vdsomatrix.debian.apt.PrivateApt` (apt with a private configuration over
+the suite on the machine's mirror, verified with the Debian archive keyring, amd64 only), with
+the probe image's own dpkg status as apt's status file so that only what the image lacks is
+fetched, into ``<cache>/debs/<suite>/runtimes/`` (a folder of its own: debootstrap prunes
+``debs/<suite>/`` to what a base image uses; see :mod:`vdsomatrix.debian.debs`). A build
+container (root, network none, the .debs bind-mounted
 read-only, a deadline, labelled with its owner so ``vdsomatrix clean`` finds it if it is left
 behind) installs them, builds the programs, writes the manifest, purges the build tools, and is
 committed as the image.
@@ -32,7 +33,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import shutil
 import tarfile
@@ -40,14 +40,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from debian.debian_support import Version
-
 from vdsomatrix import paths, processes
-from vdsomatrix.debian import archive as mirror
+from vdsomatrix.debian import debs as debian_debs
+from vdsomatrix.debian import packages
+from vdsomatrix.debian.apt import AptFailed, PrivateApt
 from vdsomatrix.engine.client import (
     LABEL,
     Log,
@@ -62,6 +62,7 @@ from vdsomatrix.images import probe_image as images
 from vdsomatrix.images.rootfs import ImageBuildError
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, project_root
+from vdsomatrix.results import write_atomic
 from vdsomatrix.text import one_line, plain, without_escapes
 
 RUNTIMES_REPO = "vdsomatrix-runtimes"
@@ -143,53 +144,20 @@ def jre_package(major: int) -> str:
     return f"openjdk-{major}-jre-headless"
 
 
-_INTERESTING = re.compile(
-    rb"^Package: (openjdk-\d+-jre-headless|default-jre-headless|default-jdk-headless|nodejs"
-    rb"|golang-go|rustc)\n", re.MULTILINE)
+# The stanzas select_packages reads: a whole sid index is 65 MB and 77,000 stanzas.
+RUNTIME_PACKAGES = packages.names_matching(
+    r"openjdk-\d+-jre-headless", "default-jre-headless", "default-jdk-headless", "nodejs",
+    "golang-go", "rustc")
 
 
-def index_paragraphs(text: bytes) -> Iterator[dict[str, str]]:
-    """The paragraphs of a Packages index that :func:`select_packages` looks at (a scan for
-    their names first: a whole sid index is 65 MB and 77,000 paragraphs)."""
-    for match in _INTERESTING.finditer(text):
-        end = text.find(b"\n\n", match.start())
-        block = text[match.start(): end if end >= 0 else len(text)].decode("utf-8", "replace")
-        para: dict[str, str] = {}
-        key = None
-        for line in block.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                para[key] += "\n" + line.strip()
-            elif ":" in line:
-                key, _, value = line.partition(":")
-                para[key] = value.strip()
-        yield para
-
-
-def _depends_on(para: dict[str, str]) -> list[str]:
-    names = []
-    for clause in para.get("Depends", "").split(","):
-        for alt in clause.split("|"):
-            name = alt.strip().split(" ", 1)[0].split(":", 1)[0]
-            if name:
-                names.append(name)
-    return names
-
-
-def select_packages(suite: str, paragraphs: Iterable[dict[str, str]]) -> Selection:
+def select_packages(suite: str, paragraphs: Iterable[Mapping[str, str]]) -> Selection:
     """The runtime layer's packages for ``suite`` from its Packages index (amd64 and all)."""
-    newest: dict[str, dict[str, str]] = {}
-    for para in paragraphs:
-        name = para.get("Package", "")
-        if para.get("Architecture", "amd64") not in ("amd64", "all") or not name:
-            continue
-        old = newest.get(name)
-        if old is None or Version(para.get("Version", "0")) > Version(old.get("Version", "0")):
-            newest[name] = para
+    newest = packages.newest(paragraphs, ("amd64", "all"))
     shipped = tuple(sorted(int(m[1]) for name in newest if (m := JRE.fullmatch(name))))
     not_shipped: dict[str, str] = {}
     default = None
     if "default-jre-headless" in newest:
-        for dep in _depends_on(newest["default-jre-headless"]):
+        for dep in packages.depends_names(newest["default-jre-headless"]):
             if (m := JRE.fullmatch(dep)) and int(m[1]) in shipped:
                 default = int(m[1])
                 break
@@ -219,90 +187,63 @@ def select_packages(suite: str, paragraphs: Iterable[dict[str, str]]) -> Selecti
 
 
 def _apt_root(suite: Suite) -> Path:
+    """The suite's runtimes folder: its selection, and the build's work folders (it held the
+    suite's apt state too before debian.apt kept that in one place)."""
     return cache_dir() / "runtimes" / suite.name
 
 
 def debs_dir(suite: Suite) -> Path:
-    return cache_dir() / "debs" / suite.name / "runtimes"
-
-
-def _apt_config(suite: Suite, status: Path | None = None) -> Path:
-    """Write the private apt configuration of ``suite`` and return its path (APT_CONFIG)."""
-    root = _apt_root(suite)
-    etc, state, cache = root / "etc", root / "state", root / "cache"
-    for folder in (etc / "apt.conf.d", etc / "preferences.d", etc / "sources.list.d",
-                   etc / "trusted.gpg.d", state / "lists" / "partial", cache, root / "log",
-                   debs_dir(suite) / "partial"):
-        folder.mkdir(parents=True, exist_ok=True)
-    try:
-        keyring = mirror.archive_keyring()
-        archive = mirror.debian_mirror()
-    except BadInput as exc:
-        raise ImageBuildError(f"cannot fetch the {suite.name} runtime packages: {exc}") from None
-    (etc / "sources.list").write_text(
-        f"deb [arch=amd64 signed-by={keyring}] {archive} {suite.name} main\n")
-    status = status or root / "status"
-    if not status.exists():
-        status.write_text("")
-    lines = {
-        "Dir::Etc": etc, "Dir::State": state, "Dir::State::status": status,
-        "Dir::Cache": cache, "Dir::Cache::archives": debs_dir(suite), "Dir::Log": root / "log",
-        "APT::Architecture": "amd64", "Acquire::Languages": "none",
-        "APT::Install-Recommends": "false", "APT::Install-Suggests": "false",
-        # Downloads as root: the cache lives under a home _apt may not enter.
-        "APT::Sandbox::User": "root",
-        # Signatures are checked (signed-by above); Valid-Until is not, as debootstrap does not
-        # check it either: a mirror that is a snapshot must keep working.
-        "Acquire::Check-Valid-Until": "false",
-    }
-    text = "".join(f'{key} "{value}";\n' for key, value in lines.items())
-    text += 'APT::Architectures { "amd64"; };\n'
-    config = root / "apt.conf"
-    config.write_text(text)
-    return config
-
-
-def _apt(suite: Suite, config: Path, args: list[str], what: str) -> str:
-    # APT_CONFIG is read before /etc/apt: with Dir::Etc pointing at the private folder, nothing
-    # of this machine's apt configuration (sources, pins, proxies aside) applies.
-    env = {**os.environ, "APT_CONFIG": str(config), "LC_ALL": "C",
-           "DEBIAN_FRONTEND": "noninteractive"}
-    result = processes.run_bounded(["apt-get", "-q", *args], timeout=APT_TIMEOUT,
-                                   stdout_cap=64 << 20, env=env)
-    err = result.stderr.decode("utf-8", "replace")
-    if result.timed_out:
-        raise ImageBuildError(f"apt-get {what} for {suite.name} took longer than "
-                              f"{APT_TIMEOUT:.0f} s: is the mirror reachable?")
-    errors = [line for line in err.splitlines() if line.startswith(("E:", "W:"))]
-    if result.returncode != 0 or any(line.startswith("E:") for line in errors):
-        raise ImageBuildError(
-            f"apt-get {what} for {suite.name} failed: "
-            f"{one_line(' | '.join(errors[-3:]) or err[-500:] or result.returncode, 600)}"
-            " (is the mirror reachable and debian-archive-keyring up to date?)")
-    return result.stdout.decode("utf-8", "replace")
-
-
-def _packages_index(suite: Suite) -> Path:
-    found = sorted((_apt_root(suite) / "state" / "lists").glob("*_main_binary-amd64_Packages"))
-    if not found:
-        raise ImageBuildError(f"apt fetched no amd64 Packages index for {suite.name}")
-    return found[0]
+    return debian_debs.debs_dir(suite.name, "runtimes")
 
 
 def _selection_file(suite: Suite) -> Path:
     return _apt_root(suite) / "selection.json"
 
 
+@contextlib.contextmanager
+def _apt_errors(suite: Suite) -> Iterator[None]:
+    """The archive client's failures as this module's: ImageBuildErrors."""
+    try:
+        yield
+    except (BadInput, AptFailed) as exc:
+        raise ImageBuildError(f"cannot fetch the {suite.name} runtime packages: {exc}") from None
+
+
+def _private_apt(suite: Suite) -> PrivateApt:
+    # The runtime layer is amd64 only; a suite's name is its codename.
+    return PrivateApt(suite.name, "amd64", timeout=APT_TIMEOUT)
+
+
+# What the private apt of each suite kept here before it moved to <cache>/apt/.
+_OLD_APT_STATE = ("etc", "state", "cache", "log", "apt.conf", "status")
+
+
+def _remove_old_apt_state(suite: Suite) -> None:
+    """Remove the apt state an earlier vdsomatrix kept in the runtimes folder (its lists are as
+    big as the index), under the lock that version used, so no run of it loses its state."""
+    root = _apt_root(suite)
+    if not any((root / name).exists() for name in _OLD_APT_STATE):
+        return
+    with paths.lock_if_free(cache_dir() / "locks" / f"{suite.name}-apt.lock") as free:
+        for name in _OLD_APT_STATE if free else ():
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def refresh_index(suite: Suite) -> Selection:
     """``apt-get update`` of the suite's private lists, then the selection made from them."""
-    with paths.file_lock(cache_dir() / "locks" / f"{suite.name}-apt.lock"):
-        config = _apt_config(suite)
-        _apt(suite, config, ["update"], "update")
-        selection = select_packages(suite.name,
-                                    index_paragraphs(_packages_index(suite).read_bytes()))
-        path = _selection_file(suite)
-        path.write_text(json.dumps(selection.to_json(), indent=1, sort_keys=True) + "\n")
-        return selection
+    with _apt_errors(suite):
+        apt = _private_apt(suite)
+        apt.update()
+        index = apt.packages_index()
+    selection = select_packages(suite.name, packages.read_index(index, RUNTIME_PACKAGES))
+    write_atomic(_selection_file(suite),
+                 json.dumps(selection.to_json(), indent=1, sort_keys=True) + "\n")
+    _remove_old_apt_state(suite)
+    return selection
 
 
 def cached_selection(suite: Suite) -> Selection | None:
@@ -312,38 +253,17 @@ def cached_selection(suite: Suite) -> Selection | None:
         return None
 
 
-def _apt_quote(text: str, bad: str) -> str:
-    """apt's QuoteString: how it escapes a name, version or arch in a .deb's file name."""
-    return "".join(f"%{ord(c):02x}" if c in bad or c == "%" or not " " < c < "\x7f" else c
-                   for c in text)
-
-
-_INST = re.compile(r"^Inst (\S+) (?:\[[^]]*\] )?\((\S+) .*\[([^]]+)\]\)", re.MULTILINE)
-
-
 def resolve_and_download(suite: Suite, status: Path, selection: Selection) -> list[str]:
     """Download what the image (its dpkg ``status``) lacks for ``selection``; the .deb file
     names (in :func:`debs_dir`), in apt's order. Older .debs there are removed."""
-    with paths.file_lock(cache_dir() / "locks" / f"{suite.name}-apt.lock"):
-        config = _apt_config(suite, status)
-        wanted = selection.install()
-        simulated = _apt(suite, config, ["-s", "install", *wanted], "install --simulate")
-        debs = [f"{_apt_quote(name, '_:')}_{_apt_quote(version, '_:')}_"
-                f"{_apt_quote(arch, '_:.')}.deb"
-                for name, version, arch in _INST.findall(simulated)]
-        if not debs:
-            raise ImageBuildError(f"apt found nothing to install for the {suite.name} runtimes "
-                                  f"({', '.join(wanted)})")
-        _apt(suite, config, ["-y", "-d", "install", *wanted], "install --download-only")
-        folder = debs_dir(suite)
-        missing = [deb for deb in debs if not (folder / deb).is_file()]
-        if missing:
-            raise ImageBuildError(f"apt did not download {', '.join(missing[:3])} for "
-                                  f"{suite.name} into {folder}")
-        for old in folder.glob("*.deb"):
-            if old.name not in debs:
-                old.unlink(missing_ok=True)
-        return debs
+    wanted = selection.install()
+    with _apt_errors(suite):
+        debs = _private_apt(suite).download_install(wanted, status, debs_dir(suite))
+    if not debs:
+        raise ImageBuildError(f"apt found nothing to install for the {suite.name} runtimes "
+                              f"({', '.join(wanted)})")
+    debian_debs.keep_only(debs_dir(suite), debs)
+    return debs
 
 
 # ---------------------------------------------------------------------------------------------
