@@ -34,11 +34,10 @@ from vdsomatrix.report.cells import (
     whole_number,
 )
 from vdsomatrix.report.measurements import label_value, slug
-from vdsomatrix.report.model import MISSING_VALUE, Finding, Section, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Value
 from vdsomatrix.results import Runtime
 
 SECTION_ID = "runtimes"
-TITLE = "Language runtimes: do they take the fast path?"
 RUNTIMES = tuple(str(r) for r in Runtime)  # the result schema's vocabulary and order
 NAMES = {"java": "Java", "python": "Python", "go": "Go", "node": "Node.js", "rust": "Rust"}
 # The calls of each runtime in the order the tables list them (the contract's CALL ids).
@@ -717,8 +716,8 @@ def method_notes(envs: list[Result]) -> list[str]:
     return notes
 
 
-def section(envs: list[Result]) -> Section:
-    """The section of the runtime environments (``envs``: in page order)."""
+def contents(envs: list[Result]) -> tuple[list[str], list[Table]]:
+    """The intro and tables of the runtime environments' section (``envs``: in page order)."""
     rows = rows_of(envs)
     intro = [answer("java", rows, envs), METHOD]
     if not rows:
@@ -731,7 +730,7 @@ def section(envs: list[Result]) -> Section:
         every = rows_table(rows)
         tables += [versions_table(rows, envs),
                    dataclasses.replace(every, notes=every.notes + method_notes(envs))]
-    return Section(SECTION_ID, TITLE, intro, tables)
+    return intro, tables
 
 
 def findings(envs: list[Result]) -> list[Finding]:

@@ -1,0 +1,65 @@
+"""The report's sections, in page order: the one list of their ids, titles and conditions.
+
+Each entry is a module with
+
+    ID              the section's id: an anchor, a ``--section`` name and a table-file prefix;
+                    it does not change
+    TITLE           its heading on the page
+    included(rs)    whether a report of the ResultSet ``rs`` has it (an optional section's
+                    condition: "runtimes" only with a runtime environment, ...)
+    build(rs)       the Section, a pure function of the ResultSet
+
+or, for the parts of the page the Report holds itself (at a glance, the glossary, the method,
+the problems), ``REPORT_FIELD`` (the Report field it fills) and ``build(rs, guard)``, which
+returns that field's list and builds its pieces through the Guard.
+
+A new section is one module here with those four names, and one line in ``SECTIONS``.
+"""
+
+from __future__ import annotations
+
+from vdsomatrix.report.sections import (
+    architectures,
+    at_a_glance,
+    binary_census,
+    binary_entry_points,
+    binary_symbols,
+    binary_usage,
+    correctness,
+    environments,
+    glossary,
+    i386,
+    latency,
+    method,
+    problems,
+    recent_vdso,
+    runtimes,
+    speedup,
+    syscall_cost,
+    vdso,
+    vsyscall,
+)
+
+SECTIONS = (
+    at_a_glance,
+    glossary,
+    environments,
+    vdso,
+    vsyscall,
+    syscall_cost,
+    speedup,
+    latency,
+    recent_vdso,
+    correctness,
+    runtimes,
+    i386,
+    architectures,
+    binary_symbols,
+    binary_census,
+    binary_usage,
+    binary_entry_points,
+    method,
+    problems,
+)
+# The ids in page order: the anchors and ``--section`` names.
+SECTION_IDS: tuple[str, ...] = tuple(s.ID for s in SECTIONS)
