@@ -50,6 +50,10 @@ def test_the_report_shows_its_sections_in_registry_order():
     anchors = [a for a in ANCHOR.findall(page) if a in sections.SECTION_IDS]
     assert anchors == [i for i in sections.SECTION_IDS if i in anchors]
     assert len(anchors) == len(set(anchors))
+    # the parts of the page that are not Sections take their headings from the registry too
+    assert report.titles == {s.ID: s.TITLE for s in sections.SECTIONS}
+    for part in ("at-a-glance", "glossary", "method", "problems"):
+        assert f'<a id="{part}"></a>\n\n## {report.titles[part]}\n' in page
 
 
 def test_the_optional_sections_follow_the_results():

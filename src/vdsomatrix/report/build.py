@@ -50,5 +50,6 @@ def build_report(docs: Any, *, order: list[str] | None = None,
     page_parts["problems"] = page_parts["problems"] + guard.problems
     report = Report(title=TITLE, intro=intro(results), sections=sections,
                     meta=(metadata or [{}])[0], machines=results.machines,
-                    parts=tuple(s.ID for s in registry.SECTIONS), **page_parts)
+                    parts=tuple(s.ID for s in registry.SECTIONS),
+                    titles={s.ID: s.TITLE for s in registry.SECTIONS}, **page_parts)
     return report.with_layout(layout)

@@ -70,7 +70,9 @@ The API, which renderers may rely on (it stays stable):
                  ``sections`` (list of Section, in page order), ``method_lines``, ``problems``,
                  ``meta`` (dict, JSON-ready: versions, commits, machines, engines, QEMU versions,
                  environment descriptions), ``machines`` (the distinct machine ids), ``layout``,
-                 ``parts`` (the section ids included). Helpers: ``section(id)``, ``tables()``,
+                 ``parts`` (the section ids included), ``titles`` (the heading of each part
+                 of the page, by id: those of at a glance, the glossary, the method and the
+                 problems, which are not Sections). Helpers: ``section(id)``, ``tables()``,
                  ``listings()``, ``only(section_ids)`` (a report of some sections),
                  ``shows(id)``, ``with_layout(layout)``.
 
@@ -313,6 +315,8 @@ class Report:
     layout: Layout = "rows"
     # the section ids included, in page order (build_report: every id of the registry)
     parts: tuple[str, ...] = ()
+    # the heading of every part of the page by id (build_report: the registry's titles)
+    titles: dict[str, str] = field(default_factory=dict)
 
     def shows(self, section_id: str) -> bool:
         """Whether a part of the page is included (see ``only``)."""

@@ -11,7 +11,9 @@ Each entry is a module with
 
 or, for the parts of the page the Report holds itself (at a glance, the glossary, the method,
 the problems), ``REPORT_FIELD`` (the Report field it fills) and ``build(rs, guard)``, which
-returns that field's list and builds its pieces through the Guard.
+returns that field's list and builds its pieces through the Guard. The renderers place those
+four around the sections (at a glance and the glossary before, the method and the problems
+after), as they are listed here; their headings are the TITLEs here (``Report.titles``).
 
 A new section is one module here with those four names, and one line in ``SECTIONS``.
 """
