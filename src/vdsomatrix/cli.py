@@ -185,7 +185,7 @@ def cmd_report(args) -> int:
     and REPORT.html."""
     from vdsomatrix.report import build_report
     from vdsomatrix.report.exports import parse_formats, write_exports
-    from vdsomatrix.report.model import SECTION_IDS
+    from vdsomatrix.report.sections import SECTION_IDS
     from vdsomatrix.results import load_results
 
     try:

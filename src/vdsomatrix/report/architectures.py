@@ -40,10 +40,9 @@ from vdsomatrix.report.measurements import (
     short_call,
     slug,
 )
-from vdsomatrix.report.model import MISSING_VALUE, Section, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Table, Value
 
 SECTION_ID = "architectures"
-TITLE = "Across architectures"
 ABIS = ("x86_64", I386, AARCH64)  # the order of the rows
 # The census's kinds of kernel entry (analysis/sweep.KINDS), as the tables name them.
 ENTRY_SHOWN = {"syscall": "syscall", "sysenter": "sysenter", "int80": "int 0x80",
@@ -205,11 +204,11 @@ def _unique(keys: list[str]) -> list[str]:
     return out
 
 
-def section(results: list[Result]) -> Section:
+def contents(results: list[Result]) -> tuple[list[str], list[Table]]:
     intro = ["arm64 enters the kernel with svc #0 and has no vsyscall page, int $0x80 or "
              "__kernel_vsyscall (\"not on this architecture\"); its guests are in none of the "
              "x86_64 tables above."]
     tables = [abi_table(results), environments_table(results)]
     if any(r.arm64 for r in results):
         tables.append(arm64_paths_table(results))
-    return Section(SECTION_ID, TITLE, intro, tables)
+    return intro, tables

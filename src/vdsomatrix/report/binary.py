@@ -27,7 +27,7 @@ from vdsomatrix.report.cells import (
     whole_number,
 )
 from vdsomatrix.report.measurements import label_value, libc_label, plain, slug, vdso_name
-from vdsomatrix.report.model import MISSING_VALUE, Listing, Section, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Listing, Table, Value
 
 ENTRY_POINTS = ("syscall", "clock_gettime", "gettimeofday", "time")
 # The row of calls[] that measures each entry point (path "libc"); the probe does not time
@@ -108,8 +108,9 @@ def _symbol_versions(vdso: dict) -> dict[str, str]:
     return versions
 
 
-def symbols_section(results: list[Result]) -> Section:
-    """The symbols of each distinct vDSO (containers share their host's): a row per symbol."""
+def symbols_contents(results: list[Result]) -> tuple[list[str], list[Table]]:
+    """The intro and table of the symbols of each distinct vDSO (containers share their host's):
+    a row per symbol."""
     images: dict[str, dict[str, str]] = {}
     users: dict[str, list[str]] = {}
     bits32: set[str] = set()  # the vDSOs of 32-bit processes
@@ -145,7 +146,7 @@ def symbols_section(results: list[Result]) -> Section:
         keys=["symbol"] + [f"vdso_{slug(i)}" for i in images],
         rows=rows, subjects=[None] * len(rows), notes=notes,
         on_page=False)  # a reference listing: REPORT.md links it (its 40 KB budget)
-    return Section("binary-symbols", "vDSO symbols", _exported(
+    return _exported(
         {i: v for i, v in images.items() if i not in bits32 and i not in arm64}) + _exported(
         {i: {n: v for n, v in versions.items() if n.startswith(VDSO_PREFIX)}
          for i, versions in images.items() if i in bits32}, "32-bit ") + _exported(
@@ -155,7 +156,7 @@ def symbols_section(results: list[Result]) -> Section:
         "Read from the vDSO image each environment's probe copied out, with pyelftools on the "
         "host. One column per distinct vDSO, named by the start of its build-id: containers "
         "share their host's vDSO, so the host's column stands for all of them (the notes say "
-        "which environments have which)."], [table])
+        "which environments have which)."], [table]
 
 
 def _exported(images: dict[str, dict[str, str]], kind: str = "") -> list[str]:
@@ -184,7 +185,7 @@ def _count(value: object) -> Value:
     return Value(f"{n:.0f}", number=n, unit="count") if n is not None else MISSING_VALUE
 
 
-def census_section(results: list[Result]) -> Section:
+def census_contents(results: list[Result]) -> tuple[list[str], list[Table]]:
     rows, missing = [], []
     for result in results:
         census = _libc_part(result, "census", missing)
@@ -212,18 +213,18 @@ def census_section(results: list[Result]) -> Section:
                  "holds, and in how many functions.",
         columns=columns, keys=[slug(c) for c in columns], rows=rows,
         subjects=[r.subject for r in results], notes=_missing_notes(missing), on_page=False)
-    return Section("binary-census", "Kernel-entry instructions in each libc", [
+    return [
         "Counted in the executable code of the libc the environment loaded, the way objdump -d "
         "decodes it. Static builds count the whole probe binary: libc linked in, plus the "
         "probe's own deliberate syscall and int 0x80. functions: how many functions hold them "
-        "(an estimate when the binary has no full symbol table)."], [table])
+        "(an estimate when the binary has no full symbol table)."], [table]
 
 
 def _names(names: list[str]) -> str:
     return ", ".join(n.removeprefix(VDSO_PREFIX) for n in names)
 
 
-def usage_section(results: list[Result]) -> Section:
+def usage_contents(results: list[Result]) -> tuple[list[str], list[Table]]:
     rows, missing, notes = [], [], []
     for result in results:
         usage = _libc_part(result, "vdso_usage", missing)
@@ -256,12 +257,12 @@ def usage_section(results: list[Result]) -> Section:
         columns=columns, keys=[slug(c) for c in columns], rows=rows,
         subjects=[r.subject for r in results], notes=_missing_notes(missing) + notes,
         on_page=False)
-    return Section("binary-usage", "What the kernel offers, what the libc uses", [
+    return [
         "Names are the vDSO's __vdso_* functions, written without that prefix. asks for: the "
         "names in the libc's read-only data (in a static probe binary, without those only the "
         "probe's own code mentions) and, for a dynamic build, in its loader's (ld.so, where "
         "dynamic glibc looks most of them up); ° marks a name only ld.so asks for. used: asked "
-        "for and offered, of all the vDSO offers."], [table])
+        "for and offered, of all the vDSO offers."], [table]
 
 
 def _measured(result: Result, name: str) -> tuple[Value, bool | None]:
@@ -335,11 +336,22 @@ def _listings(results: list[Result]) -> list[Listing]:
     return out
 
 
-def entry_points_section(results: list[Result]) -> Section:
-    rows, missing, disagreements = [], [], []
-    compared = 0
+@dataclasses.dataclass
+class _EntryPointRows:
+    """The entry-point table's rows, and what its notes and intro say about them."""
+
+    rows: list[list[Value]]
+    missing: list[tuple[str, str]]
+    disagreements: list[str]
+    compared: int = 0
+
+
+def _entry_point_rows(results: list[Result]) -> _EntryPointRows:
+    """A row per environment: each entry point's static reading, and beside the measured ones
+    what the probe counted (marked where the two disagree)."""
+    found = _EntryPointRows([], [], [])
     for result in results:
-        eps = _libc_part(result, "entry_points", missing)
+        eps = _libc_part(result, "entry_points", found.missing)
         row = [label_value(result)]
         for name in ENTRY_POINTS:
             reading, klass = _reading(part(eps, name))
@@ -348,14 +360,18 @@ def entry_points_section(results: list[Result]) -> Section:
                 continue
             measured, entered = _measured(result, name)
             expected = _expected(result, name, klass) if klass else None
-            compared += expected is not None and entered is not None
+            found.compared += expected is not None and entered is not None
             if expected is not None and entered is not None and expected != entered:
                 measured = dataclasses.replace(measured, text=f"{measured.text} (disagrees)",
                                                detail="disagrees", strong=True)
-                disagreements.append(f"{result.label}: {name}: static {klass}, measured "
-                                     f"{measured.mechanism}")
+                found.disagreements.append(f"{result.label}: {name}: static {klass}, measured "
+                                           f"{measured.mechanism}")
             row.append(measured)
-        rows.append(row)
+        found.rows.append(row)
+    return found
+
+
+def _entry_points_table(results: list[Result], found: _EntryPointRows) -> Table:
     columns = ["environment", "syscall()"]
     keys = ["environment", "syscall_static"]
     for name in ENTRY_POINTS[1:]:
@@ -373,36 +389,37 @@ def entry_points_section(results: list[Result]) -> Section:
         "(clock_gettime on CLOCK_MONOTONIC; syscall() itself is not timed); (disagrees) marks "
         "a static reading the measurement contradicts (a vDSO route is expected to behave like "
         "the vDSO symbol called directly there).",
-    ] + _missing_notes(missing)
-    if disagreements:
+    ] + _missing_notes(found.missing)
+    if found.disagreements:
         notes.append("Static reading and measurement disagree (the measurement is the truth; "
                      "the analysis misreads this code):")
-        notes += disagreements
-    table = Table(
+        notes += found.disagreements
+    return Table(
         id="binary-entry-points", title="How libc's entry points reach the kernel",
         section="binary-entry-points",
         question="What a reading of each libc's code predicts for syscall(), clock_gettime, "
                  "gettimeofday and time, beside what the probe counted for the same call.",
-        columns=columns, keys=keys, rows=rows, subjects=[r.subject for r in results],
+        columns=columns, keys=keys, rows=found.rows, subjects=[r.subject for r in results],
         notes=notes, on_page=False)  # a static reading: REPORT.md links it (its 40 KB budget)
+
+
+def _entry_points_intro(found: _EntryPointRows) -> list[str]:
     intro = ["A static estimate, from each libc's code, of how syscall(), clock_gettime, "
              "gettimeofday and time reach the kernel, beside what the probe counted."]
-    if disagreements:
-        intro.append(f"The static reading and the measurement disagree in {len(disagreements)} "
-                     f"of {compared} calls (the table's notes list them; the measurement is "
-                     "the truth).")
-    elif compared:
-        intro.append(f"The static reading agrees with the measurement in all {compared} calls "
-                     "where both exist.")
-    return Section("binary-entry-points", "How libc's entry points reach the kernel", intro,
-                   [table], _listings(results))
+    if found.disagreements:
+        intro.append(f"The static reading and the measurement disagree in "
+                     f"{len(found.disagreements)} of {found.compared} calls (the table's notes "
+                     "list them; the measurement is the truth).")
+    elif found.compared:
+        intro.append(f"The static reading agrees with the measurement in all {found.compared} "
+                     "calls where both exist.")
+    return intro
 
 
-def analysis_sections(results: list[Result], x86: list[Result] | None = None) -> list[Section]:
-    """The four sections. ``x86``: the results of 64-bit processes, the only ones the census
-    reads (a 32-bit libc's census, with its own instructions, is in the section "32-bit code");
-    the symbols, the vDSO functions each libc uses and the entry points are of every result in
-    ``results``."""
-    x86 = results if x86 is None else x86
-    return [symbols_section(results), census_section(x86), usage_section(results),
-            entry_points_section(results)]
+def entry_points_contents(results: list[Result]
+                          ) -> tuple[list[str], list[Table], list[Listing]]:
+    """The intro, the table and the syscall() listings of how libc's entry points reach the
+    kernel."""
+    found = _entry_point_rows(results)
+    return (_entry_points_intro(found), [_entry_points_table(results, found)],
+            _listings(results))

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from vdsomatrix.report.cells import Result, entries, part, plain_line, whole_number
 from vdsomatrix.report.measurements import environment_table
-from vdsomatrix.report.model import MISSING_VALUE, Finding, Section, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Value
 
 SECTION_ID = "correctness"
-TITLE = "Correctness: do the fast paths agree with the kernel?"
 PATHS = ("syscall", "vdso", "libc")
 PATH_TITLES = {"syscall": "system call", "vdso": "vDSO", "libc": "libc"}
 STATUSES = ("pass", "fail", "not_offered", "not_run")
@@ -275,7 +274,7 @@ def finding(results: list[Result]) -> Finding | None:
     return Finding("Correctness", text + (" " + null if null else ""))
 
 
-def section(results: list[Result]) -> Section:
+def contents(results: list[Result]) -> tuple[list[str], list[Table]]:
     measured = [r for r in results if of(r)]
     intro = []
     made = sum(totals(r)[0] for r in measured)
@@ -286,4 +285,4 @@ def section(results: list[Result]) -> Section:
                     else "."))
     tables = [t for t in (failures_table(measured), environment_rows(measured),
                           error_path_table(measured)) if t]
-    return Section(SECTION_ID, TITLE, intro, tables)
+    return intro, tables

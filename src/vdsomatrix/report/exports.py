@@ -216,6 +216,11 @@ def _links(linked: list[Table], tables: str) -> str:
     return "\n".join(items)
 
 
+def _heading(report: Report, part_id: str) -> str:
+    """The heading of a part of the page that is not a Section (at a glance, the glossary, ...)."""
+    return f"## {cell(report.titles[part_id])}"
+
+
 def render_markdown(report: Report, *, disassembly: str | None = DISASSEMBLY,
                     tables: str | None = TABLES_DIR) -> str:
     """The page: at a glance on top, the glossary before the first table, a section per
@@ -232,11 +237,11 @@ def render_markdown(report: Report, *, disassembly: str | None = DISASSEMBLY,
         out.append(wrapped("Also: " + "; ".join(companions)
                            + "; all of it as data in report.json."))
     if report.shows("at-a-glance"):
-        out += [_anchor("at-a-glance"), "## At a glance", "\n".join(
+        out += [_anchor("at-a-glance"), _heading(report, "at-a-glance"), "\n".join(
             md_item(f"**{cell(f.topic)}** {cell(f.text, 2000)}") for f in report.summary)
             or "None."]
     if report.shows("glossary"):
-        out += [_anchor("glossary"), "## How to read the tables", "\n".join(
+        out += [_anchor("glossary"), _heading(report, "glossary"), "\n".join(
             md_item(f"**{cell(t.term)}**: {cell(t.definition, 2000)}")
             for t in report.glossary)]
     for section in report.sections:
@@ -260,11 +265,11 @@ def render_markdown(report: Report, *, disassembly: str | None = DISASSEMBLY,
                                f"({len(section.listings)}), disassembled: "
                                f"[{cell(disassembly)}]({disassembly})."))
     if report.shows("method"):
-        out += [_anchor("method"), "## Method", md_notes(report.method_lines)]
+        out += [_anchor("method"), _heading(report, "method"), md_notes(report.method_lines)]
     if report.shows("problems"):
         lines = [md_item(f"**{cell(p.subject)}**: {cell(p.text, LONGEST_CELL)}") if p.subject
                  else md_item(cell(p.text, LONGEST_CELL)) for p in report.problems]
-        out += [_anchor("problems"), "## Problems", "\n".join(lines) or "None."]
+        out += [_anchor("problems"), _heading(report, "problems"), "\n".join(lines) or "None."]
     return "\n\n".join(part for part in out if part) + "\n"
 
 

@@ -336,16 +336,18 @@ def render_html(report: Report) -> str:
         sections.append(view)
     contents = []
     if report.shows("at-a-glance") and report.summary:
-        contents.append({"anchor": "at-a-glance", "title": "At a glance"})
+        contents.append({"anchor": "at-a-glance", "title": report.titles["at-a-glance"]})
     if report.shows("glossary") and report.glossary:
+        # the page's own short name for it: the Markdown heading is a sentence
         contents.append({"anchor": "glossary", "title": "Glossary"})
     contents += [{"anchor": s.id, "title": s.title} for s in sections]
     contents += [{"anchor": p.id, "title": f"Figure: {p.title.rstrip('.')}"}
                  for s in sections for p in s.plots]
     if report.shows("method") and report.method_lines:
-        contents.append({"anchor": "method", "title": "Method"})
+        contents.append({"anchor": "method", "title": report.titles["method"]})
     if report.shows("problems"):
-        contents.append({"anchor": "problems", "title": f"Problems ({len(report.problems)})"})
+        contents.append({"anchor": "problems",
+                         "title": f"{report.titles['problems']} ({len(report.problems)})"})
     meta = json.dumps(report.meta, indent=1, sort_keys=True, ensure_ascii=False, default=str) \
         if report.meta else ""
     template = environment.get_template("report.html.j2")

@@ -50,10 +50,9 @@ from vdsomatrix.report.measurements import (
     short_call,
     slug,
 )
-from vdsomatrix.report.model import MISSING_VALUE, Finding, Section, Table, Term, Value
+from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Term, Value
 
 SECTION_ID = "i386"
-TITLE = "32-bit code"
 KERNEL_VSYSCALL = "kernel_vsyscall"  # the call row's path: call *%gs:0x10 (AT_SYSINFO)
 TITLES = {**PATH_TITLES, KERNEL_VSYSCALL: "__kernel_vsyscall"}
 MONOTONIC = "clock_gettime(CLOCK_MONOTONIC)"
@@ -330,7 +329,7 @@ def _what_int80_did(row: dict | None) -> str:
     return f"{status} ({signal})" if signal else status
 
 
-def section(results: list[Result], x86: list[Result] = ()) -> Section:
+def contents(results: list[Result], x86: list[Result] = ()) -> tuple[list[str], list[Table]]:
     intro = ["A 32-bit process enters the kernel by int $0x80 or by calling the vDSO's "
              "__kernel_vsyscall (call *%gs:0x10: glibc's way); its rows are of another ABI, in "
              "none of the x86_64 latency tables above."]
@@ -338,9 +337,9 @@ def section(results: list[Result], x86: list[Result] = ()) -> Section:
         intro.append(sentence)
     if (sentence := ia32_sentence(list(x86))):
         intro.append(sentence)
-    return Section(SECTION_ID, TITLE, intro, [
+    return intro, [
         paths_table(results), every_path_table(results), kernel_vsyscall_table(results),
-        census_table(results)])
+        census_table(results)]
 
 
 def _time(ns: float) -> str:

@@ -54,14 +54,6 @@ PATH_TITLES = {"libc": "libc", "vdso": "vDSO", "syscall": "syscall", "int80": "i
                "vsyscall": "vsyscall"}
 BUILD_ID_SHOWN = 8  # characters of a build-id that name a vDSO in the tables
 RESOLUTION_NS = 1.0  # below this, a median is within the noise of the subtracted loop overhead
-SECTION_TITLES = {
-    "environments": "Environments",
-    "vdso": "Is there a vDSO, and what does it export?",
-    "vsyscall": "The vsyscall page: which mode, and does a legacy call work?",
-    "syscall-cost": "What does a system call cost, and why?",
-    "speedup": "How much faster is the vDSO than the system call?",
-    "latency": "Every way into the kernel: latency and mechanism",
-}
 
 
 def short_call(call: str) -> str:
@@ -398,4 +390,13 @@ def latency_tables(results: list[Result]) -> list[Table]:
             table_id, "latency", call, "The median latency of each path (libc, vDSO, raw "
             "syscall, vsyscall or int $0x80), and how it entered the kernel.", columns, results),
             on_page=False))
+    return tables
+
+
+def other_abis_off_page(tables: list[Table]) -> list[Table]:
+    """These tables with their 32-bit and arm64 rows left off the Markdown page (it links each
+    table's own file, and the sections "32-bit code" and "Across architectures" carry what a
+    reader then misses): the page keeps its budget."""
+    for table in tables:
+        table.page_leaves_out = ("i386", "arm64")  # the groups' ids (GROUPS)
     return tables

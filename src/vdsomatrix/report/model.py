@@ -1,8 +1,9 @@
 """The report as data: every table built once from the result documents, rendered by format.
 
-``build_report(docs)`` reads the result documents (through :mod:`cells`, defensively) and returns
-a :class:`Report`. Every renderer (Markdown, CSV and JSON in :mod:`exports`, HTML
-in :mod:`html`) is a function of that Report alone, so the formats cannot disagree.
+``build_report(docs)`` (:mod:`build`) reads the result documents (through :mod:`cells`,
+defensively) and returns a :class:`Report`. Every renderer (Markdown, CSV and JSON in
+:mod:`exports`, HTML in :mod:`html`) is a function of that Report alone, so the formats cannot
+disagree.
 
 The API, which renderers may rely on (it stays stable):
 
@@ -52,13 +53,13 @@ The API, which renderers may rely on (it stays stable):
                  under the table that links its own file; ``parts()``, the table's files,
                  CSV, JSON and HTML keep a row per environment.
 ``Listing``      a disassembly: ``title``, ``environments`` and the plain ``lines``.
-``Section``      ``id`` (one of ``SECTION_IDS``, stable: an anchor), ``title``, ``intro`` (plain
-                 paragraphs), ``tables``, ``listings``. ``Report.sections`` holds the sections
-                 with tables (environments ... binary-entry-points; "runtimes" only when a
-                 result is of a runtime environment, "i386" only when one is of a 32-bit
-                 process, "architectures" only when one is of an arm64 process, see
-                 ``OPTIONAL_SECTIONS``); "at-a-glance",
-                 "glossary",
+``Section``      ``id`` (one of ``sections.SECTION_IDS``, stable: an anchor), ``title``,
+                 ``intro`` (plain paragraphs), ``tables``, ``listings``. ``Report.sections``
+                 holds the sections with tables, in page order, those the registry
+                 (:mod:`sections`) includes for the results (environments ...
+                 binary-entry-points; "runtimes" only when a result is of a runtime
+                 environment, "i386" only when one is of a 32-bit process, "architectures"
+                 only when one is of an arm64 process, ...); "at-a-glance", "glossary",
                  "method" and "problems" are the Report's own fields, shown where
                  ``Report.shows(id)``.
 ``Finding``      one line of "at a glance": ``topic`` and ``text`` (plain), one sentence when
@@ -69,11 +70,14 @@ The API, which renderers may rely on (it stays stable):
                  ``sections`` (list of Section, in page order), ``method_lines``, ``problems``,
                  ``meta`` (dict, JSON-ready: versions, commits, machines, engines, QEMU versions,
                  environment descriptions), ``machines`` (the distinct machine ids), ``layout``,
-                 ``parts`` (the section ids included). Helpers: ``section(id)``, ``tables()``,
+                 ``parts`` (the section ids included), ``titles`` (the heading of each part
+                 of the page, by id: those of at a glance, the glossary, the method and the
+                 problems, which are not Sections). Helpers: ``section(id)``, ``tables()``,
                  ``listings()``, ``only(section_ids)`` (a report of some sections),
                  ``shows(id)``, ``with_layout(layout)``.
 
-``build_report(docs, *, order=None, load_problems=None, layout="rows") -> Report``.
+``build_report(docs, *, order=None, load_problems=None, layout="rows") -> Report`` is in
+:mod:`build` (this module imports no section: the sections and the renderers import it).
 """
 
 from __future__ import annotations
@@ -87,21 +91,6 @@ from vdsomatrix.report.cells import MISSING
 Layout = Literal["rows", "columns"]
 LAYOUTS: tuple[str, ...] = ("rows", "columns")
 MECHANISMS = ("user", "trap", "syscall", "no syscall", "?")  # or "N syscalls" (several per call)
-# The sections, in page order. Their ids are anchors and --section names: they do not change.
-SECTION_IDS: tuple[str, ...] = (
-    "at-a-glance", "glossary", "environments", "vdso", "vsyscall", "syscall-cost", "speedup",
-    "latency", "recent-vdso", "correctness", "runtimes", "i386", "architectures",
-    "binary-symbols", "binary-census", "binary-usage", "binary-entry-points", "method",
-    "problems",
-)
-# Sections a report has only when its results call for them: "recent-vdso" when any result has
-# getrandom rows or ran in a time namespace, "correctness" when any has the helper's correctness
-# checks, "runtimes" when any result is of a runtime environment (the language runtimes' rows),
-# "i386" when any result is of a 32-bit process (an i386 userland: its rows are of another ABI
-# than the x86_64 tables'), "architectures" when any is of an arm64 process (the same, of another
-# architecture).
-OPTIONAL_SECTIONS: tuple[str, ...] = ("recent-vdso", "correctness", "runtimes", "i386",
-                                      "architectures")
 # (group id, title): the rows of every per-environment table, in this order.
 # The language-runtime environments have groups of their own, titled as the others: they are
 # rows of the runtime section's tables and of the environment list only.
@@ -324,7 +313,10 @@ class Report:
     meta: dict[str, Any]
     machines: list[str]
     layout: Layout = "rows"
-    parts: tuple[str, ...] = SECTION_IDS
+    # the section ids included, in page order (build_report: every id of the registry)
+    parts: tuple[str, ...] = ()
+    # the heading of every part of the page by id (build_report: the registry's titles)
+    titles: dict[str, str] = field(default_factory=dict)
 
     def shows(self, section_id: str) -> bool:
         """Whether a part of the page is included (see ``only``)."""
@@ -352,13 +344,5 @@ class Report:
             return self
         wanted = set(section_ids)
         return dataclasses.replace(self, sections=[s for s in self.sections if s.id in wanted],
-                                   parts=tuple(i for i in SECTION_IDS if i in wanted))
+                                   parts=tuple(i for i in self.parts if i in wanted))
 
-
-def build_report(docs: Any, *, order: list[str] | None = None,
-                 load_problems: list[str] | None = None, layout: Layout = "rows") -> Report:
-    """The report of result documents (dicts as loaded; anything else reads as absent)."""
-    from vdsomatrix.report.page import assemble  # the page's builders import this module
-
-    report = assemble(docs, order=order, load_problems=load_problems or [])
-    return report.with_layout(layout)

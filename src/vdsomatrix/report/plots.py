@@ -412,70 +412,97 @@ def checked_svg(svg: str, prefix: str) -> str:
     text escaped by the serialiser. Raises :class:`UnsafeSvg` for anything else."""
     if not _IDENT.match(prefix):
         raise UnsafeSvg(f"bad id prefix {prefix!r}")
+    root = _svg_root(svg)
+    _drop_elements(root)
+    referenced = _referenced_ids(root)
+    for element in root.iter():
+        name = _checked_element(element)
+        for attribute in list(element.attrib):
+            _check_attribute(element, name, attribute, prefix, referenced)
+    _unwrap_bare_groups(root)
+    root.set("class", "chart")
+    return ET.tostring(root, encoding="unicode")
+
+
+def _svg_root(svg: str) -> ET.Element:
     try:
         root = ET.fromstring(svg)
     except ET.ParseError as exc:
         raise UnsafeSvg(f"not well-formed: {exc}") from None
     if root.tag != f"{{{SVG_NS}}}svg":
         raise UnsafeSvg(f"root element {root.tag!r}")
+    return root
+
+
+def _drop_elements(root: ET.Element) -> None:
+    """Removes the elements a chart does without (``DROPPED_ELEMENTS``), before any check."""
+    dropped = {f"{{{SVG_NS}}}{d}" for d in DROPPED_ELEMENTS}
     for parent in list(root.iter()):
         for child in list(parent):
-            if child.tag in {f"{{{SVG_NS}}}{d}" for d in DROPPED_ELEMENTS}:
+            if child.tag in dropped:
                 parent.remove(child)
 
-    def own_reference(value: str) -> str:
-        target = value.strip()
-        if not target.startswith("#") or not _IDENT.match(target[1:]):
-            raise UnsafeSvg(f"reference outside the figure: {value[:60]!r}")
-        return f"#{prefix}-{target[1:]}"
 
-    # Only the ids something points at are kept: the others (one per group matplotlib writes)
-    # are half of a figure's bytes.
+def _referenced_ids(root: ET.Element) -> set[str]:
+    """The ids something points at: only these are kept (the others, one per group matplotlib
+    writes, are half of a figure's bytes)."""
     referenced = set()
     for element in root.iter():
         for attribute, value in element.attrib.items():
             if _local(attribute) == "href" and value.startswith("#"):
                 referenced.add(value[1:])
             referenced.update(m.group(1).strip().removeprefix("#") for m in _URL.finditer(value))
+    return referenced
 
-    for element in root.iter():
-        tag = element.tag
-        if not isinstance(tag, str) or not tag.startswith(f"{{{SVG_NS}}}"):
-            raise UnsafeSvg(f"element {tag!r}")
-        name = _local(tag)
-        if name not in ALLOWED_ELEMENTS:
-            raise UnsafeSvg(f"element {name!r}")
-        if name not in TEXT_ELEMENTS and (element.text or "").strip():
-            raise UnsafeSvg(f"text inside {name!r}")
-        if (element.tail or "").strip():
-            raise UnsafeSvg(f"text after {name!r}")
-        element.tail = None  # indentation
-        if name not in TEXT_ELEMENTS:
-            element.text = None
-        for attribute in list(element.attrib):
-            local = _local(attribute)
-            value = element.attrib[attribute]
-            if local not in ALLOWED_ATTRIBUTES:
-                raise UnsafeSvg(f"attribute {local!r} on {name!r}")
-            if local == "id":
-                if not _IDENT.match(value):
-                    raise UnsafeSvg(f"id {value[:60]!r}")
-                if value in referenced:
-                    element.set(attribute, f"{prefix}-{value}")
-                else:
-                    del element.attrib[attribute]
-                    continue
-            elif local == "href":
-                element.set(attribute, own_reference(value))
-            elif "url(" in value:
-                element.set(attribute, _URL.sub(
-                    lambda m: f"url({own_reference(m.group(1))})", value))
-            if re.search(r"javascript:|expression\(|@import|<", element.get(attribute, ""),
-                         re.I):
-                raise UnsafeSvg(f"active content in {local!r}")
-    _unwrap_bare_groups(root)
-    root.set("class", "chart")
-    return ET.tostring(root, encoding="unicode")
+
+def _own_reference(value: str, prefix: str) -> str:
+    target = value.strip()
+    if not target.startswith("#") or not _IDENT.match(target[1:]):
+        raise UnsafeSvg(f"reference outside the figure: {value[:60]!r}")
+    return f"#{prefix}-{target[1:]}"
+
+
+def _checked_element(element: ET.Element) -> str:
+    """An allowed SVG element's local name; its text kept only where it is a chart's text, its
+    tail (indentation) dropped."""
+    tag = element.tag
+    if not isinstance(tag, str) or not tag.startswith(f"{{{SVG_NS}}}"):
+        raise UnsafeSvg(f"element {tag!r}")
+    name = _local(tag)
+    if name not in ALLOWED_ELEMENTS:
+        raise UnsafeSvg(f"element {name!r}")
+    if name not in TEXT_ELEMENTS and (element.text or "").strip():
+        raise UnsafeSvg(f"text inside {name!r}")
+    if (element.tail or "").strip():
+        raise UnsafeSvg(f"text after {name!r}")
+    element.tail = None  # indentation
+    if name not in TEXT_ELEMENTS:
+        element.text = None
+    return name
+
+
+def _check_attribute(element: ET.Element, name: str, attribute: str, prefix: str,
+                     referenced: set[str]) -> None:
+    """An allowed attribute, its ids and references made the figure's own (``prefix``); an
+    id nothing points at is removed."""
+    local = _local(attribute)
+    value = element.attrib[attribute]
+    if local not in ALLOWED_ATTRIBUTES:
+        raise UnsafeSvg(f"attribute {local!r} on {name!r}")
+    if local == "id":
+        if not _IDENT.match(value):
+            raise UnsafeSvg(f"id {value[:60]!r}")
+        if value not in referenced:
+            del element.attrib[attribute]
+            return
+        element.set(attribute, f"{prefix}-{value}")
+    elif local == "href":
+        element.set(attribute, _own_reference(value, prefix))
+    elif "url(" in value:
+        element.set(attribute, _URL.sub(
+            lambda m: f"url({_own_reference(m.group(1), prefix)})", value))
+    if re.search(r"javascript:|expression\(|@import|<", element.get(attribute, ""), re.I):
+        raise UnsafeSvg(f"active content in {local!r}")
 
 
 def _unwrap_bare_groups(parent: ET.Element) -> None:

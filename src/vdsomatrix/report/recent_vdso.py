@@ -33,10 +33,9 @@ from vdsomatrix.report.cells import (
     plain_twin,
 )
 from vdsomatrix.report.measurements import environment_table, label_value, outcome, slug, takes
-from vdsomatrix.report.model import MISSING_VALUE, Finding, Section, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Value
 
 SECTION_ID = "recent-vdso"
-TITLE = "Recent vDSO interfaces: getrandom and time namespaces"
 GETRANDOM = "getrandom"
 # The clocks a time namespace offsets (CLOCK_REALTIME it does not).
 TIMENS_CLOCKS = ("clock_gettime(CLOCK_MONOTONIC)", "clock_gettime(CLOCK_BOOTTIME)")
@@ -228,7 +227,7 @@ def findings(results: list[Result]) -> list[Finding]:
     return [f for f in (getrandom_finding(results), timens_finding(results)) if f is not None]
 
 
-def section(results: list[Result]) -> Section:
+def contents(results: list[Result]) -> tuple[list[str], list[Table]]:
     intro = []
     for finding in findings(results):
         intro.append(f"{finding.topic} {finding.text}")
@@ -243,4 +242,4 @@ def section(results: list[Result]) -> Section:
                      f"bytes, the system call {fmt_ns(min(costs['syscall']))}–"
                      f"{fmt_ns(max(costs['syscall']))} ns.")
     tables = [t for t in (getrandom_path_table(results), timens_table(results)) if t]
-    return Section(SECTION_ID, TITLE, intro, tables)
+    return intro, tables

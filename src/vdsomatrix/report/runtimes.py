@@ -34,11 +34,10 @@ from vdsomatrix.report.cells import (
     whole_number,
 )
 from vdsomatrix.report.measurements import label_value, slug
-from vdsomatrix.report.model import MISSING_VALUE, Finding, Section, Table, Value
+from vdsomatrix.report.model import MISSING_VALUE, Finding, Table, Value
 from vdsomatrix.results import Runtime
 
 SECTION_ID = "runtimes"
-TITLE = "Language runtimes: do they take the fast path?"
 RUNTIMES = tuple(str(r) for r in Runtime)  # the result schema's vocabulary and order
 NAMES = {"java": "Java", "python": "Python", "go": "Go", "node": "Node.js", "rust": "Rust"}
 # The calls of each runtime in the order the tables list them (the contract's CALL ids).
@@ -341,38 +340,62 @@ def answer(runtime: str, rows: list[Row], envs: list[Result]) -> str:
         return f"{name} was not measured: these results have no runtime environment."
     if not found.rows:
         return f"{name} was not measured: no runtime environment has {name} rows."
-    clauses: list[str] = []
-    measured = found.measured
     user_labels = _ok_labels(found, found.user)
-    if found.user:
-        if len(found.user) == len(measured):
-            where = (f"in the one environment measured ({env_names(found.user)})"
-                     if len(measured) == 1 else
-                     f"in every environment measured ({len(measured)})")
-        else:
-            where = f"in {len(found.user)} of {len(measured)} environments"
-            if len(found.user) <= 3:
-                where += f" ({env_names(found.user, cmdline=False)})"
-        clauses.append(f"{versions(user_labels)} "
-                       f"{_verb(user_labels, 'reads', 'read')} the clock without a system "
-                       f"call {where}")
-    if found.kernel:
-        labels = _ok_labels(found, found.kernel)
-        counts = fmt_counts([r.syscalls for e in found.kernel for r in found.rows[e]
-                             if r.syscalls is not None])
-        if not found.user:
-            where = (f"in every environment measured ({env_names(found.kernel)})"
-                     if len(found.kernel) == len(measured) and len(measured) > 1
-                     else f"in {env_names(found.kernel)}")
-            clauses.append(f"{versions(labels)} {_verb(labels, 'enters', 'enter')} the kernel "
-                           f"on every clock read {where}, {counts} system calls per call")
-        elif set(labels) <= set(user_labels):
-            clauses.append(f"in {env_names(found.kernel)} every call enters the kernel "
-                           f"({counts} system calls per call)")
-        else:
-            clauses.append(f"in {env_names(found.kernel)} {versions(labels)} "
-                           f"{_verb(labels, 'enters', 'enter')} the kernel on every call "
-                           f"({counts} system calls per call)")
+    clauses = [c for c in (_user_clause(found, user_labels),
+                           _kernel_clause(found, user_labels)) if c]
+    clauses += _mixed_clauses(found)
+    if (uncounted := _uncounted_clause(found)):
+        clauses.append(uncounted)
+    clauses += _failure_clauses(found)
+    if (absent := _absent_clause(found)):
+        clauses.append(absent)
+    if not clauses:
+        return f"{name} was not measured."
+    sentence = "; ".join(clauses)
+    return sentence[0].upper() + sentence[1:] + "."
+
+
+def _user_clause(found: Facts, user_labels: list[str]) -> str | None:
+    """Where the runtime reads the clock without a system call."""
+    if not found.user:
+        return None
+    measured = found.measured
+    if len(found.user) == len(measured):
+        where = (f"in the one environment measured ({env_names(found.user)})"
+                 if len(measured) == 1 else
+                 f"in every environment measured ({len(measured)})")
+    else:
+        where = f"in {len(found.user)} of {len(measured)} environments"
+        if len(found.user) <= 3:
+            where += f" ({env_names(found.user, cmdline=False)})"
+    return (f"{versions(user_labels)} {_verb(user_labels, 'reads', 'read')} the clock without "
+            f"a system call {where}")
+
+
+def _kernel_clause(found: Facts, user_labels: list[str]) -> str | None:
+    """Where every clock read enters the kernel, with the counted system calls per call."""
+    if not found.kernel:
+        return None
+    labels = _ok_labels(found, found.kernel)
+    counts = fmt_counts([r.syscalls for e in found.kernel for r in found.rows[e]
+                         if r.syscalls is not None])
+    if not found.user:
+        where = (f"in every environment measured ({env_names(found.kernel)})"
+                 if len(found.kernel) == len(found.measured) and len(found.measured) > 1
+                 else f"in {env_names(found.kernel)}")
+        return (f"{versions(labels)} {_verb(labels, 'enters', 'enter')} the kernel on every "
+                f"clock read {where}, {counts} system calls per call")
+    if set(labels) <= set(user_labels):
+        return (f"in {env_names(found.kernel)} every call enters the kernel ({counts} system "
+                "calls per call)")
+    return (f"in {env_names(found.kernel)} {versions(labels)} "
+            f"{_verb(labels, 'enters', 'enter')} the kernel on every call ({counts} system "
+            "calls per call)")
+
+
+def _mixed_clauses(found: Facts) -> list[str]:
+    """The environments where some calls stay out of the kernel and others do not."""
+    clauses = []
     for env in found.mixed:
         into = [r for r in found.rows[env] if r.enters]
         out = [r for r in found.rows[env] if r.enters is False]
@@ -381,26 +404,34 @@ def answer(runtime: str, rows: list[Row], envs: list[Result]) -> str:
                                "calls per call)" for r in into])
                        + f", {join(unique(f'{r.label} {r.call}' for r in out))} "
                          f"{'does' if len(out) == 1 else 'do'} not")
-    if found.uncounted:
-        labels = _ok_labels(found, found.uncounted)
-        clauses.append(f"{versions(labels)} ran but {_verb(labels, 'its', 'their')} system "
-                       f"calls could not be counted in {env_names(found.uncounted)}")
+    return clauses
+
+
+def _uncounted_clause(found: Facts) -> str | None:
+    if not found.uncounted:
+        return None
+    labels = _ok_labels(found, found.uncounted)
+    return (f"{versions(labels)} ran but {_verb(labels, 'its', 'their')} system calls could not "
+            f"be counted in {env_names(found.uncounted)}")
+
+
+def _failure_clauses(found: Facts) -> list[str]:
+    """A clause per runtime label and failed status, naming the environments it failed in."""
     failures: dict[tuple[str, str], list[Result]] = {}
     for row in found.failed:
         envs_of = failures.setdefault((row.label, row.status), [])
         if row.env not in envs_of:
             envs_of.append(row.env)
-    for (label, status), where in failures.items():
-        clauses.append(f"{label} {FAILED_WORDS.get(status, f'ended {status}')} in "
-                       f"{env_names(where, cmdline=False)}")
-    if found.absent:
-        reasons = unique(r.reason for e in found.absent for r in found.rows[e] if r.reason)
-        clauses.append(f"{name} is not shipped in {env_names(found.absent, cmdline=False)}"
-                       + (f" ({'; '.join(reasons[:3])})" if reasons else ""))
-    if not clauses:
-        return f"{name} was not measured."
-    sentence = "; ".join(clauses)
-    return sentence[0].upper() + sentence[1:] + "."
+    return [f"{label} {FAILED_WORDS.get(status, f'ended {status}')} in "
+            f"{env_names(where, cmdline=False)}" for (label, status), where in failures.items()]
+
+
+def _absent_clause(found: Facts) -> str | None:
+    if not found.absent:
+        return None
+    reasons = unique(r.reason for e in found.absent for r in found.rows[e] if r.reason)
+    return (f"{found.name} is not shipped in {env_names(found.absent, cmdline=False)}"
+            + (f" ({'; '.join(reasons[:3])})" if reasons else ""))
 
 
 # ----------------------------------------------------------------------- at a glance ---------
@@ -717,8 +748,8 @@ def method_notes(envs: list[Result]) -> list[str]:
     return notes
 
 
-def section(envs: list[Result]) -> Section:
-    """The section of the runtime environments (``envs``: in page order)."""
+def contents(envs: list[Result]) -> tuple[list[str], list[Table]]:
+    """The intro and tables of the runtime environments' section (``envs``: in page order)."""
     rows = rows_of(envs)
     intro = [answer("java", rows, envs), METHOD]
     if not rows:
@@ -731,7 +762,7 @@ def section(envs: list[Result]) -> Section:
         every = rows_table(rows)
         tables += [versions_table(rows, envs),
                    dataclasses.replace(every, notes=every.notes + method_notes(envs))]
-    return Section(SECTION_ID, TITLE, intro, tables)
+    return intro, tables
 
 
 def findings(envs: list[Result]) -> list[Finding]:

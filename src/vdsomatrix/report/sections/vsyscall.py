@@ -1,0 +1,20 @@
+"""The vsyscall page: which mode, and does a legacy call work? A row per environment that
+measured C rows."""
+
+from __future__ import annotations
+
+from vdsomatrix.report import measurements
+from vdsomatrix.report.model import Section
+from vdsomatrix.report.result_set import ResultSet
+
+ID = "vsyscall"
+TITLE = "The vsyscall page: which mode, and does a legacy call work?"
+
+
+def included(results: ResultSet) -> bool:
+    return results.c_sections
+
+
+def build(results: ResultSet) -> Section:
+    return Section(ID, TITLE, [], measurements.other_abis_off_page(
+        [measurements.vsyscall_table(results.measured)]))
