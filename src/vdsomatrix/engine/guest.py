@@ -174,6 +174,7 @@ class Guest:
             time.sleep(POLL_SECONDS)
 
 
-def remove_leftovers(log=print) -> int:
-    """Remove the work folders of guests whose run died before it could (see workdirs)."""
-    return workdirs.remove_dead(Path(tempfile.gettempdir()), WORK_PREFIX, log)
+def remove_leftovers(log=print, folder: Path | None = None) -> int:
+    """Remove the work folders of guests whose run died before it could (see workdirs), in
+    ``folder`` (default: the temp folder, where guests' work folders go); how many."""
+    return workdirs.remove_dead(folder or Path(tempfile.gettempdir()), WORK_PREFIX, log)
