@@ -143,8 +143,9 @@ class Guest:
         try:
             ended, flooded = self._watch(started, timeout, until)
         finally:
-            processes.kill_group(self._proc)
-        return GuestRun(frame=self._port.frame(), returncode=self._proc.returncode, ended=ended,
+            proc, self._proc = self._proc, None  # reaped here: close() has no group to kill
+            processes.kill_group(proc)
+        return GuestRun(frame=self._port.frame(), returncode=proc.returncode, ended=ended,
                         flooded=flooded, console=workdirs.read_tail(self.console, CONSOLE_KEEP),
                         stderr_lines=workdirs.last_lines(self.stderr, STDERR_LINES),
                         seconds=time.monotonic() - started)
