@@ -125,12 +125,12 @@ class Boot:
 class TimedQemu(QemuBackend):
     """The project's QemuBackend, with the console watched and QEMU's start and end stamped."""
 
-    def _boot(self, argv, work, deadline):
-        watcher = ConsoleWatcher(work / "console.log")
+    def _boot(self, vm, argv, deadline):
+        watcher = ConsoleWatcher(vm.console)
         watcher.start()
         self.spawned = time.monotonic()
         try:
-            return super()._boot(argv, work, deadline)
+            return super()._boot(vm, argv, deadline)
         finally:
             self.ended = time.monotonic()
             watcher.stop()

@@ -1,4 +1,6 @@
 """Test doubles shared by the unit tests: a recording backend that stands in for a real one;
+a fake Docker engine (FakeClient: just enough of the SDK for engine/container.py and the docker
+backend);
 and what the report's tests share: their fixture results, report.json's schema, reading a
 Markdown table.
 
@@ -19,6 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker.errors
+import requests
+
 from vdsomatrix import SCHEMA, backends
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
@@ -29,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Two real results of a full run: a static-musl container, and a guest on the hpet clock source
 # under TCG (the report's tests render them).
 REPORT_FIXTURES = ("result-bookworm-musl.json", "result-k6.1-hpet.json")
+CONTAINER_ID = "c0ffee" * 10 + "abcd"
 
 
 def host_env(name: str = "host") -> Environment:
@@ -209,3 +215,128 @@ def copy_probe_context(root: Path) -> Path:
     shutil.copytree(project_root() / "probes", root / "probes",
                     ignore=shutil.ignore_patterns("__pycache__"))
     return root
+
+
+# --- a fake Docker engine -----------------------------------------------------------------
+
+
+class FakeImage:
+    def __init__(self, tag):
+        self.id = "sha256:" + "ab" * 32
+        self.short_id = self.id[:19]
+        self.tags = [tag]
+        self.attrs = {"Created": "2024-01-01T00:00:00.000Z"}
+
+
+class FakeImages:
+    def __init__(self, tags):
+        self.tags = set(tags)
+
+    def get(self, tag):
+        if tag in self.tags:
+            return FakeImage(tag)
+        raise docker.errors.ImageNotFound(f"No such image: {tag}")
+
+
+class FakeContainer:
+    def __init__(self, client, kwargs):
+        self.client, self.kwargs = client, kwargs
+        self.id = CONTAINER_ID
+        self.attrs = {"State": {"OOMKilled": client.oom}}
+
+    def start(self):
+        if self.client.start_error:
+            raise self.client.start_error
+        self.client.events.append("start")
+
+    def wait(self, timeout=None):
+        self.client.events.append(("wait", timeout))
+        if self.client.wait_error is not None:
+            raise self.client.wait_error
+        if self.client.hang:  # like a probe that never ends: only a kill stops it
+            if not self.client.killed.wait(timeout):
+                raise requests.exceptions.ConnectionError("Read timed out.")
+            return {"StatusCode": 137, "Error": None}
+        return {"StatusCode": self.client.exit_code, "Error": None}
+
+    def reload(self):
+        pass
+
+    def get_archive(self, path, chunk_size=None):
+        self.client.events.append(("get_archive", path))
+        return iter(self.client.archive_chunks), {"name": path.rsplit("/", 1)[-1]}
+
+    def put_archive(self, path, data):
+        self.client.events.append(("put_archive", path, bytes(data)))
+        return True
+
+    def export(self, chunk_size=None):
+        self.client.events.append("export")
+        return iter(self.client.archive_chunks)
+
+    def commit(self, repository=None, tag=None, conf=None):
+        self.client.events.append(("commit", f"{repository}:{tag}"))
+
+
+class FakeContainers:
+    def __init__(self, client):
+        self.client = client
+
+    def create(self, **kwargs):
+        self.client.created.append(kwargs)
+        if self.client.create_error:
+            raise self.client.create_error
+        return FakeContainer(self.client, kwargs)
+
+
+class FakeAPI:
+    def __init__(self, client):
+        self.client = client
+
+    def attach(self, container_id, **kwargs):
+        assert kwargs["stream"] and kwargs["demux"] and not kwargs["logs"]
+        return iter(self.client.chunks)
+
+    def kill(self, ref):
+        self.client.events.append(("kill", ref))
+        self.client.killed.set()
+
+    def remove_container(self, ref, force=False, v=False):
+        assert force
+        self.client.removed.append(ref)
+
+    def containers(self, all=False, filters=None):
+        assert all
+        key, _, value = filters["label"].partition("=")
+        return [c for c in self.client.listed
+                if (c.get("Labels") or {}).get(key) == (value or None)]
+
+    def images(self, filters=None):
+        return self.client.image_list
+
+    def remove_image(self, ref, noprune=False):
+        if ref in self.client.in_use:
+            raise docker.errors.APIError("409", explanation=f"conflict: {ref} is in use")
+        self.client.removed_images.append(ref)
+
+
+class FakeClient:
+    """Just enough of docker.DockerClient for the backend."""
+
+    def __init__(self, *, tags=(), stdout=b"", stderr=b"", exit_code=0, chunks=None,
+                 wait_error=None, start_error=None, create_error=None, oom=False, hang=False,
+                 listed=(), image_list=(), in_use=()):
+        self.images = FakeImages(tags)
+        self.containers = FakeContainers(self)
+        self.api = FakeAPI(self)
+        self.chunks = chunks if chunks is not None else [(stdout or None, None),
+                                                         (None, stderr or None)]
+        self.exit_code, self.wait_error, self.oom, self.hang = exit_code, wait_error, oom, hang
+        self.start_error, self.create_error = start_error, create_error
+        self.listed, self.image_list, self.in_use = list(listed), list(image_list), set(in_use)
+        self.created, self.removed, self.removed_images, self.events = [], [], [], []
+        self.archive_chunks: list[bytes] = []
+        self.killed = threading.Event()
+
+    def ping(self):
+        return True

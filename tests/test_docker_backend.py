@@ -20,12 +20,13 @@ import time
 import docker.errors
 import pytest
 import requests
+from fakes import CONTAINER_ID, FakeClient, FakeImage
 
 from vdsomatrix import processes
 from vdsomatrix.backends.docker import DockerBackend
 from vdsomatrix.engine import container, leftovers, seccomp
 from vdsomatrix.engine.client import LABEL, NO_ENGINE, docker_client
-from vdsomatrix.engine.container import container_kwargs, run_container
+from vdsomatrix.engine.container import Container, container_kwargs, run_container
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.images import probe_image as images
 from vdsomatrix.matrix import BackendName, Build, Environment, Suite, load_matrix
@@ -33,7 +34,6 @@ from vdsomatrix.matrix import BackendName, Build, Environment, Suite, load_matri
 BOOKWORM = Suite("bookworm", "bookworm")
 ENV = Environment(name="bookworm-musl", backend=BackendName.DOCKER, userland=BOOKWORM,
                   build=Build.MUSL)
-CONTAINER_ID = "c0ffee" * 10 + "abcd"
 GOOD_DOC = {"schema": "vdsomatrix/1", "environment": {"name": "bookworm-musl"}, "calls": []}
 
 
@@ -45,115 +45,6 @@ def not_stopping():
     processes.stopping.clear()
 
 
-# ------------------------------------------------------------------------------- fakes -------
-
-
-class FakeImage:
-    def __init__(self, tag):
-        self.id = "sha256:" + "ab" * 32
-        self.short_id = self.id[:19]
-        self.tags = [tag]
-        self.attrs = {"Created": "2024-01-01T00:00:00.000Z"}
-
-
-class FakeImages:
-    def __init__(self, tags):
-        self.tags = set(tags)
-
-    def get(self, tag):
-        if tag in self.tags:
-            return FakeImage(tag)
-        raise docker.errors.ImageNotFound(f"No such image: {tag}")
-
-
-class FakeContainer:
-    def __init__(self, client, kwargs):
-        self.client, self.kwargs = client, kwargs
-        self.id = CONTAINER_ID
-        self.attrs = {"State": {"OOMKilled": client.oom}}
-
-    def start(self):
-        if self.client.start_error:
-            raise self.client.start_error
-        self.client.events.append("start")
-
-    def wait(self, timeout=None):
-        self.client.events.append(("wait", timeout))
-        if self.client.wait_error is not None:
-            raise self.client.wait_error
-        if self.client.hang:  # like a probe that never ends: only a kill stops it
-            if not self.client.killed.wait(timeout):
-                raise requests.exceptions.ConnectionError("Read timed out.")
-            return {"StatusCode": 137, "Error": None}
-        return {"StatusCode": self.client.exit_code, "Error": None}
-
-    def reload(self):
-        pass
-
-
-class FakeContainers:
-    def __init__(self, client):
-        self.client = client
-
-    def create(self, **kwargs):
-        self.client.created.append(kwargs)
-        if self.client.create_error:
-            raise self.client.create_error
-        return FakeContainer(self.client, kwargs)
-
-
-class FakeAPI:
-    def __init__(self, client):
-        self.client = client
-
-    def attach(self, container_id, **kwargs):
-        assert kwargs["stream"] and kwargs["demux"] and not kwargs["logs"]
-        return iter(self.client.chunks)
-
-    def kill(self, ref):
-        self.client.events.append(("kill", ref))
-        self.client.killed.set()
-
-    def remove_container(self, ref, force=False, v=False):
-        assert force
-        self.client.removed.append(ref)
-
-    def containers(self, all=False, filters=None):
-        assert all
-        key, _, value = filters["label"].partition("=")
-        return [c for c in self.client.listed
-                if (c.get("Labels") or {}).get(key) == (value or None)]
-
-    def images(self, filters=None):
-        return self.client.image_list
-
-    def remove_image(self, ref, noprune=False):
-        if ref in self.client.in_use:
-            raise docker.errors.APIError("409", explanation=f"conflict: {ref} is in use")
-        self.client.removed_images.append(ref)
-
-
-class FakeClient:
-    """Just enough of docker.DockerClient for the backend."""
-
-    def __init__(self, *, tags=(), stdout=b"", stderr=b"", exit_code=0, chunks=None,
-                 wait_error=None, start_error=None, create_error=None, oom=False, hang=False,
-                 listed=(), image_list=(), in_use=()):
-        self.images = FakeImages(tags)
-        self.containers = FakeContainers(self)
-        self.api = FakeAPI(self)
-        self.chunks = chunks if chunks is not None else [(stdout or None, None),
-                                                         (None, stderr or None)]
-        self.exit_code, self.wait_error, self.oom, self.hang = exit_code, wait_error, oom, hang
-        self.start_error, self.create_error = start_error, create_error
-        self.listed, self.image_list, self.in_use = list(listed), list(image_list), set(in_use)
-        self.created, self.removed, self.removed_images, self.events = [], [], [], []
-        self.killed = threading.Event()
-
-    def ping(self):
-        return True
-
-
 def backend_with(client) -> DockerBackend:
     return DockerBackend(client_factory=lambda timeout=None: client)
 
@@ -163,7 +54,13 @@ def built(**kwargs) -> FakeClient:
 
 
 def kwargs_for(command, name="t", image="img", lifetime=60):
+    """What Container creates (for tests that create one by hand, as a killed run leaves it)."""
     return container_kwargs(name, image, command, lifetime=lifetime)
+
+
+def spec(command, name="t", image="img", lifetime=60):
+    """The arguments of Container and run_container for ``command``."""
+    return {"image": image, "command": command, "name": name, "lifetime": lifetime}
 
 
 # ------------------------------------------------------------------------------- units -------
@@ -304,7 +201,7 @@ def test_an_interrupt_stops_the_wait_kills_and_removes():
     threading.Timer(0.3, processes.stopping.set).start()
     started = time.monotonic()
     with pytest.raises(processes.Interrupted):
-        run_container(client, kwargs_for(["sleep", "600"]), timeout=600, stdout_cap=1000)
+        run_container(client, **spec(["sleep", "600"]), timeout=600, stdout_cap=1000)
     assert time.monotonic() - started < 1.5
     assert ("kill", CONTAINER_ID) in client.events
     assert client.removed == [CONTAINER_ID]
@@ -388,7 +285,7 @@ def test_out_of_memory_is_named():
 
 def test_stdout_over_the_cap_is_killed_and_reported():
     client = built(chunks=[(b"x" * 600, None), (b"y" * 600, None)], hang=True)
-    run = run_container(client, kwargs_for(["true"]), timeout=30, stdout_cap=1000)
+    run = run_container(client, **spec(["true"]), timeout=30, stdout_cap=1000)
     assert run.overflow and len(run.stdout) == 600
     assert ("kill", CONTAINER_ID) in client.events
     assert len(client.removed) == 1
@@ -610,10 +507,11 @@ def bookworm_image(engine):
 
 
 def run_inside(engine, image, command, timeout=120):
-    kwargs = kwargs_for(command, name="test-hardening", image=image, lifetime=timeout + 10)
-    run = run_container(engine, kwargs, timeout=timeout, stdout_cap=1 << 20)
+    run = run_container(engine, **spec(command, name="test-hardening", image=image,
+                                       lifetime=timeout + 10), timeout=timeout,
+                        stdout_cap=1 << 20)
     assert run.exit_code == 0, (run.errors, run.stderr.decode(errors="replace")[-2000:])
-    return json.loads(run.stdout), kwargs
+    return json.loads(run.stdout), run
 
 
 def gone(engine, name: str) -> bool:
@@ -633,7 +531,7 @@ def test_bookworm_image_has_all_three_builds(engine, bookworm_image):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_confinement_is_real_inside_a_probe_container(engine, bookworm_image):
-    inside, kwargs = run_inside(engine, bookworm_image, ["python3", "-c", INSIDE])
+    inside, run = run_inside(engine, bookworm_image, ["python3", "-c", INSIDE])
     assert inside["sys_class_net"] == ["lo"] and inside["proc_net_dev"] == ["lo"]
     assert inside["root_write"] == "EROFS"
     assert inside["tmp_exec"] == "EACCES"  # /tmp is noexec
@@ -653,17 +551,17 @@ def test_confinement_is_real_inside_a_probe_container(engine, bookworm_image):
     # The vsyscall page reads as the kernel's mode says (xonly, none: a fault), whoever asks.
     expected_read = "ok" if inside["vsyscall_perms"] == "r-xp" else "SIGSEGV"
     assert inside["vsyscall_read"] == expected_read, inside["vsyscall_perms"]
-    assert gone(engine, kwargs["name"])
+    assert gone(engine, run.name)
 
 
 @pytest.mark.engine
 def test_real_timeout_kills_and_removes(engine, bookworm_image):
-    kwargs = kwargs_for(["sleep", "60"], name="test-timeout", image=bookworm_image)
     started = time.monotonic()
-    run = run_container(engine, kwargs, timeout=3, stdout_cap=1000)
+    run = run_container(engine, **spec(["sleep", "60"], name="test-timeout",
+                                       image=bookworm_image), timeout=3, stdout_cap=1000)
     assert run.timed_out and run.exit_code is None
     assert time.monotonic() - started < 20
-    assert gone(engine, kwargs["name"])
+    assert gone(engine, run.name)
 
 
 @pytest.mark.engine
@@ -671,24 +569,24 @@ def test_real_flood_is_cut_at_the_cap_at_once(engine, bookworm_image):
     """A kill waits for the container's output to be read: the reader must keep draining."""
     flood = ("import os, sys\nblock = os.urandom(1 << 20)\n"
              "while True: sys.stdout.buffer.write(block)")
-    kwargs = kwargs_for(["python3", "-c", flood], name="test-flood", image=bookworm_image)
     started = time.monotonic()
-    run = run_container(engine, kwargs, timeout=60, stdout_cap=4 << 20)
+    run = run_container(engine, **spec(["python3", "-c", flood], name="test-flood",
+                                       image=bookworm_image), timeout=60, stdout_cap=4 << 20)
     assert run.overflow and len(run.stdout) <= 4 << 20 and not run.timed_out
     assert run.exit_code == 128 + 9
     assert time.monotonic() - started < 10
-    assert gone(engine, kwargs["name"])
+    assert gone(engine, run.name)
 
 
 @pytest.mark.engine
 def test_real_interrupt_stops_the_container_at_once(engine, bookworm_image):
-    kwargs = kwargs_for(["sleep", "60"], name="test-interrupt", image=bookworm_image)
+    box = Container(engine, **spec(["sleep", "60"], name="test-interrupt", image=bookworm_image))
     threading.Timer(1.5, processes.stopping.set).start()
     started = time.monotonic()
-    with pytest.raises(processes.Interrupted):
-        run_container(engine, kwargs, timeout=60, stdout_cap=1000)
+    with pytest.raises(processes.Interrupted), box:
+        box.run(60, stdout_cap=1000)
     assert time.monotonic() - started < 10
-    assert gone(engine, kwargs["name"])
+    assert gone(engine, box.name)
 
 
 @pytest.mark.engine
@@ -725,7 +623,7 @@ def test_the_lifetime_wrapper_passes_status_through_in_every_built_suite(engine)
         for command, expected in ((["python3", "-c", "print(1)"], 0),
                                   (["sh", "-c", "exit 3"], 3),
                                   (["sh", "-c", "kill -SEGV $$"], 128 + 11)):
-            run = run_container(engine, kwargs_for(command, name=f"test-{name}", image=tag),
+            run = run_container(engine, **spec(command, name=f"test-{name}", image=tag),
                                 timeout=60, stdout_cap=1000)
             assert run.exit_code == expected, (name, command, run.stderr[-300:])
 
@@ -763,7 +661,7 @@ def test_real_probe_run_in_bookworm(engine, bookworm_image, name, libc, linkage,
         created.append(container_kwargs(*args, **kwargs))
         return created[-1]
 
-    monkeypatch.setattr("vdsomatrix.backends.docker.container_kwargs", spy)
+    monkeypatch.setattr("vdsomatrix.engine.container.container_kwargs", spy)
     backend = DockerBackend()
     env = load_matrix().environments[name]
     assert backend.availability(env).ok
@@ -795,9 +693,9 @@ def test_runs_are_independent_in_threads(engine, bookworm_image):
     results = []
 
     def one(i):
-        kwargs = kwargs_for(["python3", "-c", f"print({i})"], name=f"test-thread-{i}",
-                            image=bookworm_image)
-        results.append(run_container(engine, kwargs, timeout=60, stdout_cap=1000))
+        args = spec(["python3", "-c", f"print({i})"], name=f"test-thread-{i}",
+                    image=bookworm_image)
+        results.append(run_container(engine, **args, timeout=60, stdout_cap=1000))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
     for t in threads:

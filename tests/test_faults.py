@@ -26,7 +26,9 @@ from fakes import docker_env
 
 from vdsomatrix import contract, runner
 from vdsomatrix.backends.docker import DockerBackend
+from vdsomatrix.engine import leftovers
 from vdsomatrix.engine.client import LABEL
+from vdsomatrix.engine.guest import WORK_PREFIX
 from vdsomatrix.images.probe_image import probe_image_tag
 from vdsomatrix.matrix import load_matrix
 from vdsomatrix.report import render_report
@@ -43,11 +45,14 @@ def _with_command(monkeypatch, script: str) -> None:
     monkeypatch.setattr(contract, "probe_argv", argv)
 
 
-def probe_containers(engine) -> list:
+def probe_containers(engine, owner: int | None = None) -> list:
+    """The probe containers of process ``owner`` (default: this one), not those of other runs
+    sharing the engine."""
     # sparse: the listing alone, no inspect of each container, which raced with a probe
     # container being removed between the two calls (NotFound, seen once in CI)
-    return engine.containers.list(all=True, sparse=True,
-                                  filters={"label": f"{LABEL}.kind=probe-run"})
+    owner = os.getpid() if owner is None else owner
+    return engine.containers.list(all=True, sparse=True, filters={"label": [
+        f"{LABEL}.kind=probe-run", f"{leftovers.OWNER_PID}={owner}"]})
 
 
 @pytest.fixture
@@ -227,11 +232,14 @@ def _wait_for(proc: subprocess.Popen, needle: bytes, seconds: float) -> bytes:
 
 def _leftovers(engine, run_pid: int) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+    # A guest's files are in a work folder named after its owner (engine/guest.py, workdirs):
+    # QEMU of other runs sharing this machine is not this run's leftover.
     mine = [line for line in ps.splitlines()
-            if ("qemu-system" in line or "debootstrap" in line) and "vdsomatrix" in line]
+            if ("qemu-system" in line and WORK_PREFIX in line and f"-{run_pid}." in line)
+            or ("debootstrap" in line and "vdsomatrix" in line)]
     # a sparse listing names a container in "Names" (see probe_containers)
     return mine + [(c.attrs.get("Names") or [c.short_id])[0].lstrip("/")
-                   for c in probe_containers(engine)]
+                   for c in probe_containers(engine, run_pid)]
 
 
 def _good_host_result(out: Path) -> bytes:
@@ -285,14 +293,14 @@ def test_ctrl_c_in_the_container_phase(engine, bookworm, tmp_path):
 def test_sigkill_leaves_a_container_the_next_run_sweeps(engine, bookworm, tmp_path):
     proc = _vdsomatrix(["run", "--env", "bookworm", "--deadline", "120"], tmp_path)
     for _ in range(200):
-        if probe_containers(engine):
+        if probe_containers(engine, proc.pid):
             break
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert subprocess.run([sys.executable, "-m", "vdsomatrix", "clean"],
                           capture_output=True).returncode == 0
-    assert probe_containers(engine) == []
+    assert probe_containers(engine, proc.pid) == []
 
 
 def test_ctrl_c_during_debootstrap_stops_within_5_s(engine, bookworm, tmp_path):

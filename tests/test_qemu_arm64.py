@@ -19,11 +19,12 @@ from conftest import require
 from elftools.elf.elffile import ELFFile
 
 from vdsomatrix.backends import qemu as qb
-from vdsomatrix.backends import qemu_guest as guest
 from vdsomatrix.backends.docker import DockerBackend
 from vdsomatrix.backends.qemu import QemuBackend, qemu_argv
+from vdsomatrix.engine.guest import Guest
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.images import foreign, initramfs, kernels
+from vdsomatrix.images import guest_init as guest
 from vdsomatrix.images import initramfs_contents as contents
 from vdsomatrix.images import probe_image as docker_images
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite, load_matrix
@@ -364,12 +365,11 @@ def test_real_boot_of_the_arm64_6_1_kernel(tmp_path):
     kernel = kernels.cached_kernel(env.kernel)
     assert kernel.image_format == "arm64-image" and "#1 SMP" in kernel.version_string
     # No initramfs: the arm64 kernel panics, and that is a crashed row with the console tail.
-    work = tmp_path / "panic"
-    work.mkdir()
-    argv = qemu_argv(qemu=qb.QEMU_AARCH64, accel="tcg", vmlinuz=kernel.vmlinuz, initrd=None,
-                     append="console=ttyAMA0 panic=-1", console=work / "console.log",
-                     result=work / "result.log", arch="arm64")
-    crashed = backend._boot(argv, work, deadline=120)
+    with Guest("panic", folder=tmp_path) as vm:
+        argv = qemu_argv(qemu=qb.QEMU_AARCH64, accel="tcg", vmlinuz=kernel.vmlinuz,
+                         initrd=None, append="console=ttyAMA0 panic=-1", console=vm.console,
+                         result=vm.result, arch="arm64")
+        crashed = backend._boot(vm, argv, deadline=120)
     assert crashed.status == "crashed", (crashed.errors, crashed.log_tail)
     assert "panicked" in crashed.errors[-1] and crashed.log_tail
 
@@ -397,12 +397,11 @@ def test_the_result_comes_through_the_pci_serial_file(tmp_path):
     fake = tmp_path / "qemu-system-aarch64"
     fake.write_text(FAKE_AARCH64.format(python=sys.executable))
     fake.chmod(0o755)
-    work = tmp_path / "work,1"
-    work.mkdir()
-    argv = qemu_argv(qemu=str(fake), accel="tcg", vmlinuz=work / "Image", initrd=None,
-                     append="", console=work / "console.log", result=work / "result.log",
-                     arch="arm64")
-    out = QemuBackend(qemu_aarch64=str(fake))._boot(argv, work, 20.0)
+    with Guest("work,1", folder=tmp_path) as vm:
+        assert "," in str(vm.result)
+        argv = qemu_argv(qemu=str(fake), accel="tcg", vmlinuz=vm.work / "Image", initrd=None,
+                         append="", console=vm.console, result=vm.result, arch="arm64")
+        out = QemuBackend(qemu_aarch64=str(fake))._boot(vm, argv, 20.0)
     assert out.status == "ok", (out.errors, out.log_tail)
     assert out.document["environment"]["name"] == "fake-arm64"
 

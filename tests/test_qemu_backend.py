@@ -32,12 +32,15 @@ from hypothesis import strategies as st
 from vdsomatrix import contract, processes
 from vdsomatrix.analysis import artefacts
 from vdsomatrix.backends import qemu as qb
-from vdsomatrix.backends import qemu_guest as guest
 from vdsomatrix.backends.qemu import QemuBackend, qemu_argv
-from vdsomatrix.backends.qemu_guest import kernel_cmdline
 from vdsomatrix.engine import accel, workdirs
+from vdsomatrix.engine import frame as framing
+from vdsomatrix.engine import guest as engine_guest
+from vdsomatrix.engine.guest import Guest
 from vdsomatrix.errors import BadInput
+from vdsomatrix.images import guest_init as guest
 from vdsomatrix.images import initramfs, kernels
+from vdsomatrix.images.guest_init import kernel_cmdline
 from vdsomatrix.images.initramfs import CacheKey, InitramfsCache, read_file
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite
 
@@ -57,41 +60,41 @@ DOC = json.dumps({"schema": "vdsomatrix/1", "environment": {"name": "t"}}).encod
 
 
 def test_complete_frame():
-    got = guest.parse_frame(frame(DOC, rc=3))
+    got = framing.parse_frame(frame(DOC, rc=3))
     assert (got.status, got.payload, got.rc) == ("complete", DOC, 3)
 
 
 def test_noise_before_the_frame_is_ignored():
-    got = guest.parse_frame(b"\x00\xffSeaBIOS noise\r\nmore\n" + frame(DOC))
+    got = framing.parse_frame(b"\x00\xffSeaBIOS noise\r\nmore\n" + frame(DOC))
     assert got.status == "complete" and got.payload == DOC
 
 
 def test_crlf_translation_is_undone_once():
     wire = frame(DOC).replace(b"\n", b"\r\n")
-    got = guest.parse_frame(wire)
+    got = framing.parse_frame(wire)
     assert got.status == "complete" and got.payload == DOC
 
 
 @pytest.mark.parametrize("cut", [10, 60, 120, 150, -20, -3])
 def test_truncated_frames(cut):
     wire = frame(DOC)
-    got = guest.parse_frame(wire[:cut])
+    got = framing.parse_frame(wire[:cut])
     assert got.status in ("truncated", "missing") and got.payload is None
 
 
 def test_nothing_at_all():
-    assert guest.parse_frame(b"").status == "missing"
-    assert guest.parse_frame(b"random \x00 garbage\n" * 50).status == "missing"
+    assert framing.parse_frame(b"").status == "missing"
+    assert framing.parse_frame(b"random \x00 garbage\n" * 50).status == "missing"
 
 
 def test_hash_mismatch_is_corrupt():
     wire = bytearray(frame(DOC))
     wire[wire.index(b"{") + 3] ^= 0x20
-    assert guest.parse_frame(bytes(wire)).status == "corrupt"
+    assert framing.parse_frame(bytes(wire)).status == "corrupt"
 
 
 def test_header_must_start_a_line():
-    assert guest.parse_frame(b"xx" + frame(DOC)).status == "missing"
+    assert framing.parse_frame(b"xx" + frame(DOC)).status == "missing"
 
 
 @pytest.mark.parametrize(
@@ -104,30 +107,30 @@ def test_header_must_start_a_line():
     ],
 )
 def test_hostile_headers_are_refused(wire):
-    got = guest.parse_frame(wire)
+    got = framing.parse_frame(wire)
     assert got.status in ("corrupt", "truncated") and got.payload is None
 
 
 def test_payload_cannot_fake_the_end_marker():
     payload = b"\nVDSOMATRIX-END\n\nVDSOMATRIX-BEGIN v1 rc=0 len=1 sha256=" + b"0" * 64 + b"\n"
-    got = guest.parse_frame(frame(payload))
+    got = framing.parse_frame(frame(payload))
     assert got.status == "complete" and got.payload == payload
 
 
 def test_missing_end_marker_after_a_valid_payload():
     wire = frame(DOC).replace(b"VDSOMATRIX-END", b"SOMETHING-ELSE")
-    assert guest.parse_frame(wire).status == "corrupt"
+    assert framing.parse_frame(wire).status == "corrupt"
 
 
 def test_first_frame_wins():
-    got = guest.parse_frame(frame(b"one") + frame(b"two"))
+    got = framing.parse_frame(frame(b"one") + frame(b"two"))
     assert got.payload == b"one"
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_never_raise(data):
-    got = guest.parse_frame(data)
+    got = framing.parse_frame(data)
     assert got.status in ("complete", "missing", "truncated", "corrupt")
 
 
@@ -136,7 +139,7 @@ def test_arbitrary_bytes_never_raise(data):
 def test_a_prefix_is_never_mistaken_for_another_payload(payload, data):
     wire = frame(payload)
     cut = data.draw(st.integers(min_value=0, max_value=len(wire)))
-    got = guest.parse_frame(wire[:cut])
+    got = framing.parse_frame(wire[:cut])
     if got.status == "complete":
         assert got.payload == payload
     else:
@@ -149,30 +152,30 @@ def test_fed_in_pieces_or_whole_the_verdict_is_the_same(payload, crlf, sizes):
     wire = frame(payload)
     if crlf:
         wire = wire.replace(b"\n", b"\r\n")
-    parser, pos = guest.FrameParser(), 0
+    parser, pos = framing.FrameParser(), 0
     for size in sizes:
         parser.feed(wire[pos : pos + size])
         pos += size
     parser.feed(wire[pos:])
-    assert parser.frame() == guest.parse_frame(wire)
+    assert parser.frame() == framing.parse_frame(wire)
     assert parser.frame().status == "complete" and parser.frame().payload == payload
 
 
 def test_the_payload_cap_is_the_contract_cap():
-    assert guest.MAX_PAYLOAD == contract.MAX_OUTPUT
-    assert guest.PORT_LIMIT >= 2 * contract.MAX_OUTPUT
+    assert framing.MAX_PAYLOAD == contract.MAX_OUTPUT
+    assert framing.PORT_LIMIT >= 2 * contract.MAX_OUTPUT
 
 
 def test_an_announced_length_over_the_cap_is_refused_before_any_byte_arrives():
-    parser = guest.FrameParser()
-    parser.feed(f"VDSOMATRIX-BEGIN v1 rc=0 len={guest.MAX_PAYLOAD + 1} sha256={'0' * 64}\n"
+    parser = framing.FrameParser()
+    parser.feed(f"VDSOMATRIX-BEGIN v1 rc=0 len={framing.MAX_PAYLOAD + 1} sha256={'0' * 64}\n"
                 .encode())
     assert parser.decided and parser.frame().status == "corrupt"
     assert "too big" in parser.frame().problem
 
 
 def test_the_port_is_read_up_to_its_limit_and_no_further():
-    parser = guest.FrameParser(limit=1000)
+    parser = framing.FrameParser(limit=1000)
     parser.feed(b"noise\n" * 100)
     parser.feed(b"noise\n" * 100)
     assert parser.decided and parser.received == 1000
@@ -187,7 +190,7 @@ def test_the_result_port_reads_each_byte_once(tmp_path):
     re-hash its output)."""
     path = tmp_path / "result.log"
     wire = b"SeaBIOS noise\n" + frame(DOC * 50)
-    port = guest.ResultPort(path)
+    port = framing.ResultPort(path)
     assert port.poll() is False  # no file yet
     fed = []
     real_feed = port.parser.feed
@@ -212,7 +215,7 @@ def test_a_corrupt_result_stops_the_reading(tmp_path):
     wire = bytearray(frame(DOC))
     wire[wire.index(b"{") + 3] ^= 0x20
     path.write_bytes(bytes(wire))
-    port = guest.ResultPort(path)
+    port = framing.ResultPort(path)
     assert port.poll() is False and port.parser.decided
     with open(path, "ab") as fh:
         fh.write(b"y" * 10_000)
@@ -596,9 +599,9 @@ def fake_argv(fake_qemu: Path, work: Path) -> list[str]:
 
 
 def boot(fake_qemu: Path, tmp_path: Path, deadline: float = 20.0):
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    return QemuBackend(qemu=str(fake_qemu))._boot(fake_argv(fake_qemu, work), work, deadline)
+    with Guest("test", folder=tmp_path) as vm:
+        return QemuBackend(qemu=str(fake_qemu))._boot(vm, fake_argv(fake_qemu, vm.work),
+                                                      deadline)
 
 
 def wait_for(path: Path, seconds: float = 10.0) -> None:
@@ -625,7 +628,7 @@ def test_boot_ok_with_failing_probe_keeps_the_document(fake_qemu, tmp_path, monk
 
 def test_result_in_but_no_power_off_is_killed_and_ok(fake_qemu, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_QEMU_MODE", "linger")
-    monkeypatch.setattr(qb, "POWER_OFF_GRACE", 0.3)
+    monkeypatch.setattr(engine_guest, "POWER_OFF_GRACE", 0.3)
     started = time.monotonic()
     out = boot(fake_qemu, tmp_path)
     assert out.status == "ok" and time.monotonic() - started < 10
@@ -656,7 +659,7 @@ def test_a_guest_flooding_its_console_is_killed(fake_qemu, tmp_path, monkeypatch
     pidfile = tmp_path / "pid"
     monkeypatch.setenv("FAKE_QEMU_MODE", "flood")
     monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
-    monkeypatch.setattr(qb, "CONSOLE_LIMIT", 1 << 20)
+    monkeypatch.setattr(engine_guest, "CONSOLE_LIMIT", 1 << 20)
     started = time.monotonic()
     out = boot(fake_qemu, tmp_path, deadline=30)
     assert out.status == "crashed" and time.monotonic() - started < 10
@@ -689,7 +692,8 @@ def test_ctrl_c_kills_the_guest(fake_qemu, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real_sleep(seconds)
 
-    monkeypatch.setattr(qb, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupt))
+    monkeypatch.setattr(engine_guest, "time",
+                        SimpleNamespace(monotonic=time.monotonic, sleep=interrupt))
     with pytest.raises(KeyboardInterrupt):
         boot(fake_qemu, tmp_path, deadline=30)
     assert not _alive(int(pidfile.read_text()))
@@ -723,10 +727,12 @@ PARENT = """\
 import sys
 from pathlib import Path
 from vdsomatrix.backends.qemu import QemuBackend, qemu_argv
-fake, work = sys.argv[1], Path(sys.argv[2])
-argv = qemu_argv(qemu=fake, accel="tcg", vmlinuz=work / "vmlinuz", initrd=None, append="",
-                 console=work / "console.log", result=work / "result.log")
-QemuBackend(qemu=fake)._boot(argv, work, 600)
+from vdsomatrix.engine.guest import Guest
+fake, folder = sys.argv[1], Path(sys.argv[2])
+with Guest("parent", folder=folder) as vm:
+    argv = qemu_argv(qemu=fake, accel="tcg", vmlinuz=vm.work / "vmlinuz", initrd=None,
+                     append="", console=vm.console, result=vm.result)
+    QemuBackend(qemu=fake)._boot(vm, argv, 600)
 """
 
 
@@ -965,12 +971,11 @@ def test_real_panic_and_timeout(real_qemu, tmp_path):
     """No initramfs: the kernel panics (crashed); a tiny deadline: timeout, QEMU gone."""
     kernel = kernels.cached_kernel(KernelSpec("bookworm"))
     for deadline, status in ((120, "crashed"), (1, "timeout")):
-        work = tmp_path / status
-        work.mkdir()
-        argv = qemu_argv(qemu=qb.QEMU, accel="tcg", vmlinuz=kernel.vmlinuz, initrd=None,
-                         append="console=ttyS0 panic=-1", console=work / "console.log",
-                         result=work / "result.log")  # fmt: skip
-        out = real_qemu._boot(argv, work, deadline=deadline)
+        with Guest(status, folder=tmp_path) as vm:
+            argv = qemu_argv(qemu=qb.QEMU, accel="tcg", vmlinuz=kernel.vmlinuz, initrd=None,
+                             append="console=ttyS0 panic=-1", console=vm.console,
+                             result=vm.result)  # fmt: skip
+            out = real_qemu._boot(vm, argv, deadline=deadline)
         assert out.status == status, (out.errors, out.log_tail)
         if status == "crashed":
             assert "panicked" in out.errors[-1]

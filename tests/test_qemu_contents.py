@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.images import guest_init as guest
 from vdsomatrix.images import initramfs
 from vdsomatrix.images import initramfs_contents as contents
 

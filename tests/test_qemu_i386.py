@@ -15,8 +15,8 @@ import pytest
 from conftest import require
 
 from vdsomatrix.backends import qemu as qb
-from vdsomatrix.backends import qemu_guest as guest
 from vdsomatrix.backends.qemu import QemuBackend
+from vdsomatrix.images import guest_init as guest
 from vdsomatrix.images import initramfs, kernels
 from vdsomatrix.images import initramfs_contents as contents
 from vdsomatrix.images.initramfs import CacheKey, InitramfsCache

@@ -206,7 +206,7 @@ def test_status_without_a_fetched_index_is_not_built(tmp_path, monkeypatch):
 
 @pytest.mark.engine
 def test_bookworm_runtime_image_runs_as_nobody_without_its_build_tools(engine):
-    from vdsomatrix.engine.container import container_kwargs, run_container
+    from vdsomatrix.engine.container import Container
 
     if not (project_root() / "probes" / "runtimes" / "build.sh").is_file():
         pytest.skip("probes/runtimes/build.sh is not in this checkout")
@@ -227,10 +227,12 @@ def test_bookworm_runtime_image_runs_as_nobody_without_its_build_tools(engine):
         "for t in go javac rustc; do if command -v $t; then echo \"$t present\"; exit 3; fi; done; "
         "echo done"
     )
-    kwargs = container_kwargs("bookworm-runtimes-test", tag, ["sh", "-c", script], lifetime=60)
-    assert kwargs["user"] == "65534:65534" and kwargs["read_only"]
-    assert kwargs["network_mode"] == "none"
-    run = run_container(engine, kwargs, timeout=90, stdout_cap=1 << 20)
+    box = Container(engine, tag, ["sh", "-c", script], name="bookworm-runtimes-test",
+                    lifetime=100)
+    assert box.kwargs["user"] == "65534:65534" and box.kwargs["read_only"]
+    assert box.kwargs["network_mode"] == "none"
+    with box:
+        run = box.run(90, stdout_cap=1 << 20)
     out = run.stdout.decode()
     assert run.exit_code == 0, (out, run.stderr.decode()[-2000:])
     lines = out.splitlines()

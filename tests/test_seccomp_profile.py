@@ -18,7 +18,7 @@ import pytest
 from conftest import require
 
 from vdsomatrix.engine import seccomp
-from vdsomatrix.engine.container import container_kwargs, run_container
+from vdsomatrix.engine.container import container_kwargs, probe_confinement, run_container
 from vdsomatrix.images import probe_image as images
 from vdsomatrix.matrix import load_matrix
 
@@ -178,7 +178,8 @@ def test_a_broken_default_json_falls_back(tmp_path, content, fragment):
 
 def test_container_kwargs_pass_the_profile_inline_next_to_no_new_privileges(base_file):
     profile = make(base=base_file)
-    kwargs = container_kwargs("t", "img", ["true"], lifetime=10, seccomp=profile.text)
+    kwargs = container_kwargs("t", "img", ["true"], lifetime=10,
+                              confinement=probe_confinement(seccomp=profile.text))
     assert kwargs["security_opt"] == ["no-new-privileges", f"seccomp={profile.text}"]
     assert container_kwargs("t", "img", ["true"], lifetime=10)["security_opt"] == [
         "no-new-privileges"]
@@ -250,9 +251,9 @@ def trixie_image(engine):
 
 
 def run_inside(engine, image, profile: seccomp.Profile) -> dict:
-    kwargs = container_kwargs("test-seccomp", image, ["python3", "-c", INSIDE], lifetime=70,
-                              seccomp=profile.text)
-    run = run_container(engine, kwargs, timeout=60, stdout_cap=1 << 16)
+    run = run_container(engine, image, ["python3", "-c", INSIDE], name="test-seccomp",
+                        lifetime=70, confinement=probe_confinement(seccomp=profile.text),
+                        timeout=60, stdout_cap=1 << 16)
     assert run.exit_code == 0, (run.errors, run.stderr.decode(errors="replace")[-2000:])
     return json.loads(run.stdout)
 

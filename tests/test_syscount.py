@@ -314,16 +314,18 @@ def test_usage_errors_exit_2_and_print_nothing(bins, args):
 @pytest.mark.engine
 @pytest.mark.slow
 def test_seccomp_trace_works_as_nobody_in_a_hardened_container(engine):
-    from vdsomatrix.engine.container import container_kwargs, run_container
+    from vdsomatrix.engine.container import Container
     from vdsomatrix.images import probe_image as images
     from vdsomatrix.matrix import load_matrix
 
     image = images.ensure_probe_image(load_matrix().suites["bookworm"], client=engine)
     command = ["/opt/vdsomatrix/bin/syscount", "--", "python3", "-c", "import os; os.getppid()"]
-    kwargs = container_kwargs("test-syscount", image, command, lifetime=60)
+    box = Container(engine, image, command, name="test-syscount", lifetime=60)
+    kwargs = box.kwargs
     assert kwargs["user"].startswith("65534") and kwargs["cap_drop"] == ["ALL"]
     assert kwargs["security_opt"] == ["no-new-privileges"]
-    run = run_container(engine, kwargs, timeout=60, stdout_cap=1 << 16)
+    with box:
+        run = box.run(60, stdout_cap=1 << 16)
     assert run.exit_code == 0, (run.errors, run.stderr[-2000:])
     doc = json.loads(run.stdout)
     assert (doc["exit_code"], doc["error"], doc["method"]) == (0, None, "seccomp-trace")

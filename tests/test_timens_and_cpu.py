@@ -19,10 +19,10 @@ import pytest
 from fakes import load_probe
 
 from vdsomatrix import contract
-from vdsomatrix.backends import qemu_guest as guest
 from vdsomatrix.backends.host import HostBackend
-from vdsomatrix.backends.qemu_guest import kernel_cmdline
 from vdsomatrix.errors import BadInput
+from vdsomatrix.images import guest_init as guest
+from vdsomatrix.images.guest_init import kernel_cmdline
 from vdsomatrix.matrix import BackendName, Build, Environment, KernelSpec, Suite, load_matrix
 from vdsomatrix.paths import probes_dir
 from vdsomatrix.results import check_document

@@ -1,8 +1,10 @@
 """The docker backend: the probe in a locally built image of a Debian suite, on the host's kernel.
 
-Images are built locally (rootfs.py: debootstrap; images.py: the probe image) and never pulled;
-each probe runs in a fresh, confined container (container.py) that is always removed, and that
-stops by itself if vdsomatrix dies; what killed runs leave behind is found by leftovers.py.
+Images are built locally (images/rootfs.py: debootstrap; images/probe_image.py: the probe image;
+images/runtimes.py: the runtime layer) and never pulled. This module maps an environment onto an
+image and the probe's confinement, runs it in engine/container.py's Container (fresh, confined,
+always removed, stopping by itself if vdsomatrix dies; what killed runs leave behind is found by
+engine/leftovers.py), and judges the run.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from vdsomatrix.engine.container import (
     MEM_LIMIT,
     RUNTIMES_MEM_LIMIT,
     ContainerRun,
-    container_kwargs,
     exit_reason,
     log_tail,
+    probe_confinement,
     run_container,
 )
 from vdsomatrix.errors import EnvironmentUnavailable
@@ -275,11 +277,11 @@ class DockerBackend(Backend):
                 profile = seccomp.build(env.seccomp, time_namespace=env.time_namespace,
                                         engine_version=engine["version"])
                 remaining = deadline - (time.monotonic() - started)
-                kwargs = container_kwargs(env.name, image.id, self._probe_argv(env, deadline),
-                                          lifetime=remaining + SELF_KILL_GRACE,
-                                          runtimes=env.runtimes, seccomp=profile.text,
-                                          cpu=cpu)
-                run = run_container(client, kwargs, timeout=remaining,
+                confinement = probe_confinement(runtimes=env.runtimes, seccomp=profile.text,
+                                                cpu=cpu)
+                run = run_container(client, image.id, self._probe_argv(env, deadline),
+                                    name=env.name, lifetime=remaining + SELF_KILL_GRACE,
+                                    confinement=confinement, timeout=remaining,
                                     stdout_cap=contract.MAX_OUTPUT, log=log)
         except EnvironmentUnavailable as exc:
             return outcome("failed", [str(exc)], document=None)

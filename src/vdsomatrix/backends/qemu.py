@@ -1,23 +1,22 @@
 """The QEMU backend: a Debian kernel, booted with a chosen command line, runs the probe.
 
-What boots: the kernel of ``env.kernel`` (kernels.py: only vmlinuz, everything the guest needs
-is built in) with the initramfs of ``env.userland``'s probe image (initramfs.py), whose /init
-(guest.py) runs the probe and writes its result to the second serial port.
+What boots: the kernel of ``env.kernel`` (images/kernels.py: only vmlinuz, everything the guest
+needs is built in) with the initramfs of ``env.userland``'s probe image (images/initramfs.py),
+whose /init (images/guest_init.py) runs the probe and writes its result to the second serial
+port.
 
 How it runs: ``qemu-system-x86_64`` (``qemu-system-i386`` for an i386 kernel: Debian's 686-pae,
 booted with an i386 userland, so the probe's rows are native 32-bit ones) with no network, no
 display and two serial ports, both files: ttyS0 is the console (kept as a log tail), ttyS1
-carries the framed JSON result, read as it grows. An arm64 kernel boots under
-``qemu-system-aarch64`` on the ``virt`` board with ``-cpu max`` (always TCG on an x86 host):
-its one UART (PL011, ttyAMA0) is the console, and a 16550 on its PCI bus (ttyS0 in the guest)
-the result port, each a file the same way. Each guest has one vCPU and is pinned to one
-host CPU of its own (``taskset``; a lock file per CPU, so guests of parallel threads or
-processes do not share a CPU while a free one exists), so guests running side by side do not
-compete for a CPU and their latencies stay comparable. QEMU runs in a session of its own that
-dies with vdsomatrix (processes.spawn), and is killed when the deadline passes, when the result
-is in and the guest does not power off by itself, when it floods its serial ports, when the run
-is interrupted, and on any exception; its work folder is removed. The accelerator (KVM or TCG)
-is chosen by accel.py.
+carries the framed JSON result. An arm64 kernel boots under ``qemu-system-aarch64`` on the
+``virt`` board with ``-cpu max`` (always TCG on an x86 host): its one UART (PL011, ttyAMA0) is
+the console, and a 16550 on its PCI bus (ttyS0 in the guest) the result port, each a file the
+same way. Each guest has one vCPU and is pinned to one host CPU of its own (``taskset``; a lock
+file per CPU, so guests of parallel threads or processes do not share a CPU while a free one
+exists), so guests running side by side do not compete for a CPU and their latencies stay
+comparable. This module builds QEMU's command line and judges what the guest left; starting,
+watching, killing and cleaning up after QEMU is engine/guest.py's :class:`Guest`. The
+accelerator (KVM or TCG) is chosen by engine/accel.py.
 """
 
 from __future__ import annotations
@@ -25,20 +24,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vdsomatrix import contract, processes
-from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix import contract
 from vdsomatrix.backends.base import Availability, Backend, ProbeOutcome
 from vdsomatrix.cpus import claim_host_cpu
-from vdsomatrix.engine import accel, workdirs
+from vdsomatrix.engine import accel
+from vdsomatrix.engine.guest import Guest, GuestRun, remove_leftovers
 from vdsomatrix.errors import BadInput, EnvironmentUnavailable, VdsomatrixError
-from vdsomatrix.images import foreign, kernels
+from vdsomatrix.images import foreign, guest_init, kernels
 from vdsomatrix.images.initramfs import InitramfsCache, read_file
 from vdsomatrix.matrix import BackendName, Environment, KernelSpec, Suite
 from vdsomatrix.text import plain_tail
@@ -66,12 +63,7 @@ def install_qemu(binary: str) -> str:
 
 INSTALL_QEMU = install_qemu(QEMU)
 MEMORY_MB = 1024  # enough for a ~150 MB initramfs unpacked into RAM next to its packed copy
-POWER_OFF_GRACE = 5.0  # seconds a guest gets to power off after its result is complete
-POLL_SECONDS = 0.2
 CONSOLE_TAIL = 40
-# A real boot prints some 50 KB on its console; a guest printing this much is not one.
-CONSOLE_LIMIT = 64 << 20
-WORK_PREFIX = "vdsomatrix-qemu-"  # every temporary folder of this backend (see workdirs)
 _PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")
 
 
@@ -151,17 +143,10 @@ def guest_memory_mb(initrd_bytes: int, floor: int = MEMORY_MB) -> int:
     return max(floor, 3 * (initrd_bytes >> 20) + 512)
 
 
-def _tail(path: Path, lines: int = CONSOLE_TAIL) -> list[str]:
-    """The last lines of a console log, as plain printable text."""
-    text = workdirs.read_tail(path, 64 << 10).decode("utf-8", "replace").replace("\r", "")
+def _tail(console: bytes, lines: int = CONSOLE_TAIL) -> list[str]:
+    """The last lines of a console log's end, as plain printable text."""
+    text = console[-(64 << 10):].decode("utf-8", "replace").replace("\r", "")
     return plain_tail(text, lines, replacement="")
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 # A host CPU for one guest, from the same claim as the containers' (cpus.py).
@@ -237,7 +222,7 @@ class QemuBackend(Backend):
             gate = self._can_boot(kernel)
             if not gate.ok:
                 return gate
-            guest.check_cmdline(env)
+            guest_init.check_cmdline(env)
             missing = kernels.unavailable_reason(kernel)
             if missing:
                 return Availability(False, missing)
@@ -269,7 +254,7 @@ class QemuBackend(Backend):
         gate = self._can_boot(kernel)
         if not gate.ok:
             raise EnvironmentUnavailable(gate.reason)
-        guest.check_cmdline(env)  # refuses reserved words before anything is built
+        guest_init.check_cmdline(env)  # refuses reserved words before anything is built
         kernels.fetch_kernel(kernel, refresh=rebuild, log=log)
         self.initramfs.prepare(suite, runtimes=env.runtimes, rebuild=rebuild, log=log)
 
@@ -294,7 +279,7 @@ class QemuBackend(Backend):
         return ":".join(parts)
 
     def clean(self, *, images: bool = False, log=print) -> None:
-        workdirs.remove_dead(Path(tempfile.gettempdir()), WORK_PREFIX, log)
+        remove_leftovers(log)
         self.initramfs.remove_leftovers(log)
         kernels.remove_leftovers(log)
         if images:
@@ -306,7 +291,7 @@ class QemuBackend(Backend):
         try:
             suite, spec = _parts(env)
             budget = contract.helper_budget(deadline, self.startup_allowance)
-            append = guest.kernel_cmdline(env, budget)
+            append = guest_init.kernel_cmdline(env, budget)
             qemu = self.qemu_for(spec)
             gate = self._can_boot(spec)
             if not gate.ok:
@@ -318,25 +303,26 @@ class QemuBackend(Backend):
             return ProbeOutcome(None, "failed", [str(exc)], seconds=time.monotonic() - started)
 
         def kvm_try_argv(console: Path) -> list[str]:
+            append = f"console={guest_init.ports(spec.arch)[0]} panic=-1"
             return qemu_argv(qemu=qemu, accel="kvm", vmlinuz=kernel.vmlinuz, initrd=None,
-                             memory_mb=256, append=f"console={guest.ports(spec.arch)[0]} panic=-1",
-                             console=console, result=None, arch=spec.arch)  # fmt: skip
+                             memory_mb=256, append=append, console=console, result=None,
+                             arch=spec.arch)  # fmt: skip
 
         # KVM runs guests of the host CPU's own kind only: an arm64 guest on x86 is emulated.
         chosen = ("tcg" if foreign.emulated(spec.arch)
                   else accel.detect_accel(qemu, kvm_try_argv, log=log))
         memory = guest_memory_mb(initrd.stat().st_size, self.memory_mb)
-        with workdirs.owned_tempdir(f"{WORK_PREFIX}{env.name}-") as work, _host_cpu() as cpu:
+        with _host_cpu() as cpu, Guest(env.name) as vm:
             argv = qemu_argv(
                 qemu=qemu, accel=chosen, vmlinuz=kernel.vmlinuz, initrd=initrd,
-                append=append, console=work / "console.log", result=work / "result.log",
+                append=append, console=vm.console, result=vm.result,
                 memory_mb=memory, cpus=env.cpus, arch=spec.arch,
             )  # fmt: skip
             if cpu is not None and shutil.which("taskset"):
                 argv = ["taskset", "-c", str(cpu), *argv]
             log(f"{env.name}: booting {kernel.release} ({chosen}, host CPU {cpu}): {append}")
             remaining = max(1.0, deadline - (time.monotonic() - started))
-            outcome = self._boot(argv, work, remaining)
+            outcome = self._boot(vm, argv, remaining)
         if outcome.document is not None:
             outcome.errors += contract.resolve_artefacts(
                 outcome.document, lambda path, limit: read_file(initrd, path, limit),
@@ -351,52 +337,17 @@ class QemuBackend(Backend):
         }  # fmt: skip
         return outcome
 
-    def _boot(self, argv: list[str], work: Path, deadline: float) -> ProbeOutcome:
-        """Run one guest to its end; ``deadline`` counts from the start of QEMU.
+    def _boot(self, vm: Guest, argv: list[str], deadline: float) -> ProbeOutcome:
+        """Run one guest to its end in ``vm``; ``deadline`` counts from the start of QEMU.
 
         Raises processes.Interrupted (QEMU killed) when the run is interrupted meanwhile.
         """
-        console, port = work / "console.log", guest.ResultPort(work / "result.log")
-        timed_out, flooded = False, ""
-        processes.check_stopping()
-        with open(work / "qemu.err", "wb") as err:
-            proc = processes.spawn(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        started = time.monotonic()
-        try:
-            complete_at = None
-            while True:
-                processes.check_stopping()
-                exited = proc.poll() is not None
-                if complete_at is None and port.poll():
-                    complete_at = time.monotonic()
-                if exited:
-                    break
-                if complete_at is not None:
-                    if time.monotonic() - complete_at > POWER_OFF_GRACE:
-                        break  # the result is in; the guest just did not power off
-                elif _size(console) > CONSOLE_LIMIT:
-                    flooded = f"{CONSOLE_LIMIT >> 20} MiB to its console"
-                    break
-                elif _size(port.path) > guest.PORT_LIMIT:
-                    flooded = f"{guest.PORT_LIMIT >> 20} MiB to its result port"
-                    break
-                if time.monotonic() - started > deadline:
-                    timed_out = True
-                    break
-                time.sleep(POLL_SECONDS)
-        finally:
-            processes.kill_group(proc)
-        try:
-            frame = port.frame()
-        finally:
-            port.close()
-        return self._outcome(frame, proc.returncode, work, deadline, timed_out, flooded)
+        return self._outcome(vm.run(argv, deadline), deadline)
 
     @staticmethod
-    def _outcome(frame: guest.Frame, returncode: int | None, work: Path, deadline: float,
-                 timed_out: bool, flooded: str) -> ProbeOutcome:
+    def _outcome(run: GuestRun, deadline: float) -> ProbeOutcome:
         """What a finished guest left behind, as an outcome."""
-        tail = _tail(work / "console.log")
+        frame, tail = run.frame, _tail(run.console)
         if frame.status == "complete":
             parsed = contract.parse_output(frame.payload, "the guest's result")
             if parsed.document is None:
@@ -408,20 +359,20 @@ class QemuBackend(Backend):
         errors = []
         if frame.status != "missing":
             errors.append(f"guest result {frame.status}: {frame.problem}")
-        if timed_out:
+        if run.timed_out:
             errors.append(f"guest did not finish within {deadline:.0f}s; killed")
             return ProbeOutcome(None, "timeout", errors, tail)
-        if flooded:
-            errors.append(f"guest wrote more than {flooded}; killed")
+        if run.flooded:
+            errors.append(f"guest wrote more than {run.flooded}; killed")
             return ProbeOutcome(None, "crashed", errors, tail)
         # The panic message is at the end of the console, however much came before it.
-        panic = _PANIC.search(workdirs.read_tail(work / "console.log", 1 << 20))
+        panic = _PANIC.search(run.console)
         if panic:
             errors.append("guest kernel panicked: " + panic.group(0).decode("utf-8", "replace"))
             return ProbeOutcome(None, "crashed", errors, tail)
-        if returncode not in (0, None):
-            lines = workdirs.last_lines(work / "qemu.err")
-            detail = lines[-1] if lines else f"exit status {returncode}"
+        if run.returncode not in (0, None):
+            lines = run.stderr_lines
+            detail = lines[-1] if lines else f"exit status {run.returncode}"
             errors.append(f"qemu failed: {detail}"[:300])
             return ProbeOutcome(None, "failed", errors, tail + lines)
         errors.append("guest stopped without a complete result")

@@ -13,14 +13,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from vdsomatrix import processes
-from vdsomatrix.engine import workdirs
+from vdsomatrix.engine.guest import Guest
 from vdsomatrix.paths import cache_dir
 from vdsomatrix.results import write_atomic
 
@@ -93,31 +91,12 @@ def detect_accel(qemu: str, try_argv: Callable[[Path], list[str]], *, log=print)
 
 def try_kvm(try_argv: Callable[[Path], list[str]]) -> tuple[str, str]:
     """Boot with ``try_argv`` for up to :data:`KVM_TRY_SECONDS`: ("kvm" or "tcg", why)."""
-    with workdirs.owned_tempdir("vdsomatrix-qemu-kvm-") as work:
-        console, stderr = work / "console.log", work / "qemu.err"
-        started = time.monotonic()
-        with open(stderr, "wb") as err:
-            proc = processes.spawn(try_argv(console), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            while time.monotonic() - started < KVM_TRY_SECONDS:
-                processes.check_stopping()
-                if BANNER in _head(console):
-                    return "kvm", f"kernel banner after {time.monotonic() - started:.1f}s"
-                if proc.poll() is not None:
-                    lines = workdirs.last_lines(stderr)
-                    why = lines[-1] if lines else f"status {proc.returncode}"
-                    return "tcg", f"qemu -accel kvm exited: {why}"
-                time.sleep(0.1)
-            return "tcg", f"no kernel banner within {KVM_TRY_SECONDS:.0f}s"
-        finally:
-            processes.kill_group(proc)
-
-
-def _head(path: Path, limit: int = 64 << 10) -> bytes:
-    """The first bytes of a file (the banner is the kernel's first line)."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(limit)
-    except OSError:
-        return b""
+    with Guest("kvm") as guest:
+        run = guest.run(try_argv(guest.console), KVM_TRY_SECONDS,
+                        until=lambda booting: BANNER in booting.console_head())
+    if run.ended == "until":
+        return "kvm", f"kernel banner after {run.seconds:.1f}s"
+    if run.ended == "exited":
+        why = run.stderr_lines[-1] if run.stderr_lines else f"status {run.returncode}"
+        return "tcg", f"qemu -accel kvm exited: {why}"
+    return "tcg", f"no kernel banner within {KVM_TRY_SECONDS:.0f}s"

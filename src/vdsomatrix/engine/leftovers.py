@@ -1,11 +1,12 @@
 """What runs leave behind in the engine, and how it is told apart from what live runs still use.
 
-Every probe container carries its owner (host name, boot id, pid and that pid's start time, so a
-reused pid is not mistaken for the owner) and the wall-clock time by which it kills itself
-(container.py wraps the probe in ``timeout -s KILL``). A container is an orphan when its owner
-is provably gone (same host and boot, and that process no longer exists), or when its own
-deadline has passed by more than :data:`EXPIRY_GRACE`: by then any live owner has stopped
-waiting for it. Containers without these labels (the QEMU backend's initramfs exports, probe
+Every container (engine/container.py's Container: probe runs, the runtime layer's build, the
+never started containers that files are copied out of) carries its owner (host name, boot id,
+pid and that pid's start time, so a reused pid is not mistaken for the owner) and the
+wall-clock time by which it kills itself (its command runs under ``timeout -s KILL``). A
+container is an orphan when its owner is provably gone (same host and boot, and that process no
+longer exists), or when its own deadline has passed by more than :data:`EXPIRY_GRACE`: by then
+any live owner has stopped waiting for it. Containers without these labels (probe and export
 containers of older versions) are orphans once older than :data:`UNLABELLED_AGE`. Old images
 are images/stale.py's.
 """
@@ -21,7 +22,7 @@ from vdsomatrix.engine.client import LABEL, Log, remove_container
 from vdsomatrix.processes import boot_id, start_time
 
 PROBE_RUN = {f"{LABEL}.kind": "probe-run"}
-QEMU_EXPORT = {LABEL: "qemu"}  # set by the QEMU backend on its initramfs-export containers
+QEMU_EXPORT = {LABEL: "qemu"}  # the kind label of the initramfs-export containers
 OWNER_HOST, OWNER_BOOT = f"{LABEL}.owner.host", f"{LABEL}.owner.boot"
 OWNER_PID, OWNER_STARTED = f"{LABEL}.owner.pid", f"{LABEL}.owner.started"
 EXPIRES = f"{LABEL}.expires"  # Unix time by which the container has killed itself
@@ -67,8 +68,10 @@ def orphan_reason(summary: dict[str, Any], now: float) -> str | None:
     return "it is unlabelled and over an hour old" if now - created > UNLABELLED_AGE else None
 
 
-def remove_orphan_containers(client, log: Log = print) -> int:
-    """Remove probe and export containers that no live run owns; returns how many."""
+def remove_orphan_containers(client, log: Log = print, *,
+                             where: dict[str, str] | None = None) -> int:
+    """Remove probe and export containers that no live run owns; returns how many. ``where``:
+    only those with these labels too (a test's own, say)."""
     seen, removed = set(), 0
     now = time.time()
     for wanted in (PROBE_RUN, QEMU_EXPORT):
@@ -77,6 +80,9 @@ def remove_orphan_containers(client, log: Log = print) -> int:
             if summary["Id"] in seen:
                 continue
             seen.add(summary["Id"])
+            labels = summary.get("Labels") or {}
+            if where and any(labels.get(key) != value for key, value in where.items()):
+                continue
             reason = orphan_reason(summary, now)
             if reason is None:
                 continue

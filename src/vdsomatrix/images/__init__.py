@@ -9,4 +9,8 @@ but the Debian archive's.
     kernels.py            Debian kernels, fetched by package name, unpacked and cached
     initramfs.py          probe images turned into initramfs files for guests, and their cache
     initramfs_contents.py which files of an image a guest needs
+    guest_init.py         what a guest runs: its /init, and the kernel command line it reads
+
+Containers these need (a build, a copy, an export) are engine/container.py's Container; nothing
+here imports a backend.
 """

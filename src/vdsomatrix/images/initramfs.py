@@ -2,13 +2,13 @@
 
 The probe image of a suite (the same Docker image the docker backend runs) is exported from a
 created, never started container. For the C helper's builds only what the probe needs is kept
-(contents.py: /init's programs, python3 and the part of its standard library the probe can
+(initramfs_contents.py: /init's programs, python3 and the part of its standard library the probe can
 import, the probe and its helpers, /etc, and every library all of them load: some 33 MB of a
 156-164 MB image); the runtime images (``runtimes``) are kept whole but for :data:`STRIP`
 (compilers, headers, static libraries, documentation, locales). Either is written by ``bsdtar``
 as an uncompressed newc initramfs (uncompressed: under TCG the guest's CPU is emulated, and
 decompressing costs it more than copying the bytes saves; see benchmarks/guest_boot.py), plus
-the guest's /init (``guest.INIT_SCRIPT``).
+the guest's /init (``guest_init.INIT_SCRIPT``).
 
 Cache layout, under ``<cache>/initramfs``::
 
@@ -45,9 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from vdsomatrix import processes
-from vdsomatrix.backends import qemu_guest as guest
-from vdsomatrix.engine import leftovers, workdirs
+from vdsomatrix.engine import workdirs
+from vdsomatrix.engine.container import PROBE, Container
+from vdsomatrix.engine.leftovers import QEMU_EXPORT
 from vdsomatrix.errors import EnvironmentUnavailable
+from vdsomatrix.images import guest_init
 from vdsomatrix.images import initramfs_contents as contents
 from vdsomatrix.matrix import Suite
 from vdsomatrix.paths import cache_dir, file_lock
@@ -116,6 +118,9 @@ def strip_patterns(arch: str = "amd64") -> tuple[str, ...]:
     return tuple(patterns)
 
 
+# An export container is never started; its labels say until when its owner may still read it.
+EXPORT_LIFETIME = 3600.0
+EXPORT_LIMIT = 16 << 30  # bytes of an image's file system exported at most (runtimes: ~1.5 GB)
 BUILDING = ".building-"  # prefix of the folder an initramfs is built in before it is renamed
 BSDTAR_MISSING = (
     "bsdtar not found: install libarchive-tools (`bash .ci/setup-machine` as root does)"
@@ -157,7 +162,7 @@ def initramfs_recipe_hash(arch: str = "amd64", *, whole: bool = False) -> str:
     digest = hashlib.sha256()
     digest.update(f"recipe {INITRAMFS_RECIPE}\n".encode())
     digest.update("\n".join(strip_patterns(arch)).encode() + b"\n")
-    digest.update(guest.INIT_SCRIPT.encode())
+    digest.update(guest_init.INIT_SCRIPT.encode())
     if not whole:
         digest.update(contents.recipe_text().encode())
     return digest.hexdigest()[:12]
@@ -168,7 +173,8 @@ def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64", whol
     """Write the initramfs of Docker image ``image`` (a userland of ``arch``) to ``dest``;
     returns size and timing.
 
-    The image's file system is exported from a created (never started) container. ``whole``
+    The image's file system is exported from a created (never started) container
+    (engine/container.py's Container, removed whatever happens). ``whole``
     (a runtime image): streamed through ``bsdtar``, which drops :data:`STRIP`
     (:func:`strip_patterns` of ``arch``); else spooled to a file, from which
     :func:`contents.select` keeps what the probe needs, streamed as a tar into ``bsdtar``. Either
@@ -178,7 +184,7 @@ def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64", whol
         raise EnvironmentUnavailable(BSDTAR_MISSING)
     started = time.monotonic()
     with workdirs.owned_tempdir(BUILDING, dest.parent) as work:
-        (work / "init").write_text(guest.INIT_SCRIPT)
+        (work / "init").write_text(guest_init.INIT_SCRIPT)
         (work / "strip").write_text("\n".join(strip_patterns(arch)) + "\n")
         (work / "extra.mtree").write_text(
             "#mtree\n"
@@ -187,25 +193,19 @@ def build_initramfs(client, image: str, dest: Path, *, arch: str = "amd64", whol
             f"./init type=file uid=0 gid=0 mode=0755 contents={_mtree_path(work / 'init')}\n"
         )
         out = work / "initramfs.cpio"
-        container = client.containers.create(
-            image, command=["/bin/true"], network_disabled=True,
-            labels={**leftovers.QEMU_EXPORT, **leftovers.owner_labels()},  # see clean()
-        )
-        try:
+        with Container(client, image, ["true"], name=f"{arch}-initramfs", kind=QEMU_EXPORT,
+                       lifetime=EXPORT_LIFETIME, confinement=PROBE, log=log) as box:
             if whole:
-                kept = _bsdtar(out, work, container.export(chunk_size=1 << 20), strip=True)
+                kept = _bsdtar(out, work, box.export(EXPORT_LIMIT), strip=True)
             else:
                 spool = work / "export.tar"
                 with open(spool, "wb") as fh:
-                    for chunk in container.export(chunk_size=1 << 20):
-                        processes.check_stopping()
+                    for chunk in box.export(EXPORT_LIMIT):
                         fh.write(chunk)
                 with tarfile.open(spool) as tar:
                     members = contents.select(tar, arch)
                     kept = _bsdtar(out, work, _tar_stream(tar, members), strip=False)
                 spool.unlink()
-        finally:
-            container.remove(force=True)
         if not kept or not out.is_file():
             detail = " | ".join(workdirs.last_lines(work / "bsdtar.err"))[-300:]
             raise EnvironmentUnavailable(f"building the initramfs of {image} failed: {detail}")

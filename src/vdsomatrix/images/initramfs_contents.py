@@ -12,7 +12,8 @@ copied into the guest's RAM and unpacked there before /init starts. The guest ru
 - :data:`KEEP_TREES` and :data:`KEEP_FILES` whole: the probe and the helpers
   (``opt/vdsomatrix``), ``etc`` (os-release, ld.so.cache, passwd, nsswitch.conf...), the C.UTF-8
   locale of older glibcs, dpkg's status (the probe reads package versions there);
-- the programs /init runs (:data:`guest.INIT_PROGRAMS`, looked up on its PATH) and python3;
+- the programs /init runs (:data:`guest_init.INIT_PROGRAMS`, looked up on its PATH) and
+  python3;
 - python3's standard library, but for :data:`PYTHON_SKIP`: packages and modules the probe never
   imports, directly or through another module (a blocklist, not a list of what is imported, so
   that a module of a newer Python's import graph is never missing), and the extension modules
@@ -39,7 +40,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
-from vdsomatrix.backends import qemu_guest as guest
+from vdsomatrix.images import guest_init
 
 # Bump when a rule below changes in a way its constants do not show (they are hashed).
 CONTENTS_RECIPE = 1
@@ -92,7 +93,7 @@ def recipe_text() -> str:
     return "\n".join([
         f"contents {CONTENTS_RECIPE}", " ".join(KEEP_TREES), " ".join(KEEP_FILES),
         " ".join(FOLLOW_SKIP),
-        " ".join(PATH_DIRS), PYTHON, " ".join(guest.INIT_PROGRAMS), " ".join(PYTHON_SKIP),
+        " ".join(PATH_DIRS), PYTHON, " ".join(guest_init.INIT_PROGRAMS), " ".join(PYTHON_SKIP),
         _CONFIG_DIR.pattern, DYNLOAD_SKIP.pattern, " ".join(DLOPENED),
         repr(sorted(LIBRARY_DIRS.items())),
     ]) + "\n"
@@ -185,12 +186,10 @@ def _python_skipped(rel: str) -> bool:
     return top in PYTHON_SKIP or bool(_CONFIG_DIR.fullmatch(parts[0]))
 
 
-def select(tar: tarfile.TarFile, arch: str = "amd64") -> list[tarfile.TarInfo]:
-    """The members of ``tar`` (an image's export, random access) a guest of the C helper's
-    builds needs, in the order of the export; see the module docstring."""
-    members = tar.getmembers()
-    tree = Tree(members)
-    keep: set[str] = set()
+def _roots(tree: Tree, arch: str) -> list[str]:
+    """What is kept for itself: the kept trees and files, the standard library but for the
+    skip lists, what the kept trees' links point at, /init's programs and python3, and
+    :data:`DLOPENED`."""
     roots: list[str] = []
     for path, member in tree.members.items():
         if not (member.isreg() or member.islnk()):
@@ -207,30 +206,40 @@ def select(tar: tarfile.TarFile, arch: str = "amd64") -> list[tarfile.TarInfo]:
             target = tree.file(path)
             if target:
                 roots.append(target)
-    for program in (*guest.INIT_PROGRAMS, PYTHON):
+    for program in (*guest_init.INIT_PROGRAMS, PYTHON):
         found = next((f for f in (tree.file(f"{d}/{program}") for d in PATH_DIRS) if f), None)
         if found:
             roots.append(found)
-    lib_dirs = LIBRARY_DIRS.get(arch, LIBRARY_DIRS["amd64"])
     for name in DLOPENED:
-        roots += [f for f in (tree.file(f"{d}/{name}") for d in lib_dirs) if f][:1]
+        roots += [f for f in (tree.file(f"{d}/{name}") for d in _lib_dirs(arch)) if f][:1]
+    return roots
 
-    def library(name: str, origin: str, runpaths: list[str]) -> list[str]:
-        """The files ld.so could load for DT_NEEDED ``name``: the first found, and its
-        glibc-hwcaps variants in that folder."""
-        if "/" in name:
-            found = tree.file(name)
-            return [found] if found else []
-        for folder in [*runpaths, *lib_dirs]:
-            folder = folder.replace("$ORIGIN", "/" + origin).replace("${ORIGIN}", "/" + origin)
-            found = tree.file(f"{folder}/{name}")
-            if found:
-                hwcaps = tree.resolve(f"{folder}/glibc-hwcaps")
-                variants = [p for p in tree.members if hwcaps and p.startswith(hwcaps + "/")
-                            and p.endswith("/" + name)] if hwcaps else []
-                return [found, *[v for v in map(tree.file, variants) if v]]
-        return []
 
+def _lib_dirs(arch: str) -> tuple[str, ...]:
+    return LIBRARY_DIRS.get(arch, LIBRARY_DIRS["amd64"])
+
+
+def _library(tree: Tree, lib_dirs, name: str, origin: str, runpaths: list[str]) -> list[str]:
+    """The files ld.so could load for DT_NEEDED ``name`` of a file in ``origin``: the first
+    found, and its glibc-hwcaps variants in that folder."""
+    if "/" in name:
+        found = tree.file(name)
+        return [found] if found else []
+    for folder in [*runpaths, *lib_dirs]:
+        folder = folder.replace("$ORIGIN", "/" + origin).replace("${ORIGIN}", "/" + origin)
+        found = tree.file(f"{folder}/{name}")
+        if found:
+            hwcaps = tree.resolve(f"{folder}/glibc-hwcaps")
+            variants = [p for p in tree.members if hwcaps and p.startswith(hwcaps + "/")
+                        and p.endswith("/" + name)] if hwcaps else []
+            return [found, *[v for v in map(tree.file, variants) if v]]
+    return []
+
+
+def _closure(tar: tarfile.TarFile, tree: Tree, roots: list[str], arch: str) -> set[str]:
+    """``roots`` and everything they need: hard links' targets, each ELF file's interpreter
+    and DT_NEEDED libraries, and theirs in turn."""
+    keep: set[str] = set()
     todo = list(roots)
     while todo:
         path = todo.pop()
@@ -256,7 +265,16 @@ def select(tar: tarfile.TarFile, arch: str = "amd64") -> list[tarfile.TarInfo]:
                 todo.append(found)
         origin = posixpath.dirname(path)
         for name in needed:
-            todo += library(name, origin, runpaths)
+            todo += _library(tree, _lib_dirs(arch), name, origin, runpaths)
+    return keep
+
+
+def select(tar: tarfile.TarFile, arch: str = "amd64") -> list[tarfile.TarInfo]:
+    """The members of ``tar`` (an image's export, random access) a guest of the C helper's
+    builds needs, in the order of the export; see the module docstring."""
+    members = tar.getmembers()
+    tree = Tree(members)
+    keep = _closure(tar, tree, _roots(tree, arch), arch)
     chosen = []
     for member in members:
         path = _norm(member.name)

@@ -32,14 +32,11 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import re
 import shutil
 import tarfile
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,15 +45,9 @@ from vdsomatrix import paths, processes
 from vdsomatrix.debian import debs as debian_debs
 from vdsomatrix.debian import packages
 from vdsomatrix.debian.apt import AptFailed, PrivateApt
-from vdsomatrix.engine.client import (
-    LABEL,
-    Log,
-    engine,
-    find_image,
-    quiet,
-    remove_container,
-)
-from vdsomatrix.engine.leftovers import EXPIRES, PROBE_RUN, owner_labels
+from vdsomatrix.engine.client import LABEL, Log, engine, find_image
+from vdsomatrix.engine.container import PROBE, Confinement, Container
+from vdsomatrix.engine.leftovers import EXPIRES, owner_labels
 from vdsomatrix.errors import BadInput
 from vdsomatrix.images import probe_image as images
 from vdsomatrix.images.rootfs import ImageBuildError
@@ -431,18 +422,15 @@ with open(sys.argv[2], "w") as fh:
 '''
 
 
+STATUS_LIMIT = 64 << 20  # bytes of /var/lib/dpkg/status copied out at most (some 1-2 MB)
+
+
 def _image_status_file(client, probe_tag: str, into: Path, suite: Suite) -> Path:
     """The probe image's /var/lib/dpkg/status, copied out of a created (never started)
     container."""
-    container = client.containers.create(
-        probe_tag, command=["true"], network_mode="none",
-        labels={**PROBE_RUN, f"{LABEL}.env": f"{suite.name}-runtimes-status", **owner_labels(),
-                EXPIRES: str(math.ceil(time.time()) + 60)})
-    try:
-        stream, _ = container.get_archive("/var/lib/dpkg/status")
-        data = b"".join(stream)
-    finally:
-        remove_container(client, container.id)
+    with Container(client, probe_tag, ["true"], name=f"{suite.name}-runtimes-status",
+                   lifetime=60, confinement=PROBE) as box:
+        data = box.get_archive("/var/lib/dpkg/status", STATUS_LIMIT)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = tar.extractfile("status")
         if member is None:
@@ -472,16 +460,16 @@ def _write_work(work: Path, selection: Selection, debs: list[str]) -> None:
 
 
 class _Progress:
-    """Reads the build container's output in a thread: phase lines are logged with the time the
-    previous phase took; the last lines are kept for an error message."""
+    """Reads the build container's output as it arrives (Container.run's ``watch``): phase
+    lines are logged with the time the previous phase took; the last lines are kept for an
+    error message."""
 
-    def __init__(self, stream, suite: Suite, log: Log):
-        self.stream, self.suite, self.log = stream, suite, log
+    def __init__(self, suite: Suite, log: Log):
+        self.suite, self.log = suite, log
         self.tail: list[str] = []
         self.phases: dict[str, float] = {}
         self._current: tuple[str, float] | None = None
-        self.thread = threading.Thread(target=self._run, name="runtimes-build", daemon=True)
-        self.thread.start()
+        self._pending = b""
 
     def _line(self, line: str) -> None:
         if line.startswith(PHASE):
@@ -499,44 +487,28 @@ class _Progress:
         if line:
             self.tail = [*self.tail[-39:], line]
 
-    def _run(self) -> None:
-        pending = b""
-        with contextlib.suppress(Exception):  # the stream breaks when the container goes
-            for out, err in self.stream:
-                pending += (out or b"") + (err or b"")
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    self._line(line.decode("utf-8", "replace"))
-        if pending:
-            self._line(pending.decode("utf-8", "replace"))
+    def feed(self, out: bytes | None, err: bytes | None) -> None:
+        self._pending += (out or b"") + (err or b"")
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            self._line(line.decode("utf-8", "replace"))
+
+    def finish(self) -> None:
+        """The last line, when the output did not end with a newline."""
+        if self._pending:
+            self._line(self._pending.decode("utf-8", "replace"))
+            self._pending = b""
 
 
-def _build_kwargs(suite: Suite, probe_tag: str, work: Path, seconds: int) -> dict:
-    from docker.types import LogConfig
-
-    volumes = {str(debs_dir(suite)): {"bind": DEBS_MOUNT, "mode": "ro"},
-               str(work): {"bind": WORK_MOUNT, "mode": "ro"}}
-    return {
-        "image": probe_tag,
-        "command": ["sh", "-c", 'timeout -s KILL "$0" "$@"; exit $?', f"{seconds}s",
-                    "sh", f"{WORK_MOUNT}/build-layer.sh", WORK_MOUNT, DEBS_MOUNT],
-        "name": f"vdsomatrix-{suite.name}-runtimes-build-{uuid.uuid4().hex[:8]}",
-        "labels": {**PROBE_RUN, f"{LABEL}.env": f"{suite.name}-runtimes-build",
-                   **owner_labels(), EXPIRES: str(math.ceil(time.time()) + seconds)},
-        "hostname": "vdsomatrix",
-        "user": "0:0",
-        "working_dir": "/",
-        "network_mode": "none",
-        "tmpfs": {"/tmp": BUILD_TMPFS},
-        "volumes": volumes,
-        "security_opt": ["no-new-privileges"],
-        "mem_limit": BUILD_MEMORY,
-        "memswap_limit": BUILD_MEMORY,
-        "pids_limit": BUILD_PIDS,
-        "log_config": LogConfig(type="none"),
-        "stdin_open": False,
-        "tty": False,
-    }
+def _build_confinement(suite: Suite, work: Path) -> Confinement:
+    """The layer build's: root (apt and dpkg install packages) and a writable root file system
+    (the layer is what it writes), the .debs and the work folder mounted read-only; still no
+    network, no new privileges, and its own memory and process limits."""
+    return Confinement(user="0:0", read_only=False, drop_capabilities=False,
+                       mem_limit=BUILD_MEMORY, pids_limit=BUILD_PIDS, tmpfs_tmp=BUILD_TMPFS,
+                       volumes=((str(debs_dir(suite)), DEBS_MOUNT, "ro"),
+                                (str(work), WORK_MOUNT, "ro")),
+                       environment=())
 
 
 def _image_labels(suite: Suite, selection: Selection, probe_tag: str, root: Path) -> dict:
@@ -561,55 +533,34 @@ def _image_labels(suite: Suite, selection: Selection, probe_tag: str, root: Path
 def _run_build(client, suite: Suite, selection: Selection, probe_tag: str, tag: str,
                work: Path, root: Path, log: Log, timings: dict[str, float]) -> None:
     """Run the build container and commit it as ``tag``; the container is always removed."""
-    from vdsomatrix.engine.container import _Waiter
-
-    seconds = math.ceil(BUILD_TIMEOUT)
-    kwargs = _build_kwargs(suite, probe_tag, work, seconds)
-    container = None
-    progress = None
-    try:
-        container = client.containers.create(**kwargs)
-        stream = client.api.attach(container.id, stdout=True, stderr=True, stream=True,
-                                   logs=False, demux=True)
-        progress = _Progress(stream, suite, log)
-        container.start()
-        waiter = _Waiter(container, BUILD_TIMEOUT + 30)
-        deadline = time.monotonic() + BUILD_TIMEOUT
-        while not waiter.done.wait(0.2):
-            if processes.stopping.is_set():
-                raise processes.Interrupted(f"interrupted while building {tag}")
-            if time.monotonic() >= deadline:
-                raise ImageBuildError(
-                    f"building the {suite.name} runtime layer took longer than "
-                    f"{BUILD_TIMEOUT:.0f} s: run it again, or look at `docker stats` while it "
-                    "runs")
-        if waiter.error is not None:
-            raise waiter.error
-        code = int((waiter.status or {}).get("StatusCode", -1))
-        progress.thread.join(timeout=10)
+    progress = _Progress(suite, log)
+    with Container(client, probe_tag,
+                   ["sh", f"{WORK_MOUNT}/build-layer.sh", WORK_MOUNT, DEBS_MOUNT],
+                   name=f"{suite.name}-runtimes-build", lifetime=BUILD_TIMEOUT,
+                   confinement=_build_confinement(suite, work), log=log) as box:
+        run = box.run(BUILD_TIMEOUT, stdout_cap=None, watch=progress.feed)
+        progress.finish()
         timings.update(progress.phases)
-        if code != 0:
-            quiet(container.reload)
-            oom = (container.attrs.get("State") or {}).get("OOMKilled")
+        if run.timed_out:
+            raise ImageBuildError(
+                f"building the {suite.name} runtime layer took longer than "
+                f"{BUILD_TIMEOUT:.0f} s: run it again, or look at `docker stats` while it runs")
+        if run.engine_error is not None:
+            raise run.engine_error
+        if run.exit_code != 0:
             tail = " | ".join(progress.tail[-6:])
             raise ImageBuildError(
-                f"building the {suite.name} runtime layer failed (exit {code}"
-                + (f", out of memory at {BUILD_MEMORY}" if oom else "") + "): "
+                f"building the {suite.name} runtime layer failed (exit {run.exit_code}"
+                + (f", out of memory at {BUILD_MEMORY}" if run.oom_killed else "") + "): "
                 + one_line(tail[-800:] or "no output", 800)
                 + f"; run again with rebuild, or delete {debs_dir(suite)} if a .deb is broken")
         started = time.monotonic()
         repo, _, name = tag.partition(":")
-        container.commit(repository=repo, tag=name, conf={
+        box.commit(repo, name, conf={
             "Labels": _image_labels(suite, selection, probe_tag, root), "Cmd": ["sh"],
             "User": "", "WorkingDir": "/"})
         timings["commit"] = time.monotonic() - started
         log(f"[{suite.name}] runtimes: commit {timings['commit']:.0f} s")
-    finally:
-        if container is not None:
-            quiet(lambda: client.api.kill(container.id))
-            remove_container(client, container.id, log)
-        else:
-            remove_container(client, kwargs["name"], log)
 
 
 def _build(client, suite: Suite, selection: Selection, probe_tag: str, tag: str, root: Path,
