@@ -180,3 +180,36 @@ def test_no_long_function_without_a_reason(language):
                  for hit in _long_c(path.read_text(), str(path.relative_to(ROOT)))]
     assert found == [], (f"functions over {MAX_LINES} lines: split them into named steps, or "
                          f"say above each why it must be {WHY}")
+
+
+def _calls(path: Path) -> list[str]:
+    """Dotted names of what ``path`` calls ("client.containers.create", "processes.spawn")."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            parts, func = [], node.func
+            while isinstance(func, ast.Attribute):
+                parts.append(func.attr)
+                func = func.value
+            if isinstance(func, ast.Name):
+                parts.append(func.id)
+            names.append(".".join(reversed(parts)))
+    return names
+
+
+def test_only_the_engine_creates_containers_and_backends_start_nothing_themselves():
+    engine = SRC / "vdsomatrix" / "engine"
+    creating, spawning = [], []
+    for path in sorted((SRC / "vdsomatrix").rglob("*.py")):
+        if engine in path.parents or PROBES in path.parents:
+            continue
+        calls = _calls(path)
+        creating += [f"{path.name}: {c}" for c in calls
+                     if c.endswith(("containers.create", "containers.run", "create_container"))]
+        # The host backend's environment is this machine: its probe is a plain child process.
+        if path.parent.name == "backends" and path.name != "host.py":
+            spawning += [f"{path.name}: {c}" for c in calls
+                         if c.endswith(("spawn", "Popen", "run_bounded", "containers.get"))]
+    assert _calls(engine / "container.py").count("self.client.containers.create") == 1
+    assert creating == [], "containers are created by engine.Container alone"
+    assert spawning == [], "a backend starts containers and guests through engine/ alone"
