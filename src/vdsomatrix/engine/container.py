@@ -35,7 +35,7 @@ kernel's vsyscall mode, not on who asks. Verified on the development machine
 (kernel 6.18, Docker 20.10.24) as uid 65534 with CapEff = CapBnd = 0: PTRACE_TRACEME +
 PTRACE_SYSCALL + PTRACE_GETREGS, pinning to one CPU, the vDSO image and the vsyscall read all
 work, and a full probe document is identical to one made as root but for ASLR addresses;
-tests/test_docker_backend.py checks it on every machine.
+tests/backends/test_docker_backend.py checks it on every machine.
 Docker's default seccomp profile refuses perf_event_open unless the container has CAP_SYS_ADMIN
 (this engine does not know CAP_PERFMON), which would leave the helper's page-fault counts (the
 proof that a vsyscall call traps) null in containers. Containers therefore run with a profile

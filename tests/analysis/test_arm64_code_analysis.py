@@ -29,7 +29,7 @@ from vdsomatrix.analysis import analyse_bounded, analyse_result
 
 OBJDUMP = "aarch64-linux-gnu-objdump"
 SUITES = ("bookworm", "sid")
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 VDSO_FIXTURES = sorted(DATA.glob("vdso-arm64-*.so"))
 # What every arm64 vDSO since 4.x exports (arch/arm64/kernel/vdso/vdso.lds.S), and what it
 # never does: the checks below are against these, and against objdump for everything else.

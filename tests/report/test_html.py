@@ -30,7 +30,7 @@ from vdsomatrix.report import html as report_html
 from vdsomatrix.report.html import render_html
 from vdsomatrix.report.model import Subject, Value
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(os.environ.get("VDSOMATRIX_REPORT_RESULTS", ROOT / "reports" / "results"))
 SCREENSHOT = Path("/tmp/vdsomatrix-report.png")
 # Debian's chromium and chromium-driver (.ci/setup-machine installs them); elsewhere the first

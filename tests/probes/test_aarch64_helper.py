@@ -5,7 +5,7 @@ qemu-user is a sanity check only, never a result: there QEMU emulates the kernel
 recent versions, a vDSO of its own) and refuses ptrace. It shows that the helper builds for
 aarch64, starts, prints its document, and says "not on this architecture" where it must. The
 real arm64 results come from arm64 kernels under qemu-system-aarch64 (tests/data/result-*-arm64
-.json; tests/test_report_arm64.py checks them).
+.json; tests/report/test_architectures_section.py checks them).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from analysis_support import _workdir, need
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
 sys.path.insert(0, str(PROBES_DIR))
 import probe  # noqa: E402

@@ -2,7 +2,7 @@
 a way into the kernel costs what it costs: each computed from the rows, none assumed."""
 
 from fakes import markdown_cells, markdown_tables
-from test_report import doc, ok
+from test_report_build import doc, ok
 
 from vdsomatrix.report import build_report, render_report
 

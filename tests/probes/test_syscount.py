@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
 NR_GETPPID, NR_KILL, NR_EXECVE = "110", "62", "59"
 NR_RT_SIGRETURN, NR_RT_SIGPROCMASK = "15", "14"

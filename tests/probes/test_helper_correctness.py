@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakes import report_fixtures as fixtures
-from test_report_hostile import HOSTILE, assert_exports_inert
+from hostile_support import HOSTILE, assert_exports_inert
 
 from vdsomatrix.backends.qemu import qemu_argv
 from vdsomatrix.errors import BadInput
@@ -22,7 +22,7 @@ from vdsomatrix.report.correctness import outcome_text
 from vdsomatrix.report.exports import render_markdown, table_snippet
 from vdsomatrix.results import check_document
 
-CHECKER = Path(__file__).with_name("abi_crosscheck.py")
+CHECKER = Path(__file__).resolve().parents[1] / "abi_crosscheck.py"
 KEY = ("call", "input", "path")
 
 

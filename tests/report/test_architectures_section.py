@@ -14,8 +14,8 @@ import json
 
 import pytest
 from fakes import DATA, markdown_cells, markdown_tables, report_fixtures
-from test_report_hostile import HOSTILE, assert_exports_inert, string_paths
-from test_report_i386 import _full_matrix, section_text
+from hostile_support import HOSTILE, assert_exports_inert, string_paths
+from test_i386_section import _full_matrix, section_text
 
 from vdsomatrix.report import build_report, render_report
 from vdsomatrix.report.exports import render_csv, render_markdown

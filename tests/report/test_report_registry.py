@@ -17,14 +17,14 @@ from vdsomatrix.report import build_report, sections
 from vdsomatrix.report.exports import render_json, render_markdown
 from vdsomatrix.report.model import Section, Table, Value
 
-REPORT = Path(__file__).resolve().parents[1] / "src" / "vdsomatrix" / "report"
+REPORT = Path(__file__).resolve().parents[2] / "src" / "vdsomatrix" / "report"
 ANCHOR = re.compile(r'<a id="([a-z0-9-]+)"></a>')
 
 
 def every_section_docs() -> list[dict]:
     """Results that call for every optional section: 32-bit, arm64, runtimes, correctness,
     getrandom."""
-    data = Path(__file__).parent / "data"
+    data = Path(__file__).resolve().parents[1] / "data"
     docs = [json.loads(p.read_text("utf-8")) for p in sorted(data.glob("result-*.json"))]
     return docs + i386_docs() + matrix()
 

@@ -279,7 +279,7 @@ def test_probe_cli_accepts_runtimes_without_helper(sandbox, capsys):
 
 # ----------------------------------------------------------------------------- real -----------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
 VDSO_CLOCKSOURCES = {"tsc", "kvm-clock", "hyperv_clocksource_tsc_page", "arch_sys_counter"}
 

@@ -1,6 +1,6 @@
 """Image recipes: tags that follow exactly the inputs, safe locking and clean-up, clear errors.
 
-The real builds (debootstrap + import + Dockerfile) run in tests/test_docker_backend.py
+The real builds (debootstrap + import + Dockerfile) run in tests/backends/test_docker_backend.py
 (``engine`` marker); here only the cheap parts, plus a real-engine check that a second
 ensure_probe_image() builds nothing.
 """

@@ -28,7 +28,7 @@ from vdsomatrix.report.exports import (
 from vdsomatrix.report.sections import SECTION_IDS
 from vdsomatrix.results import load_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # included by id by the MkDocs site
 DOCS_TABLES = ("vdso", "vsyscall", "syscall-cost", "entry-cost", "latency-getrandom")
 # The ones the report fixtures (results from before entry costs and getrandom rows) have.

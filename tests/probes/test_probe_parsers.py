@@ -8,7 +8,7 @@ from fakes import load_probe
 
 probe, _ = load_probe()
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_real_auxv_has_the_vdso_and_terminates():

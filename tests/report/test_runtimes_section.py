@@ -13,8 +13,7 @@ import json
 
 import pytest
 from fakes import report_fixtures as fixtures
-from runtime_docs import matrix, row, runtime_doc, suite_rows, variant_rows
-from test_report_hostile import (
+from hostile_support import (
     HOSTILE,
     MEDLEY,
     assert_csv_safe,
@@ -23,6 +22,7 @@ from test_report_hostile import (
     assert_markup_inert,
     assert_snippet_inert,
 )
+from runtime_docs import matrix, row, runtime_doc, suite_rows, variant_rows
 
 from vdsomatrix.report import build_report, runtimes
 from vdsomatrix.report.exports import render_csv, render_json, render_markdown, table_snippet
