@@ -106,6 +106,16 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
+# Signals its parent as daemons do (readiness, a request to stop), then exits 5.
+SIGNAL_PARENT_C = """\
+#include <signal.h>
+#include <unistd.h>
+int main(void) {
+    int sigs[] = {SIGUSR1, SIGTERM, SIGHUP, SIGINT, SIGALRM, SIGUSR2, SIGPIPE}, i;
+    for (i = 0; i < 7; i++) { kill(getppid(), sigs[i]); usleep(10000); }
+    return 5;
+}
+"""
 # Writes garbage to fds 3..20 and closes them; exits with how many writes succeeded.
 GARBAGE_FDS_C = """\
 #include <unistd.h>
@@ -148,7 +158,8 @@ def progs(work) -> dict[str, Path]:
                "vsyscall-calls": (VSYSCALL_CALLS_C, ("-static",)),
                "vsyscall-read": (VSYSCALL_READ_C, ()), "fork-bomb": (FORK_BOMB_C, ()),
                "fork-n": (FORK_N_C, ()), "writer": (WRITER_C, ("-O2",)),
-               "kill-parent": (KILL_PARENT_C, ()), "garbage-fds": (GARBAGE_FDS_C, ())}
+               "kill-parent": (KILL_PARENT_C, ()),
+               "signal-parent": (SIGNAL_PARENT_C, ()), "garbage-fds": (GARBAGE_FDS_C, ())}
     folder = work / "progs"
     folder.mkdir(exist_ok=True)
     return {name: compile_c(folder, name, source, "gcc", *flags)
@@ -360,6 +371,29 @@ def test_a_program_that_kills_its_parent_is_still_reported(launcher, progs, work
     assert doc["traced"] is False and doc["syscalls"] == {}
     assert any("the tracer (the program's parent) ended by SIGKILL" in e for e in doc["errors"])
     assert all_dead([int(pid_file.read_text())])
+
+
+def test_signals_to_its_parent_do_not_end_the_run(launcher, progs, work):
+    doc, _ = run(launcher, "--", str(progs["signal-parent"]), where=work)
+    assert (doc["exit_status"], doc["signal"], doc["traced"]) == (5, None, True), doc
+    assert doc["errors"] == [] and doc["syscalls"]["62"] == 7  # its seven kill calls
+
+
+def test_a_stop_signal_to_the_launcher_kills_the_tree_and_still_reports(launcher, work):
+    pids = work / "stopped-pids"
+    result = work / "stopped.json"
+    proc = subprocess.Popen([str(launcher), "--result", str(result), "--", "sh", "-c",
+                             f"echo $$ > {pids}.tmp; mv {pids}.tmp {pids}; exec sleep 100"])
+    deadline = time.monotonic() + 20
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    doc = json.loads(result.read_text())
+    assert (doc["timed_out"], doc["signal"]) == (False, "SIGKILL")
+    assert "interrupted by SIGTERM: the program's tree was killed" in doc["errors"]
+    assert all_dead([int(pids.read_text())])
 
 
 def test_fds_3_to_20_hold_nothing_of_the_launcher(launcher, progs, work):

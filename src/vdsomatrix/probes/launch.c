@@ -22,8 +22,12 @@
  *   tracer (its child): the program's parent; traces its whole tree with tracer.c (as syscount:
  *     a seccomp RET_TRACE filter, else PTRACE_SYSCALL) and sends its findings up a pipe;
  *   program (the tracer's child): PROGRAM, with fds 0-2 only.
- * A program that kills its parent kills the tracer: PTRACE_O_EXITKILL then kills the traced
+ * The program may signal its parent: the tracer drops every catchable signal that the
+ * supervisor did not send. SIGKILL it cannot drop: PTRACE_O_EXITKILL then kills the traced
  * tree, and the supervisor (which the tree cannot name by getppid) reports what it saw.
+ * Emulated vsyscalls stop a seccomp tracer only (not PTRACE_SYSCALL), with the ip at the
+ * vsyscall entry; the ip costs nothing extra there: one PTRACE_GET_SYSCALL_INFO replaces the
+ * PTRACE_GETEVENTMSG that reads the number.
  * Where ptrace is refused or missing (qemu-user has none), PROGRAM runs untraced: exit status
  * and signal only, and "errors" says why.
  *
@@ -133,9 +137,17 @@ struct msg { char kind; int err; };
 #define MSG_CWD 'C'     /* --cwd failed */
 #define MSG_EXEC 'E'    /* exec failed */
 
-static const int stop_sigs[] = {SIGTERM, SIGINT, SIGHUP};
-enum { NSIGS = sizeof stop_sigs / sizeof stop_sigs[0] };
+/*
+ * The tracer's signals: the first NSTOP stop the run, and only when the supervisor (or the
+ * kernel: a hang-up) sends them; the rest are caught and dropped. The program may signal its
+ * parent, the tracer (a daemon's readiness SIGUSR1, a SIGTERM): that must not end the trace.
+ * Caught, not ignored, so that the program inherits none of it (handlers reset at exec).
+ */
+static const int tracer_sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM, SIGQUIT,
+				  SIGPIPE, SIGVTALRM, SIGPROF, SIGIO, SIGTSTP, SIGTTIN, SIGTTOU};
+enum { NSTOP = 3, NSIGS = sizeof tracer_sigs / sizeof tracer_sigs[0] };
 static volatile sig_atomic_t stop_sig;
+static pid_t supervisor_pid;
 static int msg_fd = -1;
 
 static void send_msg(char kind, int err)
@@ -189,7 +201,7 @@ static void program_environment(pid_t parent, const struct sigaction *saved, con
 	struct rlimit no_core = {0, 0};
 	int i;
 	for (i = 0; i < NSIGS; i++)
-		sigaction(stop_sigs[i], &saved[i], NULL);
+		sigaction(tracer_sigs[i], &saved[i], NULL);
 	sigprocmask(SIG_SETMASK, mask, NULL);
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -316,31 +328,43 @@ static void on_signal(void *ctx, struct trace *t, pid_t tid, int sig)
 	rep->have_fault_ip = trace_read_ip(tid, &rep->fault_ip) == 0;
 }
 
-static void on_stop_signal(int sig)
+static void on_stop_signal(int sig, siginfo_t *si, void *uc)
 {
 	int saved = errno;
+	if (si->si_pid != supervisor_pid && si->si_code != SI_KERNEL)
+		return; /* the program signalling its parent */
 	if (!stop_sig)
 		stop_sig = sig;
 	trace_kill_all();
 	errno = saved;
 }
 
-/* The tracer's stop signals (the supervisor's SIGTERM at the deadline), installed blocked. */
+static void on_parent_signal(int sig)
+{
+}
+
+/* The tracer's signals (the supervisor's SIGTERM at the deadline), the stop ones installed
+ * blocked; saved: the caller's dispositions, for the program. */
 static void install_stop_handlers(struct sigaction *saved, sigset_t *old_mask)
 {
-	struct sigaction sa;
+	struct sigaction stop, drop;
 	sigset_t guard;
 	int i;
+	supervisor_pid = getppid();
 	sigemptyset(&guard);
-	for (i = 0; i < NSIGS; i++)
-		sigaddset(&guard, stop_sigs[i]);
+	for (i = 0; i < NSTOP; i++)
+		sigaddset(&guard, tracer_sigs[i]);
 	trace_guard_signals(&guard);
 	sigprocmask(SIG_BLOCK, &guard, old_mask);
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop_signal;
-	sigfillset(&sa.sa_mask);
+	memset(&stop, 0, sizeof stop);
+	stop.sa_sigaction = on_stop_signal;
+	stop.sa_flags = SA_SIGINFO;
+	sigfillset(&stop.sa_mask);
+	memset(&drop, 0, sizeof drop);
+	drop.sa_handler = on_parent_signal;
+	drop.sa_flags = SA_RESTART;
 	for (i = 0; i < NSIGS; i++)
-		sigaction(stop_sigs[i], &sa, &saved[i]);
+		sigaction(tracer_sigs[i], i < NSTOP ? &stop : &drop, &saved[i]);
 }
 
 /* Every fd but 0-2 and keep closed: the program gets nothing the caller leaked. */
@@ -925,8 +949,8 @@ static void supervisor_signals(void)
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_supervisor_stop;
 	sigfillset(&sa.sa_mask);
-	for (i = 0; i < NSIGS; i++)
-		sigaction(stop_sigs[i], &sa, NULL);
+	for (i = 0; i < NSTOP; i++)
+		sigaction(tracer_sigs[i], &sa, NULL);
 	signal(SIGPIPE, SIG_IGN); /* a closed stdout is an error in the document, not our death */
 }
 
