@@ -368,7 +368,7 @@ def test_a_program_that_kills_its_parent_is_still_reported(launcher, progs, work
     doc, _ = run(launcher, "--", str(progs["kill-parent"]), str(pid_file), where=work)
     # its parent is the tracer: its death took the traced tree with it, the supervisor saw it
     assert doc["signal"] == "SIGKILL" and doc["exit_status"] is None
-    assert doc["traced"] is False and doc["syscalls"] == {}
+    assert doc["traced"] is None and doc["syscalls"] == {}  # the tracer's report was lost
     assert any("the tracer (the program's parent) ended by SIGKILL" in e for e in doc["errors"])
     assert all_dead([int(pid_file.read_text())])
 

@@ -6,7 +6,8 @@
  *
  * Writes ONE JSON object to the result channel (--result PATH, opened only after the program's
  * side has been forked, or --result-fd N, default 3), never to the program's streams:
- *   {"launcher": "vdsomatrix-launch/1", "program": text, "traced": bool, "method": text|null,
+ *   {"launcher": "vdsomatrix-launch/1", "program": text, "traced": bool|null,
+ *    "method": text|null,
  *    "exec_errno": "ENOENT"|number|null, "exec_errno_number": number|null,
  *    "exit_status": int|null, "signal": "SIGSEGV"|null, "fault_address": "0x0"|null,
  *    "fault_ip": "0x401126"|null, "timed_out": bool, "seconds": float,
@@ -795,7 +796,8 @@ static void print_document(const struct supervisor *sv, const struct report *rep
 	int status = rep ? rep->status : sv->program_status;
 	printf("{\"launcher\": \"vdsomatrix-launch/1\", \"program\": ");
 	json_string(program);
-	printf(", \"traced\": %s, \"method\": ", rep && rep->traced ? "true" : "false");
+	/* null: the tracer's report was lost, whether it traced is not known */
+	printf(", \"traced\": %s, \"method\": ", !rep ? "null" : rep->traced ? "true" : "false");
 	json_string_or_null(rep && rep->method[0] ? rep->method : NULL);
 	printf(", ");
 	print_exec_errno(rep);
