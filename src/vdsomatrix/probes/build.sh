@@ -1,12 +1,13 @@
 #!/bin/sh
 # Build the C helper with this environment's own toolchain and libc.
-#   sh build.sh OUTDIR [dynamic] [static] [musl] [syscount]    (default: the first three)
+#   sh build.sh OUTDIR [dynamic] [static] [musl] [syscount] [launch]   (default: the first three)
 # dynamic: cc against the system glibc; static: cc -static (glibc's libc.a);
 # musl: musl-gcc -static; syscount: the system-call counter of the runtime rows (cc, dynamic),
-# written as OUTDIR/syscount. Plain POSIX sh: it runs in the oldest userland of the matrix.
+# written as OUTDIR/syscount; launch: the launcher of users' programs (cc, dynamic; CC may make it
+# static), written as OUTDIR/launch. Plain POSIX sh: it runs in the oldest userland of the matrix.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:?usage: build.sh OUTDIR [dynamic] [static] [musl] [syscount]}
+out=${1:?usage: build.sh OUTDIR [dynamic] [static] [musl] [syscount] [launch]}
 shift
 [ $# -gt 0 ] || set -- dynamic static musl
 mkdir -p "$out"
@@ -27,7 +28,11 @@ for build in "$@"; do
         ${CC:-cc} $CFLAGS -o "$out/syscount" syscount.c $common
         echo "built $out/syscount"
         continue ;;
-    *) echo "build.sh: unknown build '$build' (dynamic, static, musl, syscount)" >&2; exit 2 ;;
+    launch)
+        ${CC:-cc} $CFLAGS -o "$out/launch" launch.c $common
+        echo "built $out/launch"
+        continue ;;
+    *) echo "build.sh: unknown build '$build' (dynamic, static, musl, syscount, launch)" >&2; exit 2 ;;
     esac
     echo "built $out/vdsoprobe-$build"
 done

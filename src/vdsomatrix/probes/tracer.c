@@ -30,6 +30,7 @@
 #endif
 #define TR_PTRACE_GET_SYSCALL_INFO 0x420e /* Linux 5.3 */
 #define TR_SYSCALL_INFO_ENTRY 1
+#define TR_SYSCALL_INFO_SECCOMP 3
 #define TR_PTRACE_O_TRACESECCOMP 0x80
 #define TR_PTRACE_O_EXITKILL 0x100000
 #define TR_PTRACE_EVENT_SECCOMP 7
@@ -175,14 +176,18 @@ static int entry_from_regs(pid_t tid, struct trace_entry *e)
 	}
 	e->nr = (unsigned long)regs.orig_rax;
 	e->arg0 = (long)regs.rdi;
+	e->ip = regs.rip;
 #elif defined(__i386__)
 	e->nr = (unsigned long)regs.orig_eax;
 	e->arg0 = regs.ebx;
+	e->ip = (unsigned long)regs.eip;
 #elif defined(__aarch64__)
 	/* at a syscall-entry stop the number is in x8 and the first argument still in x0 */
 	e->nr = (unsigned long)regs.regs[8];
 	e->arg0 = (long)regs.regs[0];
+	e->ip = regs.pc;
 #endif
+	e->have_ip = 1;
 	return 1;
 }
 
@@ -202,6 +207,8 @@ static int syscall_stop_entry(pid_t tid, struct tracee *tr, struct trace_entry *
 				return 0;
 			e->nr = info.arch == NATIVE_AUDIT_ARCH ? (unsigned long)info.nr : TRACE_NR_OTHER;
 			e->arg0 = (long)info.args[0];
+			e->ip = info.instruction_pointer;
+			e->have_ip = 1;
 			return 1;
 		}
 		if (errno == ESRCH)
@@ -251,19 +258,47 @@ int trace_setup(struct trace *t)
 	return -1;
 }
 
+/*
+ * A seccomp stop read with one PTRACE_GET_SYSCALL_INFO: the filter's data (the number, as
+ * PTRACE_GETEVENTMSG gives it) and the instruction pointer, at the cost of the one call the
+ * number alone costs. 0: not available (before Linux 5.3).
+ */
+static int seccomp_entry_with_ip(pid_t tid, struct trace_entry *e)
+{
+	struct tr_syscall_info info;
+	if (!have_syscall_info)
+		return 0;
+	memset(&info, 0, sizeof info);
+	if (ptrace(TR_PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) <= 0 ||
+	    info.op != TR_SYSCALL_INFO_SECCOMP)
+		return 0;
+	e->nr = info.ret_data & 0xffff;
+	e->ip = info.instruction_pointer;
+	e->have_ip = 1;
+	return 1;
+}
+
 /* A PTRACE_EVENT stop: a seccomp trap (an entry), a new thread or child, or an exec. */
 static void on_event(struct trace *t, pid_t tid, int event)
 {
 	unsigned long msg = 0;
 	struct tracee *tr;
 	if (event == TR_PTRACE_EVENT_SECCOMP) {
-		struct trace_entry e = {0, 0};
-		if (ptrace(PTRACE_GETEVENTMSG, tid, NULL, &msg) == 0) {
+		struct trace_entry e = {0, 0, 0, 0};
+		if (t->want_ip && seccomp_entry_with_ip(tid, &e))
+			t->on_entry(t->ctx, &e);
+		else if (ptrace(PTRACE_GETEVENTMSG, tid, NULL, &msg) == 0) {
 			e.nr = msg & 0xffff;
+			if (t->want_ip)
+				e.have_ip = trace_read_ip(tid, &e.ip) == 0;
 			t->on_entry(t->ctx, &e);
 		}
 	} else if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK ||
 		   event == PTRACE_EVENT_VFORK) {
+		if (event == PTRACE_EVENT_CLONE)
+			t->clones++;
+		else
+			t->forks++;
 		if (ptrace(PTRACE_GETEVENTMSG, tid, NULL, &msg) == 0)
 			adopt(t, (pid_t)msg);
 	} else if (event == PTRACE_EVENT_EXEC) {
@@ -302,6 +337,8 @@ static int on_stop(struct trace *t, pid_t tid, struct tracee *tr, int status)
 	if ((sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) &&
 	    ptrace(PTRACE_GETSIGINFO, tid, NULL, &si) != 0)
 		return 0;
+	if (t->on_signal)
+		t->on_signal(t->ctx, t, tid, sig);
 	return sig; /* a real signal (SIGSEGV, SIGALRM...): passed on */
 }
 
@@ -348,6 +385,32 @@ void trace_run(struct trace *t)
 		ptrace(t->method == TRACE_SECCOMP ? PTRACE_CONT : PTRACE_SYSCALL, tid, NULL,
 		       (void *)(long)sig);
 	}
+}
+
+int trace_read_ip(pid_t tid, unsigned long long *ip)
+{
+	struct user_regs_struct regs;
+	struct iovec iov;
+	iov.iov_base = &regs;
+	iov.iov_len = sizeof regs;
+	if (ptrace(PTRACE_GETREGSET, tid, (void *)(long)NT_PRSTATUS, &iov) != 0)
+		return -1;
+#if defined(__x86_64__)
+	if (iov.iov_len != sizeof regs) {
+		uint32_t eip; /* a 32-bit tracee: struct user_regs_struct of i386, eip its 13th word */
+		if (iov.iov_len < 13 * sizeof eip)
+			return -1;
+		memcpy(&eip, (const char *)&regs + 12 * sizeof eip, sizeof eip);
+		*ip = eip;
+		return 0;
+	}
+	*ip = regs.rip;
+#elif defined(__i386__)
+	*ip = (unsigned long)regs.eip;
+#elif defined(__aarch64__)
+	*ip = regs.pc;
+#endif
+	return 0;
 }
 
 /* ------------------------------------------------------------ the tracee ---------------- */

@@ -20,6 +20,8 @@
 struct trace_entry {
 	unsigned long nr; /* the native table's number, or TRACE_NR_OTHER */
 	long arg0;        /* the first argument (0 when the method does not read it: seccomp) */
+	unsigned long long ip; /* the instruction pointer at the entry, when have_ip */
+	int have_ip;      /* always with PTRACE_SYSCALL; with seccomp only when t->want_ip */
 };
 
 enum trace_method {
@@ -42,6 +44,12 @@ struct trace {
 	int status, have_status; /* the leader's wait status, once it has ended */
 	int exec_seen;           /* the leader exec'd (follow only) */
 	char error[160];         /* why the trace failed or was cut short; "" if it did not */
+	/* Added for the launcher; zero (memset) keeps the behaviour above unchanged. */
+	int want_ip;             /* seccomp method: read each entry's instruction pointer too */
+	/* A signal-delivery-stop of any tracee, before the signal is passed on. */
+	void (*on_signal)(void *ctx, struct trace *t, pid_t tid, int sig);
+	unsigned long forks;     /* fork and vfork events seen (new processes) */
+	unsigned long clones;    /* clone events seen (threads, mostly) */
 };
 
 /* Starts a trace of t->leader: the table of tracees holds the leader alone. */
@@ -63,6 +71,10 @@ void trace_guard_signals(const sigset_t *set);
 
 /* Read each entry from the registers, not with PTRACE_GET_SYSCALL_INFO (as before Linux 5.3). */
 void trace_without_syscall_info(void);
+
+/* The instruction pointer of a stopped tracee (a 32-bit tracee of a 64-bit tracer too).
+ * 0, else -1. */
+int trace_read_ip(pid_t tid, unsigned long long *ip);
 
 /* In the tracee, before exec: a filter that traps every system call to the tracer with its
  * number (TRACE_NR_OTHER for others). 0, else -1 with errno. */
