@@ -25,7 +25,7 @@ from fakes import CONTAINER_ID, FakeClient, FakeImage
 from vdsomatrix import processes
 from vdsomatrix.backends.docker import DockerBackend
 from vdsomatrix.engine import container, leftovers, seccomp
-from vdsomatrix.engine.client import LABEL, NO_ENGINE, docker_client
+from vdsomatrix.engine.client import LABEL, NO_ENGINE, NOT_BUILT, docker_client
 from vdsomatrix.engine.container import Container, container_kwargs, run_container
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.images import probe_image as images
@@ -101,9 +101,9 @@ def test_missing_image_says_how_to_build_it():
     client = FakeClient(tags=[])
     backend = backend_with(client)
     verdict = backend.availability(ENV)
-    assert not verdict.ok and "image not built: run `nox -s images`" in verdict.reason
+    assert not verdict.ok and NOT_BUILT in verdict.reason
     outcome = backend.run_probe(ENV, deadline=10)
-    assert outcome.status == "failed" and "nox -s images" in outcome.errors[0]
+    assert outcome.status == "failed" and "vdsomatrix images" in outcome.errors[0]
     assert client.created == []  # nothing started, nothing pulled
 
 

@@ -22,7 +22,7 @@ from fakes import copy_probe_context
 
 from vdsomatrix import paths, processes
 from vdsomatrix.debian import archive as mirror
-from vdsomatrix.engine.client import LABEL
+from vdsomatrix.engine.client import LABEL, NOT_BUILT
 from vdsomatrix.errors import EnvironmentUnavailable
 from vdsomatrix.images import probe_image as images
 from vdsomatrix.images import rootfs
@@ -206,9 +206,9 @@ def test_image_status():
     built, reason = images.image_status(BOOKWORM, client=FakeClient([probe, base]))
     assert built and probe in reason
     built, reason = images.image_status(BOOKWORM, client=FakeClient([base]))
-    assert not built and "image not built: run `nox -s images`" in reason and "base" in reason
+    assert not built and NOT_BUILT in reason and "base" in reason
     built, reason = images.image_status(BOOKWORM, client=FakeClient([]))
-    assert not built and reason.startswith("image not built: run `nox -s images`")
+    assert not built and reason.startswith(NOT_BUILT)
 
 
 def test_image_status_without_engine(monkeypatch, tmp_path):

@@ -21,7 +21,7 @@ NO_ENGINE = (
     "no Docker engine reachable ({detail}): start one with `bash .ci/setup-machine` "
     "(as root) or `dockerd &`, or set DOCKER_HOST"
 )
-NOT_BUILT = "image not built: run `nox -s images`"
+NOT_BUILT = "image not built: run `vdsomatrix images` (in a checkout: `nox -s images`)"
 LONG_TIMEOUT = 600  # seconds per request for builds, imports and exports
 
 
