@@ -132,3 +132,13 @@ def test_nothing_written_can_be_run(vtest, tmp_path):
     code, _, entry = vtest(script)
     assert code == 1 and entry["verdict"]["kind"] == "cannot-execute"
     assert entry["verdict"]["exec_errno"] == "EACCES"
+
+
+def test_a_file_neither_elf_nor_script_runs_and_the_kernel_refuses_it(vtest, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just words\n")
+    code, _, entry = vtest(notes)
+    assert code == 1
+    assert (entry["verdict"]["kind"], entry["verdict"]["exec_errno"]) == (
+        "cannot-execute", "ENOEXEC")
+    assert entry["prediction"]["kind"] == "cannot-execute"  # from the ELF facts alone

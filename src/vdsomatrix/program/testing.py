@@ -118,6 +118,11 @@ def prediction_for(env: Environment, facts: dict[str, Any], results_dir: Path
     """The prediction from ``results_dir/<env>.json`` (bounded read), and that document."""
     path = results_dir / f"{env.name}.json"
     if not path.is_file():
+        # Some programs need no fact of the environment (not a program at all, a #! line
+        # without an interpreter): their prediction stands without a probe result.
+        alone = predict(facts, {})
+        if alone.kind != "unknown" and not alone.missing_facts:
+            return alone, None
         return Prediction("unknown", f"no probe result for {env.name}: run `vdsomatrix probe "
                           f"{env.name}` first"), None
     try:
