@@ -1,8 +1,9 @@
-"""The command line: list, probe, run, images, report, compare, clean.
+"""The command line: list, probe, run, images, test, report, compare, clean.
 
 Exit codes: 0 ok; 1 a run that failed (an environment produced no result) or, for compare, the
-changes --fail-on names; 2 bad input (unknown environment, malformed matrix, no usable result
-files); 130 interrupted. Every error is one line saying what to do.
+changes --fail-on names, or, for test, a program that did not pass everywhere it ran; 2 bad
+input (unknown environment, malformed matrix, no usable result files, no such program); 130
+interrupted. Every error is one line saying what to do.
 """
 
 from __future__ import annotations
@@ -180,6 +181,45 @@ def cmd_images(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_test(args) -> int:
+    """A user's program in each chosen environment: verdict, prediction, disagreement."""
+    from vdsomatrix.program import summary, testing
+    from vdsomatrix.results import write_atomic
+
+    matrix = _matrix(args)
+    formats = _test_formats(args.format)
+    program = testing.load_program(Path(args.program), arguments=args.arguments,
+                                   files=[Path(f) for f in args.file or []],
+                                   expected_exit=args.expect_exit, timeout=args.timeout)
+    envs = testing.select(matrix, args.env or [])
+    envs = [e for e in envs if not args.backend or str(e.backend) in args.backend]
+    if not envs:
+        raise BadInput("no environment chosen: see `vdsomatrix list`")
+    tests = testing.run_everywhere(program, envs, results_dir=default_results_dir(),
+                                   log=lambda m: print(m, file=sys.stderr))
+    if "md" in formats:
+        sys.stdout.write(summary.markdown(program, tests))
+    if "json" in formats:
+        out = Path(args.out) if args.out else testing.default_out(program, default_reports_dir())
+        text = json.dumps(summary.document(program, tests), indent=1, allow_nan=False) + "\n"
+        print(f"wrote {write_atomic(out, text)}", file=sys.stderr)
+    code = summary.exit_code(tests)
+    if code:
+        ran = sum(t.verdict is not None for t in tests)
+        print("vdsomatrix: " + ("the program ran nowhere" if not ran else
+                                "the program did not pass everywhere it ran"), file=sys.stderr)
+    return code
+
+
+def _test_formats(values: list[str] | None) -> set[str]:
+    words = {w.strip() for v in values or ["md,json"] for w in v.split(",") if w.strip()}
+    unknown = words - {"md", "json"}
+    if unknown or not words:
+        raise BadInput(f"--format {','.join(sorted(unknown)) or '(empty)'}: give md, json or "
+                       "md,json")
+    return words
+
+
 def cmd_report(args) -> int:
     """Render the report of result files: REPORT.md, per-table Markdown and CSV, report.json,
     and REPORT.html."""
@@ -305,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vdsomatrix {__version__}")
     parser.add_argument("--matrix", help="matrix file (default: images/matrix.toml)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add_command in (_add_list, _add_probe, _add_run, _add_images, _add_report, _add_compare,
-                        _add_clean):
+    for add_command in (_add_list, _add_probe, _add_run, _add_images, _add_test, _add_report,
+                        _add_compare, _add_clean):
         add_command(sub)
     return parser
 
@@ -361,6 +401,35 @@ def _add_images(sub) -> None:
     p.set_defaults(func=cmd_images)
 
 
+def _add_test(sub) -> None:
+    p = sub.add_parser(
+        "test", help="run your program in each environment: verdict beside prediction "
+                     "(containers only for now; exit 1 when it does not pass everywhere)",
+        description="Run PROGRAM confined (no network, read-only, as nobody, memory, process "
+                    "and time limits) in each chosen environment under the image's launcher, "
+                    "and print its verdict there beside the prediction made from its ELF and "
+                    "the environment's probe result (reports/results/<env>.json). Not yet: "
+                    "containers only; guest (qemu) environments and the host are listed as "
+                    "skipped. Arguments for PROGRAM go after `--`.")
+    p.add_argument("program", help="the program (an ELF binary or a #! script) to run")
+    p.add_argument("arguments", nargs="*", help="its arguments (after `--`)")
+    p.add_argument("--env", action="append", metavar="NAME|GLOB",
+                   help="an environment or a glob (repeatable; default: every docker "
+                        "environment's userland but the runtimes and other variants)")
+    p.add_argument("--backend", action="append", choices=[str(BackendName.DOCKER)],
+                   help="only this backend (containers: docker)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="S",
+                   help="seconds the program may run in each environment (default: 60)")
+    p.add_argument("--expect-exit", type=int, default=0, metavar="N",
+                   help="the exit status that counts as passing (default: 0)")
+    p.add_argument("--file", action="append", metavar="PATH",
+                   help="a file the program needs, copied beside it (repeatable; read-only)")
+    p.add_argument("--out", help="the JSON document (default: reports/tests/<program>.json)")
+    p.add_argument("--format", action="append", metavar="md,json",
+                   help="md: the table on stdout; json: the document at --out (default both)")
+    p.set_defaults(func=cmd_test)
+
+
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="render the report (REPORT.md, tables, report.json, "
                                       "REPORT.html) from result files")
@@ -410,9 +479,22 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; for `test`, everything after the first `--` is the program's (argparse
+    alone would not take them after options)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "--" in words:
+        cut = words.index("--")
+        head = parser.parse_args(words[:cut])
+        if head.command == "test":
+            head.arguments = [*head.arguments, *words[cut + 1:]]
+            return head
+    return parser.parse_args(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return args.func(args)

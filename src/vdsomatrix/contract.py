@@ -28,6 +28,12 @@ HELPER_IN_IMAGE = "/opt/vdsomatrix/bin/vdsoprobe-{build}"
 # Runtime environments: the runtime layer's programs and manifest, and the system-call counter.
 RUNTIMES_IN_IMAGE = "/opt/vdsomatrix/runtimes"
 SYSCOUNT_IN_IMAGE = "/opt/vdsomatrix/bin/syscount"
+# A user's program (`vdsomatrix test`): the launcher, and the read-only folder the program and
+# its files are mounted at.
+LAUNCH_IN_IMAGE = "/opt/vdsomatrix/bin/launch"
+PROGRAM_FOLDER = "/vdsomatrix/program"
+# The launcher's document names a few dozen system-call numbers: a few KiB.
+MAX_LAUNCH_DOCUMENT = 1 << 20
 # A probe prints about 1.4 MB (the compressed libc and loader are most of it); more than this is
 # not a probe's document, and is refused before any memory is spent decoding it.
 MAX_OUTPUT = 8 << 20
@@ -45,6 +51,19 @@ def helper_budget(deadline: float, startup: float) -> int:
     instead of the whole environment being killed at its deadline with nothing to show.
     """
     return max(1, int(deadline - startup))
+
+
+def launch_argv(program: str, arguments: list[str], *, timeout: float, output_cap: int
+                ) -> list[str]:
+    """The command that runs ``program`` (a file name in :data:`PROGRAM_FOLDER`) under the
+    launcher, from that folder. The launcher's document goes to the command's stdout (its fd 3)
+    and the program's stdout and stderr both to the command's stderr, so that nothing the
+    program prints is read as the document; the launcher closes fd 3 on the program's side.
+    (A tmpfs file would be lost: a stopped container's tmpfs is gone before it can be copied.)
+    """
+    return ["sh", "-c", 'exec "$0" "$@" 3>&1 1>&2', LAUNCH_IN_IMAGE,
+            "--timeout", f"{timeout:g}", "--output-cap", str(output_cap), "--result-fd", "3",
+            "--cwd", PROGRAM_FOLDER, "--", f"{PROGRAM_FOLDER}/{program}", *arguments]
 
 
 def probe_argv(*, python: str, probe: str, helper: str, name: str, backend: str,

@@ -36,6 +36,31 @@ VSYSCALL_READ_C = """\
 int main(void) { return *(volatile unsigned char *)0xffffffffff600000UL == 0x48 ? 0 : 3; }
 """
 EXIT_C = "#include <stdio.h>\nint main(void) { fputs(\"bad input\\n\", stderr); return 3; }\n"
+# Hostile programs for `vdsomatrix test`: each must end with a verdict and leave nothing behind.
+NULL_DEREF_C = "int main(void) { volatile int *p = 0; return *p; }\n"
+# Every process forks for 3 s (from the first one's start), then exits: the pids limit refuses
+# most forks; the tree ends by itself.
+FORK_BOMB_C = """\
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    time_t end = time(0) + 3;
+    while (time(0) < end) fork();
+    return 0;
+}
+"""
+ENDLESS_WRITER_C = """\
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    char line[4096];
+    memset(line, 'y', sizeof line);
+    for (;;) write(1, line, sizeof line);
+}
+"""
+SLEEPER_C = "#include <unistd.h>\nint main(void) { for (;;) sleep(1000); }\n"
+# What the program could write it could not run: the one writable place, /tmp, is noexec.
+EXEC_FROM_TMP_SH = "#!/bin/sh\ncp /bin/true /tmp/t && chmod 755 /tmp/t && exec /tmp/t\n"
 LIBFOO_C = "int foo(void) { return 7; }\n"
 LIBBAR_C = "int bar(void) { return 8; }\n"
 USES_FOO_C = "int foo(void);\nint main(void) { return foo() == 7 ? 0 : 1; }\n"

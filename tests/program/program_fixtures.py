@@ -15,11 +15,15 @@ from pathlib import Path
 import pytest
 from program_builds import (
     CXX_C,
+    ENDLESS_WRITER_C,
     EXIT_C,
     FAULT_LAUNCHER_C,
+    FORK_BOMB_C,
     HELLO_C,
     LIBBAR_C,
     LIBFOO_C,
+    NULL_DEREF_C,
+    SLEEPER_C,
     USES_FOO_C,
     VSYSCALL_CALL_C,
     VSYSCALL_POINTER_C,
@@ -121,6 +125,26 @@ def fault_launcher(builds: Path) -> Path:
 
 
 @built_once
+def null_deref(builds: Path) -> Path:
+    return compile_c(builds, "null-deref", NULL_DEREF_C, "gcc", "-O0")
+
+
+@built_once
+def fork_bomb(builds: Path) -> Path:
+    return compile_c(builds, "fork-bomb", FORK_BOMB_C, "gcc", "-O2")
+
+
+@built_once
+def endless_writer(builds: Path) -> Path:
+    return compile_c(builds, "endless-writer", ENDLESS_WRITER_C, "gcc", "-O2")
+
+
+@built_once
+def sleeper(builds: Path) -> Path:
+    return compile_c(builds, "sleeper", SLEEPER_C, "gcc", "-O2")
+
+
+@built_once
 def libfoo_programs(builds: Path) -> dict[str, Path]:
     """For glibc and musl: a program that needs libfoo.so.1's foo, the library in good/, and
     one without foo (under the same soname) in bad/."""
@@ -139,4 +163,4 @@ def libfoo_programs(builds: Path) -> dict[str, Path]:
 __all__ = ["builds", "vsyscall_static", "vsyscall_pointer", "vsyscall_read", "glibc_dynamic",
            "exits_3", "cxx_dynamic", "static_pie", "musl_static", "musl_dynamic",
            "musl_missing_loader", "arm64_static", "go_binary", "fault_launcher",
-           "libfoo_programs"]
+           "libfoo_programs", "null_deref", "fork_bomb", "endless_writer", "sleeper"]
