@@ -213,3 +213,14 @@ def test_only_the_engine_creates_containers_and_backends_start_nothing_themselve
     assert _calls(engine / "container.py").count("self.client.containers.create") == 1
     assert creating == [], "containers are created by engine.Container alone"
     assert spawning == [], "a backend starts containers and guests through engine/ alone"
+
+
+def test_the_two_halves_name_one_schema():
+    """probe.py cannot import the host side (it runs alone, stdlib only, in the environment), so
+    the schema name is written on both sides of the contract: they must be the same."""
+    from vdsomatrix import SCHEMA
+
+    tree = ast.parse((PROBES / "probe.py").read_text())
+    written = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+               and any(getattr(t, "id", None) == "SCHEMA" for t in node.targets)]
+    assert written == [SCHEMA]
