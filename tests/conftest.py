@@ -14,6 +14,7 @@ host probe takes a while; several test files read it).
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -28,6 +29,25 @@ def require(what: str, reason: str) -> None:
     if in_ci():
         pytest.fail(f"{message} (CI=true: this machine must provide it)", pytrace=False)
     pytest.skip(message)
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for its (new) parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def all_dead(pids: list[int], within: float = 5) -> bool:
+    """Whether every one of ``pids`` is dead within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(dead(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="session")

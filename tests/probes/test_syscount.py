@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import all_dead, require
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBES_DIR = ROOT / "src" / "vdsomatrix" / "probes"
@@ -219,24 +219,6 @@ def test_exit_code_and_fatal_signal(bins, method):
     doc = calls(bins, "crash", 0, method=method)
     assert (doc["exit_code"], doc["signal"], doc["error"]) == (None, "SIGSEGV", None)
     assert doc["counts"][NR_EXECVE] == 1 and doc["method"] == METHODS[method]
-
-
-def dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for its (new) parent."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def all_dead(pids: list[int], within: float = 5) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(dead(pid) for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_timeout_kills_the_whole_tree_and_keeps_the_counts(bins, tmp_path):

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import all_dead
 from program_builds import compile_c, host_vsyscall_mode, i386_exit0, require
 
 from vdsomatrix.program.verdict import judge, outcome_from_dict
@@ -183,23 +184,6 @@ def run(launcher: Path, *args: str, where: Path, timeout: float = 60, env: dict 
 
 def verdict(doc: dict, stderr: bytes = b""):
     return judge(outcome_from_dict({**doc, "stderr": stderr}))
-
-
-def dead(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def all_dead(pids: list[int], within: float = 5) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if all(dead(pid) for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --------------------------------------------------------------------- ordinary programs ------
